@@ -1,0 +1,113 @@
+"""`posttrain-probe`: thin command line over the Python API (parse → call → print)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from collections.abc import Callable, Sequence
+
+from . import __version__
+
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+
+
+def command(register: Callable[[argparse._SubParsersAction], None]):
+    """Decorator for functions that add one subcommand."""
+    _COMMANDS.append(register)
+    return register
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version(), "posttrain_probe": __version__}
+    for pkg in ("torch", "transformers", "transformer-lens", "nnsight", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+@command
+def _info(sub):
+    p = sub.add_parser("info", help="versions, device and cache directory")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    def run(args) -> int:
+        import torch
+
+        from .paths import cache_dir, shared_data_dir
+
+        info = {
+            "versions": _versions(),
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+            "cpu_threads": torch.get_num_threads(),
+            "cache_dir": str(cache_dir()),
+            "shared_data_dir": str(shared_data_dir()) if shared_data_dir() else None,
+        }
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            for k, v in info.items():
+                print(f"{k:16} {v}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+@command
+def _pair(sub):
+    p = sub.add_parser("pair", help="paired-model utilities")
+    psub = p.add_subparsers(dest="pair_cmd", required=True)
+    c = psub.add_parser("check", help="load BASE and POST and print the parity report")
+    c.add_argument("base", help="hub id, local HF directory or toyworld:base")
+    c.add_argument("post", help="hub id, local HF directory or toyworld:post")
+    c.add_argument("--backend", default="bridge", choices=["bridge", "nnsight"])
+    c.add_argument("--device", default=None)
+    c.add_argument("--dtype", default=None)
+    c.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    def run(args) -> int:
+        from .pair import check_parity, load_model
+
+        base = load_model(args.base, backend=args.backend, device=args.device, dtype=args.dtype)
+        post = load_model(args.post, backend=args.backend, device=args.device, dtype=args.dtype)
+        report = check_parity(base, post)
+        print(json.dumps(report.as_dict(), indent=2) if args.json else report.format())
+        if not report.ok:
+            print(f"error: {report.error()}", file=sys.stderr)
+            return 1
+        return 0
+
+    c.set_defaults(func=run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="posttrain-probe", description="What did post-training change inside this model?"
+    )
+    parser.add_argument("--version", action="version", version=f"posttrain_probe {__version__}")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for register in _COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    except (ValueError, FileExistsError, FileNotFoundError, IndexError, RuntimeError) as e:
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""Load one HF causal LM (hub id, local directory or toy-world alias) behind a hooking backend."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils.io import sha256_file
+from .arch import ArchInfo, discover
+from .engines import BACKENDS, Engine, RunOutput, make_engine
+from .interventions import Intervention
+from .sites import Site
+
+
+class ModelLoadError(ValueError):
+    """A model source could not be resolved or loaded."""
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    if dtype is None:
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> str:
+    if device in (None, "auto_single"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return str(device)
+
+
+def _looks_like_path(src: str) -> bool:
+    return (
+        src.startswith(("/", "./", "../", "~"))
+        or src.count("/") > 1
+        or os.sep in src
+        and src.count(os.sep) > 1
+    )
+
+
+def resolve_source(src: str | os.PathLike) -> tuple[str, dict[str, Any]]:
+    """Map a source to what `from_pretrained` takes, plus provenance notes.
+
+    `toyworld:base` / `toyworld:post` (default preset) and `toyworld:<preset>:<role>` build the toy pair
+    first if it is not cached.
+    """
+    src = str(src)
+    if src.startswith("toyworld:"):
+        parts = src.split(":")
+        if len(parts) == 2:
+            preset, role = "default", parts[1]
+        elif len(parts) == 3:
+            preset, role = parts[1], parts[2]
+        else:
+            raise ModelLoadError(
+                f"bad toy-world alias {src!r}; write toyworld:base or toyworld:<preset>:post"
+            )
+        if role not in ("base", "post"):
+            raise ModelLoadError(f"bad toy-world role {role!r} in {src!r}; use base or post")
+        from ..toyworld import build
+
+        pair = build(preset=preset)
+        path = pair.base_dir if role == "base" else pair.post_dir
+        return str(path), {"alias": src, "toyworld_key": pair.key, "kind": "toyworld"}
+    p = Path(src).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelLoadError(f"{src} is a file, not a model directory; pass the folder with config.json")
+        if not (p / "config.json").exists():
+            raise ModelLoadError(f"{src} has no config.json; pass a Hugging Face model directory")
+        return str(p.resolve()), {"kind": "local"}
+    if _looks_like_path(src):
+        raise ModelLoadError(f"local model directory {src} not found; check the path")
+    return src, {"kind": "hub"}
+
+
+def weights_sha256(path: str) -> str | None:
+    """sha256 over the safetensors files of a local directory (sorted by name); None for hub ids."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    files = sorted(p.glob("*.safetensors"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode())
+        h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def tokenizer_sha256(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _check_causal_lm(path: str, extra: dict, revision, trust_remote_code: bool) -> None:
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        cfg = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        if extra.get("kind") == "hub":
+            raise ModelLoadError(
+                f"could not fetch {path!r} from the Hugging Face hub (offline or unknown id): "
+                f"{str(e).splitlines()[0]}; "
+                "pass a local model directory or check the id and network"
+            ) from None
+        raise ModelLoadError(f"{path} is not a loadable HF model: {str(e).splitlines()[0]}") from None
+    if cfg.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not trust_remote_code:
+        raise ModelLoadError(
+            f"{path} is a {cfg.model_type!r} model, not a causal LM that transformers knows; "
+            "pass a decoder-only causal LM checkpoint"
+        )
+
+
+class HookedModel:
+    """One HF causal LM + tokenizer behind a backend, addressed by canonical site names."""
+
+    def __init__(self, hf_model, tokenizer, engine: Engine, arch: ArchInfo, provenance: dict[str, Any]):
+        self.hf = hf_model
+        self.tokenizer = tokenizer
+        self.engine = engine
+        self.arch = arch
+        self.provenance = provenance
+
+    backend = property(lambda self: self.engine.backend)
+    n_layers = property(lambda self: self.arch.n_layers)
+    d_model = property(lambda self: self.arch.d_model)
+    d_mlp = property(lambda self: self.arch.d_mlp)
+    device = property(lambda self: next(self.hf.parameters()).device)
+
+    @property
+    def bridge(self):
+        """The TransformerLens `TransformerBridge` (backend='bridge' only), for native TL use."""
+        if self.backend != "bridge":
+            raise AttributeError("this model was loaded with backend='nnsight'; reload with backend='bridge'")
+        return self.engine.bridge
+
+    @property
+    def lm(self):
+        """The nnsight model (backend='nnsight' only), for native nnsight use."""
+        if self.backend != "nnsight":
+            raise AttributeError("this model was loaded with backend='bridge'; reload with backend='nnsight'")
+        return self.engine.lm
+
+    def run(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        read: Sequence[str | Site] = (),
+        interventions: Sequence[Intervention] = (),
+        grad: bool = False,
+        **model_kwargs: Any,
+    ) -> RunOutput:
+        """One forward through the backend: cache the `read` sites, apply `interventions` (with receipts)."""
+        input_ids = input_ids.to(self.device)
+        if attention_mask is not None:
+            attention_mask = attention_mask.to(self.device)
+        return self.engine.run(input_ids, attention_mask, read, interventions, grad, **model_kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Unhooked forward through the backend; equals the raw HF logits."""
+        return self.run(input_ids, attention_mask).logits
+
+    def __repr__(self) -> str:
+        return f"HookedModel({self.provenance.get('source')!r}, backend={self.backend}, {self.arch.shapes()})"
+
+
+def load_model(
+    source: str | os.PathLike,
+    backend: str = "bridge",
+    dtype: str | torch.dtype | None = None,
+    device: str | None = None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+    remote: bool = False,
+    attn_implementation: str | None = None,
+) -> HookedModel:
+    """Load a causal LM (safetensors only, no remote code unless asked) behind `backend`.
+
+    `device="auto"` places a large model with accelerate's `device_map="auto"`.
+    """
+    if backend not in BACKENDS:
+        raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path, extra = resolve_source(source)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, "cuda" if dev == "auto" else dev)
+    _check_causal_lm(path, extra, revision, trust_remote_code)
+    # The bridge forces eager attention; use it for both backends so they agree to float precision.
+    attn = attn_implementation or "eager"
+    kwargs: dict[str, Any] = dict(
+        dtype=torch_dtype,
+        revision=revision,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,
+        attn_implementation=attn,
+    )
+    if dev == "auto":
+        kwargs["device_map"] = "auto"
+    from transformers.utils import logging as hf_logging
+
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one line per model is enough; the weight-loading bar is noise here
+    try:
+        hf = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        msg = str(e).splitlines()[0]
+        if "safetensors" in msg.lower():
+            raise ModelLoadError(
+                f"{source}: no safetensors weights ({msg}); posttrain_probe never unpickles .bin files — "
+                "convert the checkpoint to safetensors"
+            ) from None
+        raise ModelLoadError(f"could not load {source}: {msg}") from None
+    except Exception as e:  # corrupt weights and similar surface as various exception types
+        raise ModelLoadError(
+            f"could not load {source}: {type(e).__name__}: {str(e).splitlines()[0]}"
+        ) from None
+    finally:
+        if bars_were_on:
+            hf_logging.enable_progress_bar()
+    if dev != "auto":
+        hf.to(dev)
+    hf.eval()
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    arch = discover(hf)
+    provenance = {
+        "source": str(source),
+        "resolved": path,
+        **extra,
+        "revision": revision or getattr(hf.config, "_commit_hash", None),
+        "weights_sha256": weights_sha256(path),
+        "dtype": str(torch_dtype).replace("torch.", ""),
+        "device": dev,
+        "backend": backend,
+        "model_type": arch.model_type,
+        "shapes": arch.shapes(),
+        "tokenizer_sha256": tokenizer_sha256(tok),
+        "chat_template_sha256": hashlib.sha256(tok.chat_template.encode()).hexdigest()
+        if getattr(tok, "chat_template", None)
+        else None,
+        "trust_remote_code": trust_remote_code,
+        "attn_implementation": attn,
+    }
+    engine = make_engine(backend, hf, arch, tok, dev if dev != "auto" else None, remote=remote)
+    return HookedModel(hf, tok, engine, arch, provenance)

@@ -1,0 +1,103 @@
+"""Tiny random-init checkpoints of real HF architectures, saved like a hub download.
+
+Tests, benchmarks and examples use them to exercise the exact code path of a hub id without a network:
+`make_tiny_checkpoint("llama", tmp_path / "base")` writes config.json + model.safetensors + tokenizer files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("gpt2", "llama", "qwen2", "gemma", "gemma2")
+
+_WORDS = (
+    "the a an of in on is was and to at by for with from city country lives works born year "
+    "TRUE FALSE This statement : . , ? ! User Assistant how do I make bake bread poison river "
+    "cannot help that sure here zero one two three four five six seven eight nine"
+).split()
+
+
+def tiny_tokenizer(n_extra_words: int = 60, added_specials: tuple[str, ...] = ()):
+    """A word-level `PreTrainedTokenizerFast` with bos/eos/pad/unk, digits, punctuation and newline tokens."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<pad>", "<s>", "</s>"]
+    words = specials + [str(d) for d in range(10)] + ["\n"] + _WORDS + [f"w{i}" for i in range(n_extra_words)]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"[ \t]+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(r"[0-9]|[.,:?!]"), behavior="isolated"),
+        ]
+    )
+    from tokenizers import decoders
+
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    if added_specials:
+        fast.add_special_tokens({"additional_special_tokens": list(added_specials)})
+    return fast
+
+
+def tiny_config(family: str, vocab_size: int, d_model: int = 32, n_layers: int = 2, d_mlp: int | None = None):
+    """A small config of a real architecture (`family` in FAMILIES)."""
+    from transformers import Gemma2Config, GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config
+
+    d_mlp = d_mlp or 4 * d_model
+    common = dict(vocab_size=vocab_size, bos_token_id=2, eos_token_id=3, pad_token_id=1)
+    if family == "gpt2":
+        return GPT2Config(
+            n_embd=d_model, n_layer=n_layers, n_head=4, n_inner=d_mlp, n_positions=128, **common
+        )
+    kw = dict(
+        hidden_size=d_model,
+        intermediate_size=d_mlp,
+        num_hidden_layers=n_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        **common,
+    )
+    if family == "llama":
+        return LlamaConfig(**kw)
+    if family == "qwen2":
+        return Qwen2Config(**kw)
+    if family == "gemma":
+        return GemmaConfig(head_dim=d_model // 4, **kw)
+    if family == "gemma2":
+        return Gemma2Config(head_dim=d_model // 4, sliding_window=64, **kw)
+    raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
+
+
+def make_tiny_checkpoint(
+    family: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    d_model: int = 32,
+    n_layers: int = 2,
+    d_mlp: int | None = None,
+    vocab_extra: int = 60,
+    added_specials: tuple[str, ...] = (),
+    chat_template: str | None = None,
+) -> Path:
+    """Write a random-init checkpoint of `family` with a tiny tokenizer to `out_dir`; return the path."""
+    from transformers import AutoModelForCausalLM
+
+    out_dir = Path(out_dir)
+    tok = tiny_tokenizer(vocab_extra, added_specials)
+    if chat_template:
+        tok.chat_template = chat_template
+    cfg = tiny_config(family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.eval()
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
