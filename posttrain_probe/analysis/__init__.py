@@ -1,0 +1,1 @@
+"""Analyses across steps and checkpoints: entropy dynamics, internal drift, exact entropy identities."""
