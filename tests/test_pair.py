@@ -199,3 +199,17 @@ def test_bad_sources_give_one_line_errors(tmp_path, monkeypatch):
         load_model("nobody-xyz/not-a-model")
     with pytest.raises(ModelLoadError, match="unknown backend"):
         load_model(tmp_path, backend="tl")
+
+
+def test_prompt_longer_than_context_is_refused(models):
+    m = models[("llama", "nnsight")]
+    with pytest.raises(ValueError, match="longer than the model's context of 128"):
+        m.run(torch.full((1, 129), 5))
+
+
+def test_corrupt_safetensors_gives_one_line_error(tmp_path):
+    path = make_tiny_checkpoint("llama", tmp_path / "m")
+    (path / "model.safetensors").write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ModelLoadError, match="could not load") as e:
+        load_model(path)
+    assert "\n" not in str(e.value)

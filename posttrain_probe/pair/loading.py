@@ -151,6 +151,11 @@ class HookedModel:
     device = property(lambda self: next(self.hf.parameters()).device)
 
     @property
+    def max_context(self) -> int | None:
+        cfg = self.hf.config
+        return getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+
+    @property
     def bridge(self):
         """The TransformerLens `TransformerBridge` (backend='bridge' only), for native TL use."""
         if self.backend != "bridge":
@@ -174,6 +179,12 @@ class HookedModel:
         **model_kwargs: Any,
     ) -> RunOutput:
         """One forward through the backend: cache the `read` sites, apply `interventions` (with receipts)."""
+        n_ctx = self.max_context
+        if n_ctx is not None and input_ids.shape[-1] > n_ctx and model_kwargs.get("past_key_values") is None:
+            raise ValueError(
+                f"prompt of {input_ids.shape[-1]} tokens is longer than the model's context of {n_ctx}; "
+                "shorten or truncate the prompts"
+            )
         input_ids = input_ids.to(self.device)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
