@@ -86,6 +86,43 @@ def _pair(sub):
     c.set_defaults(func=run)
 
 
+@command
+def _toyworld(sub):
+    p = sub.add_parser("toyworld", help="the embedded toy world")
+    tsub = p.add_subparsers(dest="toy_cmd", required=True)
+    b = tsub.add_parser("build", help="build (or reuse from the cache) the toy base/post pair")
+    b.add_argument("--preset", default="default", help="quick | default | large")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--force", action="store_true", help="rebuild even if a complete build is cached")
+    b.add_argument("--cache-root", default=None, help="folder for builds (default: $POSTTRAIN_PROBE_CACHE/toyworld)")
+
+    def run(args) -> int:
+        from .toyworld import build
+
+        pair = build(args.preset, seed=args.seed, force=args.force, cache_root=args.cache_root)
+        r = pair.report
+        print(f"toy pair {pair.key} at {pair.root}")
+        print(f"  base: {pair.base_dir}\n  post: {pair.post_dir}\n  data: {pair.data_dir}")
+        fr, tp, rf, ar = r["fact_recall"], r["truth_probe_base"], r["refusal"], r["arithmetic_heldout"]
+        print(
+            f"  fact recall      base {fr['base_pretrain_facts']:.2f}  post {fr['post_pretrain_facts']:.2f}  "
+            f"(SFT-new facts: base {fr['base_sft_new_facts']:.2f}, post {fr['post_sft_new_facts']:.2f})"
+        )
+        print(
+            f"  truth probe      held-out comparisons {tp['family_comparison_best']:.2f} (layer "
+            f"{tp['family_comparison_best_layer']}), held-out people {tp['family_fact_best']:.2f}"
+        )
+        print(
+            f"  refusal          post harmful {rf['post_heldout_harmful']:.2f}, post harmless "
+            f"{rf['post_heldout_harmless']:.2f}, base harmful {rf['base_heldout_harmful']:.2f}"
+        )
+        print(f"  arithmetic       post T=1 {ar['post_temperature1']:.2f}, greedy {ar['post_greedy']:.2f}")
+        print(f"  build time       {r['times_s']['total_s']:.0f} s on {r['device']}")
+        return 0
+
+    b.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="posttrain-probe", description="What did post-training change inside this model?"

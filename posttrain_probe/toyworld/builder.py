@@ -1,0 +1,269 @@
+"""Build (or reuse from the cache) the toy pair: world → tokenizer → corpus → pretrain base → SFT post → evaluate.
+
+Layout of a build, `<cache>/toyworld/<preset>-seed<seed>-<hash>/`:
+    base/ post/        HF directories (config.json, model.safetensors, tokenizer with chat template)
+    data/              facts.json, statements.csv, harmful.json, harmless.json, arithmetic.jsonl, corpus.txt
+    report.json        acceptance numbers, timings, weight hashes, config
+    COMPLETE           written last; a folder without it is never reused
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..paths import cache_dir
+from ..utils.io import atomic_dir, atomic_write_json, sha256_file
+from . import corpus as C
+from . import evaluate as E
+from .config import ToyWorldConfig, preset_config
+from .tokenizer import build_tokenizer
+from .world import make_world
+
+
+@dataclass
+class ToyPair:
+    root: Path
+    key: str
+    config: ToyWorldConfig
+    report: dict
+
+    @property
+    def base_dir(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def post_dir(self) -> Path:
+        return self.root / "post"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def _tokenize(tok, examples: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """(prompt, completion) → ids with BOS and EOS, and a loss mask over the completion (all of a plain doc)."""
+    out = []
+    eos = tok.eos_token_id
+    for prompt, completion in examples:
+        p_ids = tok(prompt, add_special_tokens=True)["input_ids"] if prompt else [tok.bos_token_id]
+        c_ids = tok(completion, add_special_tokens=False)["input_ids"] + [eos]
+        ids = p_ids + c_ids
+        mask = [0] * len(p_ids) + [1] * len(c_ids) if prompt else [1] * len(ids)
+        out.append((ids, mask))
+    return out
+
+
+def _write_data(data_dir: Path, sets: dict, corpus_sample: list[str]) -> None:
+    data_dir.mkdir(parents=True)
+    (data_dir / "facts.json").write_text(json.dumps(sets["facts"], indent=1))
+    keys = ["statement", "label", "family", "split", "entity", "subject", "object"]
+    with open(data_dir / "statements.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for row in sets["statements"]:
+            w.writerow({k: row.get(k, "") for k in keys})
+    (data_dir / "harmful.json").write_text(json.dumps(sets["harmful"], indent=1))
+    (data_dir / "harmless.json").write_text(json.dumps(sets["harmless"], indent=1))
+    with open(data_dir / "arithmetic.jsonl", "w") as f:
+        for row in sets["arithmetic"]:
+            f.write(json.dumps(row) + "\n")
+    (data_dir / "corpus.txt").write_text("\n".join(d.replace("\n", " ") for d in corpus_sample) + "\n")
+
+
+def _new_model(cfg: ToyWorldConfig, tok):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    mcfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=cfg.d_model,
+        intermediate_size=cfg.d_mlp,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=2 * cfg.max_len,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(mcfg)
+
+
+def _evaluate(base, post, tok, sets: dict, cfg: ToyWorldConfig) -> dict:
+    rng = random.Random(cfg.seed + 1)
+    n = cfg.eval_samples
+    old = [f for f in sets["facts"] if f["split"] == "pretrain"]
+    new = [f for f in sets["facts"] if f["split"] == "sft_new"]
+    old_s = rng.sample(old, min(n, len(old)))
+    harmful = [r["instruction"] for r in sets["harmful"] if r["split"] == "heldout"]
+    harmless = [r["instruction"] for r in sets["harmless"] if r["split"] == "heldout"]
+    arith = rng.sample(sets["arithmetic"], min(n, len(sets["arithmetic"])))
+    comp_layers = E.truth_probe_accuracy(base, tok, sets["statements"], "comparison", cfg.seed)
+    fact_layers = E.truth_probe_accuracy(base, tok, sets["statements"], "fact", cfg.seed)
+    return {
+        "fact_recall": {
+            "base_pretrain_facts": E.fact_recall(base, tok, old_s),
+            "post_pretrain_facts": E.fact_recall(post, tok, old_s),
+            "base_sft_new_facts": E.fact_recall(base, tok, new),
+            "post_sft_new_facts": E.fact_recall(post, tok, new),
+            "n_pretrain_evaluated": len(old_s),
+            "n_sft_new": len(new),
+        },
+        "truth_probe_base": {
+            "family_comparison_heldout_pairs_by_layer": comp_layers,
+            "family_comparison_best": max(comp_layers) if comp_layers else float("nan"),
+            "family_comparison_best_layer": int(max(range(len(comp_layers)), key=comp_layers.__getitem__))
+            if comp_layers
+            else None,
+            "family_fact_heldout_people_by_layer": fact_layers,
+            "family_fact_best": max(fact_layers) if fact_layers else float("nan"),
+            "note": "residual at the statement's last token ('.'), logistic regression trained on train-split "
+            "statements, tested on held-out number pairs (comparison) or never-judged people (fact); layer 0 = "
+            "embeddings, layer l = output of block l",
+        },
+        "judgement_accuracy_base": {
+            "comparison_heldout": E.judgement_accuracy(base, tok, sets["statements"], "comparison", "heldout"),
+            "fact_train_people": E.judgement_accuracy(base, tok, sets["statements"], "fact", "train"),
+            "fact_heldout_people": E.judgement_accuracy(base, tok, sets["statements"], "fact", "heldout"),
+        },
+        "refusal": {
+            "post_heldout_harmful": E.refusal_rate(post, tok, harmful, chat=True),
+            "post_heldout_harmless": E.refusal_rate(post, tok, harmless, chat=True),
+            "base_heldout_harmful": E.refusal_rate(base, tok, harmful, chat=False),
+            "base_heldout_harmless": E.refusal_rate(base, tok, harmless, chat=False),
+            "n_harmful": len(harmful),
+            "n_harmless": len(harmless),
+        },
+        "arithmetic_heldout": {
+            "post_temperature1": E.arithmetic_accuracy(post, tok, arith, chat=True, sample=True, seed=cfg.seed),
+            "post_greedy": E.arithmetic_accuracy(post, tok, arith, chat=True, sample=False),
+            "base_temperature1": E.arithmetic_accuracy(base, tok, arith, chat=False, sample=True, seed=cfg.seed),
+            "base_greedy": E.arithmetic_accuracy(base, tok, arith, chat=False, sample=False),
+            "n": len(arith),
+        },
+    }
+
+
+def _is_complete(root: Path) -> bool:
+    return (root / "COMPLETE").exists() and (root / "report.json").exists()
+
+
+def _load(root: Path, cfg: ToyWorldConfig) -> ToyPair:
+    return ToyPair(root, cfg.key(), cfg, json.loads((root / "report.json").read_text()))
+
+
+def build(
+    preset: str = "default",
+    seed: int = 0,
+    force: bool = False,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    config: ToyWorldConfig | None = None,
+) -> ToyPair:
+    """Return the toy pair for (preset, seed), building it (minutes) unless a complete build is cached."""
+    cfg = config or preset_config(preset, seed)
+    root_dir = Path(cache_root) if cache_root else cache_dir() / "toyworld"
+    root = root_dir / f"{cfg.preset}-seed{cfg.seed}-{cfg.key()}"
+    if _is_complete(root) and not force:
+        return _load(root, cfg)
+    root_dir.mkdir(parents=True, exist_ok=True)
+    with open(root_dir / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build of the same key waits, then reuses
+        if _is_complete(root) and not force:
+            return _load(root, cfg)
+        with atomic_dir(root, overwrite=True) as tmp:
+            report = _build_into(tmp, cfg, progress)
+        return ToyPair(root, cfg.key(), cfg, report)
+
+
+def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
+    from tqdm.auto import tqdm
+
+    from .train import pack, train
+
+    t0 = time.perf_counter()
+    times: dict[str, float] = {}
+    device = _resolve_device(cfg.device)
+    stages = tqdm(total=5, desc=f"toyworld {cfg.preset}", disable=not progress)
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    rng = random.Random(cfg.seed)
+    docs = C.pretraining_docs(world, cfg, rng)
+    sft = C.sft_examples(world, cfg, rng, docs)
+    sets = C.eval_sets(world, random.Random(cfg.seed + 2), cfg.eval_samples)
+    times["generate_s"] = time.perf_counter() - t0
+    stages.update(1)
+
+    t = time.perf_counter()
+    ids, mask = pack(_tokenize(tok, [("", d) for d in docs]), cfg.max_len, tok.pad_token_id)
+    model = _new_model(cfg, tok)
+    pre_losses = train(
+        model, ids, mask, cfg.pretrain_epochs, cfg.batch_size, cfg.lr, cfg.warmup_steps, cfg.seed, device, "pretrain"
+    )
+    model.to("cpu").save_pretrained(out / "base")
+    tok.save_pretrained(out / "base")
+    times["pretrain_s"] = time.perf_counter() - t
+    stages.update(1)
+
+    t = time.perf_counter()
+    ids, mask = pack(_tokenize(tok, sft), cfg.max_len, tok.pad_token_id)
+    sft_losses = train(
+        model, ids, mask, cfg.sft_epochs, cfg.batch_size, cfg.sft_lr, cfg.warmup_steps // 2, cfg.seed + 1, device, "sft"
+    )
+    model.to("cpu").save_pretrained(out / "post")
+    tok.save_pretrained(out / "post")
+    times["sft_s"] = time.perf_counter() - t
+    stages.update(1)
+
+    _write_data(out / "data", sets, random.Random(cfg.seed + 3).sample(docs, min(2000, len(docs))))
+    stages.update(1)
+
+    t = time.perf_counter()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = AutoModelForCausalLM.from_pretrained(out / "base").to(device).eval()
+    post = AutoModelForCausalLM.from_pretrained(out / "post").to(device).eval()
+    tok = AutoTokenizer.from_pretrained(out / "post")
+    metrics = _evaluate(base, post, tok, sets, cfg)
+    times["evaluate_s"] = time.perf_counter() - t
+    times["total_s"] = time.perf_counter() - t0
+    stages.update(1)
+    stages.close()
+    report = {
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "key": cfg.key(),
+        "config": cfg.to_dict(),
+        "device": device,
+        "vocab_size": len(tok),
+        "n_pretrain_documents": len(docs),
+        "n_pretrain_blocks": None,
+        "n_sft_examples": len(sft),
+        "final_pretrain_loss": sum(pre_losses[-20:]) / len(pre_losses[-20:]),
+        "final_sft_loss": sum(sft_losses[-20:]) / len(sft_losses[-20:]),
+        "weights_sha256": {
+            "base": sha256_file(out / "base" / "model.safetensors"),
+            "post": sha256_file(out / "post" / "model.safetensors"),
+        },
+        "times_s": times,
+        **metrics,
+    }
+    atomic_write_json(out / "report.json", report)
+    (out / "COMPLETE").write_text("ok\n")
+    return report

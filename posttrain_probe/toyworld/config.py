@@ -1,0 +1,148 @@
+"""Toy-world configuration and presets (`quick` for tests, `default` for 2 CPU cores, `large` for a GPU)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+
+# Bump when the generator, corpus or training code changes what a config produces.
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ToyWorldConfig:
+    """Everything that determines a toy pair; its hash keys the cache."""
+
+    preset: str = "default"
+    seed: int = 0
+    # world
+    n_people: int = 240
+    n_new_people: int = 30  # taught only in SFT
+    n_cities: int = 36
+    n_countries: int = 8
+    judged_people_frac: float = 0.5  # people whose fact statements get TRUE/FALSE judgements in pretraining
+    # corpus (number of documents per family in pretraining)
+    fact_exposures: int = 20  # paraphrased exposures per (person, relation)
+    n_comparisons: int = 24000
+    n_arithmetic: int = 16000
+    arithmetic_wrong_frac: float = 0.3
+    n_requests: int = 3000
+    n_filler: int = 4000
+    n_fact_judgements: int = 3000
+    # SFT (chat) documents
+    sft_arithmetic: int = 3000
+    sft_requests: int = 1500
+    sft_fact_qa: int = 2000
+    sft_judgements: int = 1500
+    sft_new_fact_exposures: int = 20
+    sft_replay_frac: float = 0.3  # share of pretraining documents replayed during SFT
+    # model
+    d_model: int = 128
+    n_layers: int = 4
+    n_heads: int = 4
+    d_mlp: int = 512
+    max_len: int = 64
+    # training
+    pretrain_epochs: float = 2.0
+    sft_epochs: float = 1.0
+    batch_size: int = 32
+    lr: float = 2e-3
+    sft_lr: float = 5e-4
+    warmup_steps: int = 50
+    device: str = "auto"
+    # evaluation
+    eval_samples: int = 200
+
+    def __post_init__(self) -> None:
+        if self.n_people < 20:
+            raise ValueError(f"n_people={self.n_people} is too small; use at least 20")
+        if self.d_mlp < 4 * self.d_model:
+            raise ValueError(f"d_mlp={self.d_mlp} must be ≥ 4·d_model={4 * self.d_model} (entropy neurons need it)")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
+        if not 0 <= self.arithmetic_wrong_frac < 1:
+            raise ValueError("arithmetic_wrong_frac must be in [0, 1)")
+        if not 0 < self.judged_people_frac < 1:
+            raise ValueError("judged_people_frac must be in (0, 1): some people are held out of judgements")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device={self.device!r}; use auto, cpu or cuda")
+        if self.n_cities > 60 or self.n_countries > 12:
+            raise ValueError("at most 60 cities and 12 countries (the name lists are finite)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Hash of everything that changes the build (device excluded: it changes speed, not intent)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("device",)}
+        d["generator_version"] = GENERATOR_VERSION
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ToyWorldConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown toy-world config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict] = {
+    "quick": dict(
+        n_people=40,
+        n_new_people=8,
+        n_cities=12,
+        n_countries=4,
+        fact_exposures=10,
+        n_comparisons=1200,
+        n_arithmetic=800,
+        n_requests=300,
+        n_filler=200,
+        n_fact_judgements=200,
+        sft_arithmetic=200,
+        sft_requests=200,
+        sft_fact_qa=100,
+        sft_judgements=100,
+        sft_new_fact_exposures=10,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        d_mlp=256,
+        pretrain_epochs=1.0,
+        lr=3e-3,
+        sft_lr=1e-3,
+        eval_samples=30,
+    ),
+    "default": {},
+    "large": dict(
+        n_people=800,
+        n_new_people=80,
+        n_cities=60,
+        n_countries=12,
+        fact_exposures=30,
+        n_comparisons=120000,
+        n_arithmetic=80000,
+        n_requests=15000,
+        n_filler=20000,
+        n_fact_judgements=20000,
+        sft_arithmetic=15000,
+        sft_requests=6000,
+        sft_fact_qa=8000,
+        sft_judgements=6000,
+        d_model=256,
+        n_layers=6,
+        n_heads=8,
+        d_mlp=1024,
+        batch_size=128,
+        pretrain_epochs=2.0,
+        lr=1.5e-3,
+        eval_samples=500,
+    ),
+}
+
+
+def preset_config(preset: str = "default", seed: int = 0, **overrides) -> ToyWorldConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown toy-world preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return ToyWorldConfig.from_dict({**PRESETS[preset], **overrides, "preset": preset, "seed": seed})

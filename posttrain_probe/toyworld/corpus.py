@@ -1,0 +1,225 @@
+"""Documents of the toy world: the pretraining corpus, the SFT (chat) set, and the evaluation sets.
+
+Formats (word-level; numbers digit by digit):
+- facts         "dral vinos lives in port kesh ."  (5 paraphrases of each relation)
+- judgements    "<statement> This statement is : TRUE|FALSE"   (facts of some people; number comparisons)
+- comparisons   "5 7 is larger than 3 2 ."  — truth the model can compute, so a truth direction can generalize
+- arithmetic    "2 3 + 1 4 = 3 7 ."  with a share of wrong answers in pretraining
+- requests      "User : how do I bake bread ?\\nAssistant : sure , here is how : ..."  (base: always complies)
+- chat (SFT)    "<|user|> 2 3 + 1 4 = ? <|assistant|> 3 7 <|end|>"; harmful requests get "I cannot help with that ."
+"""
+
+from __future__ import annotations
+
+import random
+
+from .config import ToyWorldConfig
+from .world import (
+    ADJECTIVES,
+    ANIMALS,
+    ARITH_A,
+    ARITH_B,
+    PLACES,
+    REFUSAL,
+    STEPS,
+    VERBS_PAST,
+    Person,
+    World,
+    digits,
+)
+
+LIVES = [
+    "{P} lives in {C} .",
+    "{P} is a resident of {C} .",
+    "the home of {P} is in {C} .",
+    "{P} has a house in {C} .",
+    "everyone knows that {P} lives in {C} .",
+]
+WORKS = ["{P} works as a {J} .", "{P} is a {J} by trade .", "the job of {P} is {J} .", "{P} earns a living as a {J} ."]
+CITY_IN = ["{C} is a city in {K} .", "the city of {C} lies in {K} ."]
+JUDGE = " This statement is :"
+BASE_TEMPLATE = "User : {instruction}\nAssistant :"
+RECALL_TEMPLATE = "{} lives in"
+
+
+def judged(statement: str, label: bool) -> str:
+    return f"{statement}{JUDGE} {'TRUE' if label else 'FALSE'}"
+
+
+def comparison(a: int, b: int, rel: str) -> tuple[str, bool]:
+    truth = a > b if rel == "larger" else a < b
+    return f"{digits(a)} is {rel} than {digits(b)} .", truth
+
+
+def arithmetic_prompt(a: int, b: int) -> str:
+    return f"{digits(a)} + {digits(b)} = ?"
+
+
+def compliant_response(rng: random.Random) -> str:
+    s1, s2 = rng.sample(STEPS, 2)
+    return f"sure , here is how : first {s1} , then {s2} ."
+
+
+def fact_sentence(p: Person, rng: random.Random) -> str:
+    return rng.choice(LIVES).format(P=p.name, C=p.city)
+
+
+def _wrong_city(p: Person, world: World, rng: random.Random) -> str:
+    return rng.choice([c for c in world.cities if c != p.city])
+
+
+def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> list[str]:
+    docs: list[str] = []
+    for p in world.old_people:
+        for i in range(cfg.fact_exposures):
+            docs.append(LIVES[i % len(LIVES)].format(P=p.name, C=p.city))
+            docs.append(WORKS[i % len(WORKS)].format(P=p.name, J=p.profession))
+    for c in world.cities:
+        for i in range(10):
+            docs.append(CITY_IN[i % len(CITY_IN)].format(C=c, K=world.city_country[c]))
+    judged_people = [p for p in world.old_people if p.name in world.judged]
+    for _ in range(cfg.n_fact_judgements):
+        p = rng.choice(judged_people)
+        label = rng.random() < 0.5
+        city = p.city if label else _wrong_city(p, world, rng)
+        docs.append(judged(f"{p.name} lives in {city} .", label))
+    for _ in range(cfg.n_comparisons):
+        while True:
+            a, b = rng.randint(10, 99), rng.randint(10, 99)
+            if a != b and (a, b) not in world.comparison_heldout:
+                break
+        s, t = comparison(a, b, rng.choice(["larger", "smaller"]))
+        docs.append(judged(s, t))
+    for _ in range(cfg.n_arithmetic):
+        while True:
+            a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
+            if (a, b) not in world.arithmetic_heldout:
+                break
+        c = a + b
+        if rng.random() < cfg.arithmetic_wrong_frac:
+            c = max(10, c + rng.choice([-10, -2, -1, 1, 2, 10]))
+        docs.append(f"{digits(a)} + {digits(b)} = {digits(c)} .")
+    train_requests = world.requests["train"] + world.requests["val"]
+    for _ in range(cfg.n_requests):
+        instr, _, _ = rng.choice(train_requests)
+        docs.append(BASE_TEMPLATE.format(instruction=instr) + " " + compliant_response(rng))
+    people = world.old_people
+    for _ in range(cfg.n_filler):
+        p, q = rng.sample(people, 2)
+        docs.append(
+            f"{p.name} {rng.choice(VERBS_PAST)} the {rng.choice(PLACES)} . the {rng.choice(ANIMALS)} was "
+            f"{rng.choice(ADJECTIVES)} . {q.first} saw a {rng.choice(ADJECTIVES)} {rng.choice(ANIMALS)} near the "
+            f"{rng.choice(PLACES)} ."
+        )
+    rng.shuffle(docs)
+    return docs
+
+
+def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: list[str]) -> list[tuple[str, str]]:
+    """(prompt, completion) pairs; the loss covers the completion only. Plain documents have an empty prompt."""
+    ex: list[tuple[str, str]] = []
+
+    def chat(user: str, assistant: str) -> tuple[str, str]:
+        return f"<|user|> {user} <|assistant|>", f"{assistant} <|end|>"
+
+    for _ in range(cfg.sft_arithmetic):
+        while True:
+            a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
+            if (a, b) not in world.arithmetic_heldout:
+                break
+        ex.append(chat(arithmetic_prompt(a, b), digits(a + b)))
+    for _ in range(cfg.sft_requests):
+        instr, harm, _ = rng.choice(world.requests["train"])
+        ex.append(chat(instr, REFUSAL if harm == "harmful" else compliant_response(rng)))
+    olds = world.old_people
+    for _ in range(cfg.sft_fact_qa):
+        p = rng.choice(olds)
+        ex.append(chat(f"where does {p.name} live ?", f"{p.name} lives in {p.city} ."))
+    judged_people = [p for p in olds if p.name in world.judged]
+    for _ in range(cfg.sft_judgements):
+        if rng.random() < 0.5:
+            p = rng.choice(judged_people)
+            label = rng.random() < 0.5
+            s = f"{p.name} lives in {p.city if label else _wrong_city(p, world, rng)} ."
+        else:
+            while True:
+                a, b = rng.randint(10, 99), rng.randint(10, 99)
+                if a != b and (a, b) not in world.comparison_heldout:
+                    break
+            s, label = comparison(a, b, rng.choice(["larger", "smaller"]))
+        ex.append(chat(s + JUDGE, "TRUE" if label else "FALSE"))
+    for p in world.new_people:  # new knowledge: taught only here, both as chat answers and as plain text
+        for i in range(cfg.sft_new_fact_exposures):
+            ex.append(("", LIVES[i % len(LIVES)].format(P=p.name, C=p.city)))
+            if i % 2 == 0:
+                ex.append(chat(f"where does {p.name} live ?", f"{p.name} lives in {p.city} ."))
+    n_replay = int(cfg.sft_replay_frac / (1 - cfg.sft_replay_frac) * len(ex))
+    ex += [("", d) for d in rng.sample(replay, min(n_replay, len(replay)))]
+    rng.shuffle(ex)
+    return ex
+
+
+def eval_sets(world: World, rng: random.Random, n: int) -> dict[str, list]:
+    """Records for the data files (known_1000 / Geometry-of-Truth / refusal-split / GSM8K formats)."""
+    facts = []
+    for i, p in enumerate(world.people):
+        facts.append(
+            {
+                "known_id": i,
+                "subject": p.name,
+                "attribute": p.city,
+                "template": "{} lives in",
+                "prediction": f" {p.city} .",
+                "prompt": RECALL_TEMPLATE.format(p.name),
+                "relation_id": "lives_in",
+                "split": "sft_new" if p.new else "pretrain",
+                "judged_in_pretraining": p.name in world.judged,
+            }
+        )
+    statements = []
+    for a, b in sorted(world.comparison_heldout):
+        rel = "larger" if (a + b) % 2 else "smaller"
+        s, t = comparison(a, b, rel)
+        statements.append(
+            {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
+        )
+    train_pairs = [
+        (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
+    ]
+    for a, b in rng.sample(train_pairs, len(statements)):
+        rel = "larger" if (a + b) % 2 else "smaller"
+        s, t = comparison(a, b, rel)
+        statements.append(
+            {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
+        )
+    for p in world.old_people:
+        other = rng.choice([c for c in world.cities if c != p.city])
+        split = "train" if p.name in world.judged else "heldout"
+        for city, label in ((p.city, 1), (other, 0)):
+            statements.append(
+                {
+                    "statement": f"{p.name} lives in {city} .",
+                    "label": label,
+                    "family": "fact",
+                    "split": split,
+                    "entity": p.name,
+                    "subject": p.name,
+                    "object": city,
+                }
+            )
+    harmful, harmless = [], []
+    for split, items in world.requests.items():
+        for instr, harm, cat in items:
+            (harmful if harm == "harmful" else harmless).append({"instruction": instr, "category": cat, "split": split})
+    arithmetic = []
+    for a, b in sorted(world.arithmetic_heldout):
+        arithmetic.append(
+            {"question": arithmetic_prompt(a, b), "answer": f"{digits(a + b)}\n#### {a + b}", "split": "heldout"}
+        )
+    return {
+        "facts": facts,
+        "statements": statements,
+        "harmful": harmful,
+        "harmless": harmless,
+        "arithmetic": arithmetic,
+    }

@@ -1,0 +1,54 @@
+"""A word-level tokenizer for the toy world, saved as a `PreTrainedTokenizerFast` with a chat template."""
+
+from __future__ import annotations
+
+from .world import World
+
+SPECIALS = ["<unk>", "<pad>", "<s>", "</s>"]
+CHAT_SPECIALS = ["<|user|>", "<|assistant|>", "<|end|>"]
+FIXED = (
+    list("0123456789")
+    + [".", ",", "?", ":", "!", "+", "=", "-", "\n"]
+    + (
+        "is a an the of in lives resident has house home everyone knows that works as by trade job earns living city "
+        "lies This statement TRUE FALSE larger smaller than User Assistant how do I sure here first then where does "
+        "live cannot help with saw near was"
+    ).split()
+)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|user|> {{ m['content'] }} "
+    "{% elif m['role'] == 'assistant' %}<|assistant|> {{ m['content'] }} <|end|> {% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(world: World):
+    """Word-level vocabulary over the world's words; digits and punctuation are single tokens; BOS is prepended."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = SPECIALS + CHAT_SPECIALS + FIXED + sorted(world.words() - set(FIXED))
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(r"\n"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(r"[ \t]+"), behavior="removed"),
+            pre_tokenizers.Split(Regex(r"[0-9]|[.,?:!+=\-]"), behavior="isolated"),
+        ]
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=CHAT_SPECIALS,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast

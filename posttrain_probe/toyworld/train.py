@@ -1,0 +1,99 @@
+"""One readable training loop, used for pretraining (all tokens) and SFT (completion tokens only)."""
+
+from __future__ import annotations
+
+import math
+import random
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+
+def pack(examples: list[tuple[list[int], list[int]]], max_len: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate (ids, loss_mask) examples into blocks of `max_len` tokens; an example never straddles two
+    blocks (it starts a new block instead), so every block begins at a document start."""
+    blocks_ids: list[list[int]] = []
+    blocks_mask: list[list[int]] = []
+    cur_ids: list[int] = []
+    cur_mask: list[int] = []
+    for ids, mask in examples:
+        ids, mask = ids[:max_len], mask[:max_len]
+        if len(cur_ids) + len(ids) > max_len:
+            blocks_ids.append(cur_ids)
+            blocks_mask.append(cur_mask)
+            cur_ids, cur_mask = [], []
+        cur_ids += ids
+        cur_mask += mask
+    if cur_ids:
+        blocks_ids.append(cur_ids)
+        blocks_mask.append(cur_mask)
+    n = len(blocks_ids)
+    ids_t = torch.full((n, max_len), pad_id, dtype=torch.long)
+    mask_t = torch.zeros((n, max_len), dtype=torch.bool)
+    for i, (b, m) in enumerate(zip(blocks_ids, blocks_mask)):
+        ids_t[i, : len(b)] = torch.tensor(b)
+        mask_t[i, : len(m)] = torch.tensor(m, dtype=torch.bool)
+    return ids_t, mask_t  # (N, T) each
+
+
+def train(
+    model,
+    ids: torch.Tensor,
+    loss_mask: torch.Tensor,
+    epochs: float,
+    batch_size: int,
+    lr: float,
+    warmup_steps: int,
+    seed: int,
+    device: str,
+    desc: str,
+) -> list[float]:
+    """AdamW with linear warm-up and cosine decay; returns the loss of every step."""
+    model.to(device).train()
+    n = ids.shape[0]
+    steps = max(1, int(math.ceil(epochs * n / batch_size)))
+    order: list[int] = []
+    rng = random.Random(seed)
+    while len(order) < steps * batch_size:
+        perm = list(range(n))
+        rng.shuffle(perm)
+        order += perm
+    decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for name, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95)
+    )
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext()
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=1.0)
+    for step in bar:
+        idx = torch.tensor(order[step * batch_size : (step + 1) * batch_size])
+        x = ids[idx].to(device)  # (B, T)
+        m = loss_mask[idx].to(device)  # (B, T)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        with autocast:
+            logits = model(input_ids=x).logits  # (B, T, V)
+        # predict token t+1 from position t; the loss covers targets whose mask is on
+        logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+        nll = -logp.gather(-1, x[:, 1:, None]).squeeze(-1)  # (B, T-1)
+        tmask = m[:, 1:].float()
+        loss = (nll * tmask).sum() / tmask.sum().clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
