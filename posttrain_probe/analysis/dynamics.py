@@ -141,3 +141,162 @@ def quadrant_table(prob, entropy, advantage, realized_dh) -> list[dict]:
             }
         )
     return rows
+
+
+# ------------------------------------------------------------------------------------------ run analysis
+
+
+def _read_jsonl(path) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.exists():
+        return []
+    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+def _run_label(run_dir) -> str:
+    import json
+    from pathlib import Path
+
+    cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    loss = cfg.get("loss", {})
+    return loss.get("name", "?") if isinstance(loss, dict) else str(loss)
+
+
+def _token_rows(run_dir) -> dict[str, np.ndarray]:
+    """Concatenate every per-token dump of a run into flat arrays over valid response tokens."""
+    from pathlib import Path
+
+    from safetensors.numpy import load_file
+
+    cols: dict[str, list[np.ndarray]] = {}
+    for f in sorted((Path(run_dir) / "token_dumps").glob("*.safetensors")):
+        d = load_file(str(f))
+        mask = d["response_mask"].astype(bool)
+        group_acc = None
+        if "prompt_index" in d and "reward" in d:
+            pidx = d["prompt_index"].reshape(-1)
+            rew = d["reward"].reshape(-1).astype(float)
+            means = {int(k): rew[pidx == k].mean() for k in np.unique(pidx)}
+            group_acc = np.array([means[int(k)] for k in pidx])[:, None].repeat(mask.shape[1], axis=1)
+        for key in ("advantage", "entropy_old", "entropy_new", "logp_old", "logp_new", "cov", "omega"):
+            if key in d:
+                cols.setdefault(key, []).append(d[key].astype(float)[mask])
+        if group_acc is not None:
+            cols.setdefault("group_accuracy", []).append(group_acc[mask])
+    return {k: np.concatenate(v) for k, v in cols.items()}
+
+
+def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
+    """Entropy dynamics of one or more RLVR run directories → a `RunResult` ('rlvr_dynamics')."""
+    import pandas as pd
+
+    from ..results import RunResult
+
+    if not run_dirs:
+        raise ValueError("no RLVR run directories given; pass the folders written by `posttrain-probe rlvr train`")
+    curves, laws, steps_agree, token_agree, quads, difficulty = [], [], [], [], [], []
+    summary: dict = {}
+    for rd in run_dirs:
+        rows = _read_jsonl(f"{rd}/metrics.jsonl")
+        if len(rows) < 3:
+            raise ValueError(f"{rd} has {len(rows)} metric rows; train at least 3 steps before analysing it")
+        label = _run_label(rd)
+        df = pd.DataFrame(rows)
+        df["run"] = label
+        keep = [
+            c
+            for c in (
+                "run",
+                "step",
+                "reward_mean",
+                "accuracy",
+                "entropy_mean",
+                "dH_realized",
+                "dH_pred_cov",
+                "dH_pred_omega",
+                "cov_mean",
+                "clip_frac",
+                "touched_frac",
+            )
+            if c in df
+        ]
+        curves.append(df[keep])
+        h, r = df["entropy_mean"].to_numpy(float), df["accuracy"].to_numpy(float)
+        law = fit_entropy_law(h, r)
+        laws.append({"run": label, **law.as_dict()})
+        for frac in fit_fractions:
+            if len(h) * (1 - frac) >= 1 and int(round(frac * len(h))) >= 3:
+                laws.append({"run": label, **extrapolation_error(h, r, frac)})
+        for pred in ("dH_pred_cov", "dH_pred_omega"):
+            if pred in df and "dH_realized" in df:
+                for w in (1, smooth_window):
+                    steps_agree.append(
+                        {
+                            "run": label,
+                            "predictor": pred,
+                            "smooth_window": w,
+                            **predictor_agreement(smooth(df[pred], w), smooth(df["dH_realized"], w)),
+                        }
+                    )
+        tok = _token_rows(rd)
+        if tok and "entropy_new" in tok:
+            realized = tok["entropy_new"] - tok["entropy_old"]
+            for name in ("cov", "omega"):
+                if name in tok:
+                    token_agree.append(
+                        {"run": label, "predictor": f"-{name}", **predictor_agreement(-tok[name], realized)}
+                    )
+            for q in quadrant_table(np.exp(tok["logp_old"]), tok["entropy_old"], tok["advantage"], realized):
+                quads.append({"run": label, **q})
+            if "group_accuracy" in tok and "cov" in tok:
+                bins = pd.cut(
+                    tok["group_accuracy"],
+                    [-0.01, 0.25, 0.5, 0.75, 1.0],
+                    labels=["0-25%", "25-50%", "50-75%", "75-100%"],
+                )
+                for b, sub in pd.DataFrame({"bin": bins, "cov": tok["cov"]}).groupby("bin", observed=True):
+                    difficulty.append(
+                        {
+                            "run": label,
+                            "group_accuracy": str(b),
+                            "mean_cov": float(sub["cov"].mean()),
+                            "n_tokens": int(len(sub)),
+                        }
+                    )
+        summary[label] = {
+            "steps": int(len(df)),
+            "accuracy_first": float(r[0]),
+            "accuracy_last": float(r[-1]),
+            "entropy_first": float(h[0]),
+            "entropy_last": float(h[-1]),
+            "entropy_drop_frac": float(1 - h[-1] / h[0]) if h[0] > 0 else float("nan"),
+            "law_a": law.a,
+            "law_b": law.b,
+            "law_r2": law.r2,
+            "law_ceiling": law.ceiling,
+            "share_steps_cov_positive": float((df["cov_mean"] > 0).mean()) if "cov_mean" in df else float("nan"),
+        }
+    tables = {
+        "curves": pd.concat(curves, ignore_index=True),
+        "entropy_law": pd.DataFrame(laws),
+        "step_predictors": pd.DataFrame(steps_agree),
+    }
+    if token_agree:
+        tables["token_predictors"] = pd.DataFrame(token_agree)
+    if quads:
+        tables["quadrants"] = pd.DataFrame(quads)
+    if difficulty:
+        tables["cov_by_difficulty"] = pd.DataFrame(difficulty)
+    return RunResult(
+        analysis="rlvr_dynamics",
+        config={
+            "run_dirs": [str(r) for r in run_dirs],
+            "fit_fractions": list(fit_fractions),
+            "smooth_window": smooth_window,
+        },
+        summary=summary,
+        tables=tables,
+    )
