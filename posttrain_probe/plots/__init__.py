@@ -1,0 +1,1 @@
+"""Figures from saved run results: one module per analysis; functions take a RunResult, return Figures."""

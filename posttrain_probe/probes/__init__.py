@@ -1,0 +1,1 @@
+"""Analyses over a model pair: one analysis a module (tracing, patching, truth, refusal, neurons)."""
