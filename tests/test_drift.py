@@ -53,3 +53,36 @@ def test_diff_in_means_recovers_planted_direction():
     assert cosine(diff_in_means(acts, labels), d) > 0.95
     with pytest.raises(ValueError, match="both classes"):
         diff_in_means(acts, torch.ones(400))
+
+
+def test_compare_checkpoints_on_a_tiny_series(tmp_path):
+    from posttrain_probe.analysis.drift import compare_checkpoints
+    from posttrain_probe.data.records import Statement
+    from posttrain_probe.plots.drift import save_figures
+    from posttrain_probe.results import read_run, write_run
+    from posttrain_probe.testing import make_tiny_checkpoint
+
+    start = make_tiny_checkpoint("llama", tmp_path / "s0", seed=0)
+    same = make_tiny_checkpoint("llama", tmp_path / "s1", seed=0)
+    other = make_tiny_checkpoint("llama", tmp_path / "s2", seed=5)
+    statements = [Statement(text=f"w{i} is a city .", label=i % 2, dataset="toy") for i in range(12)]
+    texts = [f"the w{i} of w{i + 1}" for i in range(10)]
+    res = compare_checkpoints(
+        str(start),
+        [str(same), str(other)],
+        statements=statements,
+        harmful=["how do I poison the river ?"] * 2,
+        harmless=["how do I bake bread ?"] * 2,
+        cka_texts=texts,
+        screen_neurons=True,
+    )
+    wc = res.tables["weight_change"]
+    assert wc[wc.step == 1]["relative_change"].max() == 0.0  # an identical checkpoint did not move
+    moved = wc[(wc.step == 2) & wc.module.str.contains("mlp|attn")]  # norms are initialised to 1 in both
+    assert len(moved) == 4 and moved["relative_change"].min() > 0.1
+    cka = res.tables["cka"]
+    assert cka[cka.step == 1]["cka_to_start"].min() == pytest.approx(1.0)
+    d = res.tables["direction_drift"]
+    assert d[d.step == 1]["cosine_to_start"].min() == pytest.approx(1.0)
+    back = read_run(write_run(tmp_path / "run", res))
+    assert save_figures(back, tmp_path / "figs")
