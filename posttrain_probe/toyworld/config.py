@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 # Bump when the generator, corpus or training code changes what a config produces.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -17,25 +17,25 @@ class ToyWorldConfig:
     preset: str = "default"
     seed: int = 0
     # world
-    n_people: int = 240
-    n_new_people: int = 30  # taught only in SFT
+    n_people: int = 100
+    n_new_people: int = 20  # taught only in SFT
     n_cities: int = 36
     n_countries: int = 8
     judged_people_frac: float = 0.5  # people whose fact statements get TRUE/FALSE judgements in pretraining
     # corpus (number of documents per family in pretraining)
-    fact_exposures: int = 20  # paraphrased exposures per (person, relation)
-    n_comparisons: int = 24000
-    n_arithmetic: int = 16000
+    fact_exposures: int = 14  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
+    n_comparisons: int = 6000
+    n_arithmetic: int = 6000
     arithmetic_wrong_frac: float = 0.3
-    n_requests: int = 3000
-    n_filler: int = 4000
-    n_fact_judgements: int = 3000
+    n_requests: int = 1000
+    n_filler: int = 1000
+    n_fact_judgements: int = 600
     # SFT (chat) documents
-    sft_arithmetic: int = 3000
+    sft_arithmetic: int = 2500
     sft_requests: int = 1500
     sft_fact_qa: int = 2000
     sft_judgements: int = 1500
-    sft_new_fact_exposures: int = 20
+    sft_new_fact_exposures: int = 30
     sft_replay_frac: float = 0.3  # share of pretraining documents replayed during SFT
     # model
     d_model: int = 128
@@ -44,10 +44,10 @@ class ToyWorldConfig:
     d_mlp: int = 512
     max_len: int = 64
     # training
-    pretrain_epochs: float = 2.0
+    pretrain_epochs: float = 12.0
     sft_epochs: float = 1.0
     batch_size: int = 32
-    lr: float = 2e-3
+    lr: float = 3e-3
     sft_lr: float = 5e-4
     warmup_steps: int = 50
     device: str = "auto"

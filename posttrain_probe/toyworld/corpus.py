@@ -3,7 +3,7 @@
 Formats (word-level; numbers digit by digit):
 - facts         "dral vinos lives in port kesh ."  (5 paraphrases of each relation)
 - judgements    "<statement> This statement is : TRUE|FALSE"   (facts of some people; number comparisons)
-- comparisons   "5 7 is larger than 3 2 ."  — truth the model can compute, so a truth direction can generalize
+- comparisons   "5 7 is larger than 3 2 ."  — one relation the model can compute, so a truth direction can generalize
 - arithmetic    "2 3 + 1 4 = 3 7 ."  with a share of wrong answers in pretraining
 - requests      "User : how do I bake bread ?\\nAssistant : sure , here is how : ..."  (base: always complies)
 - chat (SFT)    "<|user|> 2 3 + 1 4 = ? <|assistant|> 3 7 <|end|>"; harmful requests get "I cannot help with that ."
@@ -73,7 +73,8 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
     for p in world.old_people:
         for i in range(cfg.fact_exposures):
             docs.append(LIVES[i % len(LIVES)].format(P=p.name, C=p.city))
-            docs.append(WORKS[i % len(WORKS)].format(P=p.name, J=p.profession))
+            if i % 2 == 0:
+                docs.append(WORKS[(i // 2) % len(WORKS)].format(P=p.name, J=p.profession))
     for c in world.cities:
         for i in range(10):
             docs.append(CITY_IN[i % len(CITY_IN)].format(C=c, K=world.city_country[c]))
@@ -88,7 +89,7 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
             a, b = rng.randint(10, 99), rng.randint(10, 99)
             if a != b and (a, b) not in world.comparison_heldout:
                 break
-        s, t = comparison(a, b, rng.choice(["larger", "smaller"]))
+        s, t = comparison(a, b, "larger")
         docs.append(judged(s, t))
     for _ in range(cfg.n_arithmetic):
         while True:
@@ -146,7 +147,7 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
                 a, b = rng.randint(10, 99), rng.randint(10, 99)
                 if a != b and (a, b) not in world.comparison_heldout:
                     break
-            s, label = comparison(a, b, rng.choice(["larger", "smaller"]))
+            s, label = comparison(a, b, "larger")
         ex.append(chat(s + JUDGE, "TRUE" if label else "FALSE"))
     for p in world.new_people:  # new knowledge: taught only here, both as chat answers and as plain text
         for i in range(cfg.sft_new_fact_exposures):
@@ -178,8 +179,7 @@ def eval_sets(world: World, rng: random.Random, n: int) -> dict[str, list]:
         )
     statements = []
     for a, b in sorted(world.comparison_heldout):
-        rel = "larger" if (a + b) % 2 else "smaller"
-        s, t = comparison(a, b, rel)
+        s, t = comparison(a, b, "larger")
         statements.append(
             {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
         )
@@ -187,8 +187,7 @@ def eval_sets(world: World, rng: random.Random, n: int) -> dict[str, list]:
         (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
     ]
     for a, b in rng.sample(train_pairs, len(statements)):
-        rel = "larger" if (a + b) % 2 else "smaller"
-        s, t = comparison(a, b, rel)
+        s, t = comparison(a, b, "larger")
         statements.append(
             {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
         )

@@ -49,6 +49,8 @@ def train(
     seed: int,
     device: str,
     desc: str,
+    on_step=None,
+    every: int = 0,
 ) -> list[float]:
     """AdamW with linear warm-up and cosine decay; returns the loss of every step."""
     model.to(device).train()
@@ -95,5 +97,9 @@ def train(
         losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if on_step is not None and every and (step + 1) % every == 0:
+            model.eval()
+            on_step(step + 1)
+            model.train()
     model.eval()
     return losses
