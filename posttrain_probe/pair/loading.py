@@ -200,7 +200,7 @@ class HookedModel:
 
 def load_model(
     source: str | os.PathLike,
-    backend: str = "bridge",
+    backend: str = "nnsight",
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     revision: str | None = None,

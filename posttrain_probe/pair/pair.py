@@ -57,7 +57,7 @@ def encode(
 def load_pair(
     base: str | os.PathLike,
     post: str | os.PathLike,
-    backend: str = "bridge",
+    backend: str = "nnsight",
     dtype: str | torch.dtype | None = None,
     device: str | None = None,
     check: bool = True,
@@ -68,7 +68,9 @@ def load_pair(
 ) -> ModelPair:
     """Load `base` and `post` (hub ids, local HF dirs, or `toyworld:base` / `toyworld:post`).
 
-    Raises `PairMismatchError` naming every difference unless `check=False`.
+    Raises `PairMismatchError` naming every difference unless `check=False`. Both backends give the same reads
+    and interventions; prefer "nnsight" for anything that generates: TransformerLens 4.3's bridge swaps the HF
+    modules in place and its attention does not fill HF's KV cache, so `hf.generate` on a bridged model is wrong.
     """
     kw = dict(backend=backend, dtype=dtype, device=device, trust_remote_code=trust_remote_code, remote=remote)
     b = load_model(base, revision=base_revision, **kw)
