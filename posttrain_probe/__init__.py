@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .steering import SteeringVector  # noqa: E402
 from .pair import (  # noqa: E402
     Ablate,
     Add,
