@@ -2,7 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .steering import SteeringVector  # noqa: E402
 from .pair import (  # noqa: E402
     Ablate,
     Add,
@@ -14,9 +13,11 @@ from .pair import (  # noqa: E402
     load_model,
     load_pair,
 )
+from .steering import SteeringVector  # noqa: E402
 
 __all__ = [
     "__version__",
+    "SteeringVector",
     "load_pair",
     "load_model",
     "ModelPair",
