@@ -1,0 +1,178 @@
+"""Token log-probs and entropies from logits, in chunks, plus the per-token entropy-change predictors.
+
+Memory rule: a (B, T, V) float tensor is never built. `score_tokens` runs the HF decoder once to get the
+hidden states, gathers the positions that predict a target token, and applies the model's own output head
+to `chunk_size` of them at a time; with gradients on, each chunk is checkpointed, so backward recomputes
+that chunk's logits instead of keeping them all.
+
+Predictors of the entropy change (Cui et al. 2025; Hao et al. 2025):
+- centred covariance per token  Cov_i = (log π_i − mean log π)(A_i − mean A)   over valid tokens;
+  a step's predicted ΔH ∝ −mean_i Cov_i (natural-PG form of their Theorem 2);
+- STEER's Ω_i = (A_i / π_old,i) · p_i (1 − p_i) (ln p_i + H_i),  p = current probability of the sampled
+  token, H = the rollout-time token entropy; predicted ΔH ∝ −mean_i Ω_i.
+Both predictors are proportional to the learning rate with an unknown constant, so they are compared to
+the realized ΔH by sign and correlation, not by value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+Head = Callable[[torch.Tensor], torch.Tensor]
+
+
+def output_head(model: torch.nn.Module) -> Head:
+    """hidden (N, D) → logits (N, V) through the model's own output layer, with the post-head transforms
+    that some HF families apply in `forward` (Gemma-2 final soft-capping, Cohere logit_scale, Granite
+    logits_scaling). `check_head_matches_forward` verifies the result against the full forward."""
+    lm_head = model.get_output_embeddings()
+    cfg = model.config
+    softcap = getattr(cfg, "final_logit_softcapping", None)
+    scale = getattr(cfg, "logit_scale", None)
+    divide = getattr(cfg, "logits_scaling", None)
+
+    def head(h: torch.Tensor) -> torch.Tensor:
+        logits = lm_head(h)
+        if scale is not None:
+            logits = logits * scale
+        if divide is not None:
+            logits = logits / divide
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    return head
+
+
+def logp_entropy_from_logits(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(target) and the entropy H(π) in nats of softmax(logits / temperature), row-wise.
+
+    logits (N, V), targets (N,) → two (N,) float32 tensors.
+    """
+    z = logits.float() / temperature
+    lse = torch.logsumexp(z, dim=-1)
+    logp = z.gather(-1, targets[:, None]).squeeze(-1) - lse
+    entropy = lse - (torch.softmax(z, dim=-1) * z).sum(-1)
+    return logp, entropy
+
+
+def chunked_logp_entropy(
+    hidden: torch.Tensor, targets: torch.Tensor, head: Head, chunk_size: int = 1024, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`logp_entropy_from_logits(head(hidden), targets)` computed `chunk_size` rows at a time.
+
+    hidden (N, D), targets (N,). Only one (chunk_size, V) logits block exists at a time, in forward and
+    (thanks to checkpointing when there is more than one chunk) in backward.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    def one(h: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return logp_entropy_from_logits(head(h), t, temperature)
+
+    logps, ents = [], []
+    # one chunk holds everything: checkpointing it would only recompute the same single block
+    grad = torch.is_grad_enabled() and hidden.requires_grad and hidden.shape[0] > chunk_size
+    for start in range(0, hidden.shape[0], chunk_size):
+        h, t = hidden[start : start + chunk_size], targets[start : start + chunk_size]
+        lp, en = checkpoint(one, h, t, use_reentrant=False) if grad else one(h, t)
+        logps.append(lp)
+        ents.append(en)
+    if not logps:
+        empty = hidden.new_zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat(logps), torch.cat(ents)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... counted over attended tokens only (left padding gets position 0)."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def score_tokens(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    target_mask: torch.Tensor,
+    chunk_size: int = 1024,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(x_j | x_<j) and H(π(· | x_<j)) for every position j with target_mask[b, j] True.
+
+    input_ids, attention_mask, target_mask: (B, S). Returns two (B, S) float32 tensors, zero where
+    target_mask is False. target_mask[:, 0] must be False (nothing predicts the first token).
+    """
+    if target_mask[:, 0].any():
+        raise ValueError("target_mask[:, 0] is True, but no position predicts the first token")
+    decoder = model.get_decoder()
+    out = decoder(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    hidden = out.last_hidden_state  # (B, S, D)
+    predict = target_mask[:, 1:]  # position j-1 predicts token j
+    h = hidden[:, :-1][predict]  # (N, D)
+    targets = input_ids[:, 1:][predict]  # (N,)
+    logp_flat, ent_flat = chunked_logp_entropy(h, targets, output_head(model), chunk_size, temperature)
+    logp = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    entropy = torch.zeros_like(logp)
+    logp = logp.masked_scatter(target_mask, logp_flat)
+    entropy = entropy.masked_scatter(target_mask, ent_flat)
+    return logp, entropy
+
+
+@torch.no_grad()
+def check_head_matches_forward(model: torch.nn.Module, input_ids: torch.Tensor, atol: float = 1e-4) -> float:
+    """Max |log π| difference between `score_tokens` and the model's own full forward on `input_ids`;
+    raises when it exceeds `atol` (an HF family with a post-head transform `output_head` does not know)."""
+    mask = torch.ones_like(input_ids, dtype=torch.bool)
+    target = mask.clone()
+    target[:, 0] = False
+    logp, _ = score_tokens(model, input_ids, mask.long(), target, chunk_size=7)
+    logits = model(input_ids=input_ids).logits.float()  # (B, S, V), small check input only
+    ref = torch.log_softmax(logits[:, :-1], -1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    err = (logp[:, 1:] - ref).abs().max().item()
+    if not err <= atol:
+        raise ValueError(
+            f"chunked scoring differs from {type(model).__name__}.forward by {err:.2e} in log-prob; this model "
+            "applies a transform after its output head that posttrain_probe.rlvr.entropy.output_head lacks"
+        )
+    return err
+
+
+# ------------------------------------------------------------------------------------------ predictors
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over mask (0 when the mask is empty)."""
+    m = mask.to(x.dtype)
+    return (x * m).sum() / m.sum().clamp(min=1)
+
+
+def centred_cov(logp: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Cov_i = (log π_i − mean log π)(A_i − mean A), means over the valid tokens; 0 elsewhere. (B, T)."""
+    logp, adv = logp.detach().float(), adv.float()
+    cov = (logp - masked_mean(logp, mask)) * (adv - masked_mean(adv, mask))
+    return cov * mask.to(cov.dtype)
+
+
+def steer_omega(
+    adv: torch.Tensor, logp_new: torch.Tensor, logp_old: torch.Tensor, entropy_old: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """STEER's Ω_i = (A_i / π_old,i) · p_i (1 − p_i) (ln p_i + H_i), 0 on invalid tokens. (B, T)."""
+    logp_new = logp_new.detach().float()
+    p = logp_new.exp()
+    omega = adv.float() * torch.exp(-logp_old.float()) * p * (1 - p) * (logp_new + entropy_old.float())
+    return omega * mask.to(omega.dtype)
+
+
+def predicted_entropy_change(per_token: torch.Tensor, mask: torch.Tensor) -> float:
+    """−mean of a per-token predictor (Cov or Ω) over valid tokens: the step's predicted ΔH (up to η)."""
+    return -float(masked_mean(per_token.float(), mask))

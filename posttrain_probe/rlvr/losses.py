@@ -1,0 +1,364 @@
+"""Token-level policy losses of the GRPO family, KL to a reference, and loss aggregation. All pure.
+
+Every tensor is (B, T) over response tokens with a bool `mask` of valid tokens; ρ = exp(log π − log π_old).
+
+    grpo           −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A)            ε_low = ε_high = 0.2
+    clip_higher    the same with ε_high = 0.28 (DAPO)
+    dual_clip      grpo, and for A < 0 at most −c·A (c = 3, Ye et al. 2020 / verl)
+    entropy_bonus  grpo − β·H_token                                   β = `entropy_coef`
+    clip_cov       grpo with the gradient of a few high-Cov tokens removed (Cui et al. 2025): among valid,
+                   not-already-clipped tokens with lb < Cov_i < ub (or, with cov_window="percentile", Cov_i > 0
+                   and between two percentiles), pick max(1, ⌊r·N⌋) at random and multiply their loss by 0
+    kl_cov         −ρA on every token (no clipping) + β·|log ρ| on the top max(1, ⌊k·N⌋) tokens by Cov_i.
+                   |log ρ| has zero gradient at ρ = 1, so on the on-policy first mini-batch it is inert
+    steer          grpo × λ_i, λ_i = exp(−κ|Ω_i|), κ = −ln λ_min / max(max|Ω|, floor), clamped to
+                   [λ_min, 1] ("exp"), or λ_max − (λ_max−λ_min)|Ω_i| / max(max|Ω|, floor) ("linear");
+                   λ is a constant (no gradient). Ω as in `entropy.steer_omega` (Hao et al. 2025)
+
+Cov_i = (log π_i − mean log π)(A_i − mean A) over the valid tokens of the selection scope, with the
+current (detached) log π, as verl computes it. The scope is the tensors passed to `select_tokens`: a
+micro-batch (the reference code) or the whole mini-batch (`selection_scope`, handled by the trainer).
+
+Ratios: the paper presets (Clip-Cov r = 2e-4 with window (1, 5); KL-Cov k = 2e-3) select a single token
+at toy batch sizes (a few thousand tokens), so the "toy" presets use r = 0.02 from the top-10% Cov
+percentile window and k = 0.05 (the settings of the tiny run in ../shared/NOTES.md). The Clip-Cov
+reference runs also used ε = 1 (set clip_low = clip_high = 1 to match); the presets leave ε alone.
+
+KL to a reference (off by default, kl_coef = 0): k1 = log π − log π_ref; k3 = exp(log π_ref − log π) −
+(log π_ref − log π) − 1 (Schulman's unbiased, non-negative estimator), added as kl_coef·k per token.
+
+Aggregations ("token-mean" is the default):
+    token-mean              Σ_bt ℓ·m / Σ_bt m
+    seq-mean-token-mean     mean_b (Σ_t ℓ·m / Σ_t m)
+    constant-normalized     Σ_bt ℓ·m / (B · C), C a constant (the max response length; Dr. GRPO)
+`aggregate` takes the totals of the whole mini-batch so micro-batch losses add up to the mini-batch loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, steer_omega
+
+LOSS_TYPES = ("grpo", "clip_higher", "dual_clip", "entropy_bonus", "clip_cov", "kl_cov", "steer")
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant-normalized")
+COV_PRESETS = {
+    "paper": {"clip_cov_ratio": 2e-4, "cov_window": "absolute", "kl_cov_ratio": 2e-3},
+    "toy": {"clip_cov_ratio": 0.02, "cov_window": "percentile", "kl_cov_ratio": 0.05},
+}
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Which token loss and its hyper-parameters; `None` fields take their loss's or preset's default."""
+
+    name: str = "grpo"
+    clip_low: float = 0.2
+    clip_high: float | None = None  # 0.28 for clip_higher, else clip_low
+    dual_clip_c: float = 3.0
+    entropy_coef: float = 0.001
+    cov_preset: str = "toy"
+    clip_cov_ratio: float | None = None
+    clip_cov_lb: float = 1.0
+    clip_cov_ub: float = 5.0
+    cov_window: str | None = None  # "absolute" (lb, ub) or "percentile"
+    cov_percentile_low: float = 90.0
+    cov_percentile_high: float = 100.0
+    kl_cov_ratio: float | None = None
+    kl_cov_coef: float = 1.0
+    steer_variant: str = "exp"
+    steer_lambda_min: float = 0.8
+    steer_lambda_max: float = 1.0
+    steer_omega_floor: float = 0.02
+    selection_scope: str = "micro"
+    aggregation: str = "token-mean"
+    agg_constant: int | None = None
+    kl_estimator: str = "k3"
+    kl_coef: float = 0.0
+
+    def __post_init__(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(msg)
+
+        if self.name not in LOSS_TYPES:
+            bad(f"loss name={self.name!r} is unknown; choose one of {', '.join(LOSS_TYPES)}")
+        if self.aggregation not in AGGREGATIONS:
+            bad(f"aggregation={self.aggregation!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
+        if self.cov_preset not in COV_PRESETS:
+            bad(f"cov_preset={self.cov_preset!r} is unknown; choose one of {', '.join(COV_PRESETS)}")
+        preset = COV_PRESETS[self.cov_preset]
+        for name in ("clip_cov_ratio", "cov_window", "kl_cov_ratio"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, preset[name])
+        if self.clip_high is None:
+            object.__setattr__(self, "clip_high", 0.28 if self.name == "clip_higher" else self.clip_low)
+        if not (self.clip_low > 0 and self.clip_high > 0):
+            bad(f"clip_low={self.clip_low} and clip_high={self.clip_high} must be > 0 (e.g. 0.2)")
+        if self.dual_clip_c <= 1:
+            bad(f"dual_clip_c={self.dual_clip_c} must be > 1 (verl uses 3)")
+        if self.entropy_coef < 0 or self.kl_coef < 0 or self.kl_cov_coef < 0:
+            bad("entropy_coef, kl_coef and kl_cov_coef must be >= 0")
+        for name in ("clip_cov_ratio", "kl_cov_ratio"):
+            if not 0 < getattr(self, name) <= 1:
+                bad(f"{name}={getattr(self, name)} must be in (0, 1] (a fraction of the tokens)")
+        if self.cov_window not in ("absolute", "percentile"):
+            bad(f"cov_window={self.cov_window!r}; choose 'absolute' (clip_cov_lb/ub) or 'percentile'")
+        if self.clip_cov_lb >= self.clip_cov_ub:
+            bad(f"clip_cov_lb={self.clip_cov_lb} must be < clip_cov_ub={self.clip_cov_ub}")
+        if not 0 <= self.cov_percentile_low < self.cov_percentile_high <= 100:
+            bad("need 0 <= cov_percentile_low < cov_percentile_high <= 100 (e.g. 90 and 100)")
+        if self.steer_variant not in ("exp", "linear"):
+            bad(f"steer_variant={self.steer_variant!r}; choose 'exp' or 'linear'")
+        if not 0 < self.steer_lambda_min <= self.steer_lambda_max <= 1:
+            bad("need 0 < steer_lambda_min <= steer_lambda_max <= 1 (defaults 0.8 and 1.0)")
+        if self.steer_omega_floor <= 0:
+            bad(f"steer_omega_floor={self.steer_omega_floor} must be > 0 (default 0.02)")
+        if self.selection_scope not in ("micro", "mini"):
+            bad(f"selection_scope={self.selection_scope!r}; choose 'micro' (reference code) or 'mini'")
+        if self.kl_estimator not in ("k1", "k3"):
+            bad(f"kl_estimator={self.kl_estimator!r}; choose 'k1' or 'k3'")
+        if self.agg_constant is not None and self.agg_constant < 1:
+            bad(f"agg_constant={self.agg_constant} must be a positive token count")
+
+    @property
+    def needs_selection(self) -> bool:
+        """Whether the loss selects or reweights tokens from batch statistics (scope matters)."""
+        return self.name in ("clip_cov", "kl_cov", "steer")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------------ selection
+
+
+@dataclass
+class Selection:
+    """Per-token constants chosen from batch statistics: `pg_weight` multiplies the policy-gradient loss
+    (0 for Clip-Cov's detached tokens, λ for STEER, 1 otherwise); `kl_mask` marks KL-Cov's tokens."""
+
+    pg_weight: torch.Tensor  # (B, T) float, no grad
+    kl_mask: torch.Tensor  # (B, T) bool
+    cov: torch.Tensor  # (B, T) the centred covariance of the scope
+    omega: torch.Tensor | None = None  # (B, T) STEER's Ω (steer only)
+    stats: dict[str, float] = field(default_factory=dict)
+
+    def slice(self, rows: slice | torch.Tensor) -> Selection:
+        """The selection restricted to some rows (a micro-batch of a mini-batch-scope selection)."""
+        return Selection(
+            self.pg_weight[rows],
+            self.kl_mask[rows],
+            self.cov[rows],
+            None if self.omega is None else self.omega[rows],
+            dict(self.stats),
+        )
+
+
+def pg_clip_terms(
+    ratio: torch.Tensor, adv: torch.Tensor, clip_low: float, clip_high: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two PPO terms: −ρA and −clip(ρ, 1−ε_low, 1+ε_high)A."""
+    return -adv * ratio, -adv * torch.clamp(ratio, 1 - clip_low, 1 + clip_high)
+
+
+def _percentile_window(cov: torch.Tensor, mask: torch.Tensor, low: float, high: float) -> tuple[float, float]:
+    values = cov[mask].double()
+    q = torch.quantile(values, torch.tensor([low / 100, high / 100], dtype=torch.float64, device=values.device))
+    return float(q[0]), float(q[1])
+
+
+def select_tokens(
+    cfg: LossConfig,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    rollout_entropy: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Selection:
+    """The tokens (or weights) a Cov-based intervention picks within this scope.
+
+    `logp` is the current log π (detached here), `old_logp` the rollout policy's. Clip-Cov draws its
+    random subset with `generator` (seeded by the trainer for reproducibility).
+    """
+    logp = logp.detach().float()
+    mask = mask.bool()
+    n_valid = int(mask.sum())
+    cov = centred_cov(logp, adv, mask)
+    pg_weight = torch.ones_like(logp)
+    kl_mask = torch.zeros_like(mask)
+    omega = None
+    stats: dict[str, float] = {"scope_tokens": float(n_valid)}
+    if n_valid == 0:
+        return Selection(pg_weight, kl_mask, cov, omega, stats)
+    if cfg.name == "clip_cov":
+        ratio = torch.exp(logp - old_logp.float())
+        pg1, pg2 = pg_clip_terms(ratio, adv.float(), cfg.clip_low, cfg.clip_high)
+        clipped = (pg2 > pg1) & mask
+        if cfg.cov_window == "absolute":
+            lb, ub = cfg.clip_cov_lb, cfg.clip_cov_ub
+            window = (cov > lb) & (cov < ub)
+        else:
+            lb, ub = _percentile_window(cov, mask, cfg.cov_percentile_low, cfg.cov_percentile_high)
+            window = (cov >= lb) & (cov <= ub) & (cov > 0)
+        candidates = torch.nonzero(window & mask & ~clipped)  # (K, 2)
+        n_pick = min(max(1, math.floor(cfg.clip_cov_ratio * n_valid)), len(candidates))
+        if n_pick:
+            perm = torch.randperm(len(candidates), generator=generator)[:n_pick]
+            picked = candidates[perm]
+            pg_weight[picked[:, 0], picked[:, 1]] = 0.0
+        stats.update(cov_window_low=lb, cov_window_high=ub, candidates=float(len(candidates)))
+    elif cfg.name == "kl_cov":
+        n_pick = max(1, math.floor(cfg.kl_cov_ratio * n_valid))
+        flat = cov.masked_fill(~mask, -math.inf).reshape(-1)
+        top = torch.topk(flat, n_pick).indices
+        kl_mask.view(-1)[top] = True
+    elif cfg.name == "steer":
+        if rollout_entropy is None:
+            raise ValueError("loss 'steer' needs rollout_entropy (the token entropies at sampling time)")
+        omega = steer_omega(adv, logp, old_logp, rollout_entropy, mask)
+        abs_omega = omega.abs()
+        scale = max(float(abs_omega[mask].max()), cfg.steer_omega_floor)
+        if cfg.steer_variant == "exp":
+            kappa = -math.log(cfg.steer_lambda_min) / scale
+            lam = torch.exp(-kappa * abs_omega).clamp(cfg.steer_lambda_min, 1.0)
+        else:
+            span = cfg.steer_lambda_max - cfg.steer_lambda_min
+            lam = (cfg.steer_lambda_max - span * abs_omega / scale).clamp(cfg.steer_lambda_min, cfg.steer_lambda_max)
+        pg_weight = torch.where(mask, lam, pg_weight)
+        stats.update(omega_abs_max=float(abs_omega[mask].max()), steer_lambda_mean=float(lam[mask].mean()))
+    return Selection(pg_weight, kl_mask, cov, omega, stats)
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def aggregate(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    mode: str = "token-mean",
+    constant: int | None = None,
+    total_tokens: float | None = None,
+    total_seqs: float | None = None,
+) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss to a scalar (see the module docstring).
+
+    `total_tokens` / `total_seqs` are the mini-batch's counts when this is one micro-batch of it, so that
+    the micro-batch losses sum to the mini-batch loss; by default they are this batch's own counts.
+    """
+    m = mask.to(loss_mat.dtype)
+    if mode == "token-mean":
+        denom = total_tokens if total_tokens is not None else m.sum().clamp(min=1)
+        return (loss_mat * m).sum() / denom
+    n_seqs = total_seqs if total_seqs is not None else loss_mat.shape[0]
+    if mode == "seq-mean-token-mean":
+        per_seq = (loss_mat * m).sum(-1) / m.sum(-1).clamp(min=1)
+        return per_seq.sum() / n_seqs
+    if mode == "constant-normalized":
+        if constant is None:
+            raise ValueError("aggregation 'constant-normalized' needs a constant (e.g. max_new_tokens)")
+        return (loss_mat * m).sum() / (n_seqs * constant)
+    raise ValueError(f"aggregation={mode!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
+
+
+def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
+    """Per-token KL(π‖π_ref) estimate from sampled-token log-probs: "k1" or "k3"."""
+    if estimator == "k1":
+        return logp - ref_logp
+    if estimator == "k3":
+        d = ref_logp - logp
+        return torch.exp(d) - d - 1
+    raise ValueError(f"estimator={estimator!r}; choose 'k1' or 'k3'")
+
+
+# -------------------------------------------------------------------------------------------- the loss
+
+
+def policy_loss(
+    cfg: LossConfig,
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    adv: torch.Tensor,
+    mask: torch.Tensor,
+    entropy: torch.Tensor | None = None,
+    rollout_entropy: torch.Tensor | None = None,
+    ref_logp: torch.Tensor | None = None,
+    selection: Selection | None = None,
+    generator: torch.Generator | None = None,
+    total_tokens: float | None = None,
+    total_seqs: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The scalar loss of `cfg.name` and a dict of diagnostics.
+
+    logp (B, T) carries the gradient; old_logp, adv (per token), mask, rollout_entropy, ref_logp are
+    constants; `entropy` (with gradient) is needed by entropy_bonus. Without `selection`, Cov-based
+    selections are made over these tensors (micro-batch scope).
+    """
+    mask = mask.bool()
+    adv = adv.float()
+    if cfg.name == "entropy_bonus" and entropy is None:
+        raise ValueError("loss 'entropy_bonus' needs the token entropies (with gradient)")
+    if cfg.kl_coef > 0 and ref_logp is None:
+        raise ValueError("kl_coef > 0 needs ref_logp (the reference model's token log-probs)")
+    if selection is None:
+        selection = select_tokens(cfg, logp, old_logp, adv, mask, rollout_entropy, generator)
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    pg1, pg2 = pg_clip_terms(ratio, adv, cfg.clip_low, cfg.clip_high)
+    clipped = pg2 > pg1
+    if cfg.name == "kl_cov":
+        per_token = pg1 + cfg.kl_cov_coef * log_ratio.abs() * selection.kl_mask
+    else:
+        per_token = torch.maximum(pg1, pg2)
+        if cfg.name == "dual_clip":
+            dual = torch.minimum(per_token, -cfg.dual_clip_c * adv)
+            dual_active = (adv < 0) & (dual < per_token)
+            per_token = torch.where(adv < 0, dual, per_token)
+        per_token = per_token * selection.pg_weight
+        if cfg.name == "entropy_bonus":
+            per_token = per_token - cfg.entropy_coef * entropy
+    kl = None
+    if cfg.kl_coef > 0:
+        kl = kl_penalty(logp, ref_logp, cfg.kl_estimator)
+        per_token = per_token + cfg.kl_coef * kl
+    loss = aggregate(per_token, mask, cfg.aggregation, cfg.agg_constant, total_tokens, total_seqs)
+
+    with torch.no_grad():
+        valid = mask.float()
+        cov = selection.cov
+        cov_valid = cov[mask]
+        if cfg.name == "clip_cov":
+            touched = (selection.pg_weight == 0) & mask
+        elif cfg.name == "kl_cov":
+            touched = selection.kl_mask & mask
+        elif cfg.name == "steer":
+            touched = (selection.pg_weight < 1) & mask
+        elif cfg.name == "entropy_bonus":
+            touched = mask
+        elif cfg.name == "dual_clip":
+            touched = dual_active & mask
+        else:
+            touched = torch.zeros_like(mask)
+        applies_clip = cfg.name != "kl_cov"
+        diag = {
+            "loss": float(loss.detach()),
+            "tokens": float(valid.sum()),
+            "clip_frac": float(masked_mean(clipped.float(), mask)) if applies_clip else 0.0,
+            "clip_low_frac": float(masked_mean((clipped & (adv < 0)).float(), mask)) if applies_clip else 0.0,
+            "clip_high_frac": float(masked_mean((clipped & (adv > 0)).float(), mask)) if applies_clip else 0.0,
+            "touched_frac": float(masked_mean(touched.float(), mask)),
+            "abs_log_ratio": float(masked_mean(log_ratio.detach().abs(), mask)),
+            "approx_kl": float(masked_mean(-log_ratio.detach(), mask)),
+            "cov_mean": float(cov_valid.mean()) if cov_valid.numel() else 0.0,
+            "cov_pos_frac": float((cov_valid > 0).float().mean()) if cov_valid.numel() else 0.0,
+            "cov_pos_mean": float(cov_valid[cov_valid > 0].mean()) if (cov_valid > 0).any() else 0.0,
+            "cov_neg_mean": float(cov_valid[cov_valid < 0].mean()) if (cov_valid < 0).any() else 0.0,
+        }
+        if kl is not None:
+            diag["kl_ref"] = float(masked_mean(kl.detach(), mask))
+        diag.update(selection.stats)
+    return loss, diag

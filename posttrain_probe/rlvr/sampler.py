@@ -1,0 +1,145 @@
+"""Batched, KV-cached sampling from any HF causal LM, with common random numbers.
+
+Prompts are left-padded; each row's positions count only its attended tokens, so a padded row sees
+exactly what it would see alone. One forward of the whole prompt batch fills the cache (computing the
+logits of the last position only), then one forward per new token extends it.
+
+Sampling is inverse-CDF with one uniform number per (row, new position), drawn up front from the
+caller's generator: the token at step t is the first index whose cumulative probability exceeds u[b, t].
+Two policies given the same uniforms make the same choice wherever their CDFs agree, which is what
+"common random numbers" across interventions means here (same prompts, same seeds → runs differ only by
+the policy). temperature = 0 is greedy decoding (argmax, ties to the lowest id, as HF `generate`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from posttrain_probe.rlvr.entropy import position_ids_from_mask
+
+
+@dataclass
+class Rollout:
+    """Sampled continuations. `response_mask` marks generated tokens up to and including the stop token."""
+
+    prompt_ids: torch.Tensor  # (B, P) left-padded
+    prompt_mask: torch.Tensor  # (B, P) long
+    response_ids: torch.Tensor  # (B, R) right-padded with pad_id
+    response_mask: torch.Tensor  # (B, R) bool
+    finished: torch.Tensor  # (B,) bool: ended with a stop token (else truncated at max_new_tokens)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.response_mask.sum(-1)
+
+    def full(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask, target_mask) of prompt + response, shape (B, P + R)."""
+        ids = torch.cat([self.prompt_ids, self.response_ids], dim=1)
+        attn = torch.cat([self.prompt_mask, self.response_mask.long()], dim=1)
+        target = torch.cat([torch.zeros_like(self.prompt_mask, dtype=torch.bool), self.response_mask], dim=1)
+        return ids, attn, target
+
+
+def _cache_kwarg(model: torch.nn.Module) -> str:
+    params = inspect.signature(model.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in params:
+            return name
+    raise ValueError(f"{type(model).__name__}.forward takes no KV cache argument; it cannot be sampled here")
+
+
+def _returned_cache(out: Any) -> Any:
+    for name in ("cache", "past_key_values"):
+        value = getattr(out, name, None)
+        if value is not None:
+            return value
+    raise ValueError("the model returned no KV cache although use_cache=True")
+
+
+def draw_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """Tokens (B,) from last-position logits (B, V): inverse-CDF with `uniforms` (B,), or argmax if T = 0."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    cdf = probs.cumsum(-1)
+    u = uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def sample(
+    model: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    max_new_tokens: int,
+    stop_ids: list[int] | tuple[int, ...],
+    pad_id: int,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Rollout:
+    """Sample up to `max_new_tokens` per row; a row stops after emitting any of `stop_ids`.
+
+    prompt_ids, prompt_mask: (B, P), left-padded. `generator` (CPU) supplies the (B, max_new_tokens)
+    uniforms; required unless temperature == 0.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 1")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature} must be >= 0 (0 = greedy)")
+    if temperature > 0 and generator is None:
+        raise ValueError("sampling at temperature > 0 needs a torch.Generator (for common random numbers)")
+    if prompt_mask[:, -1].eq(0).any():
+        raise ValueError("prompts must be left-padded: the last column of prompt_mask has a 0")
+    device = prompt_ids.device
+    batch = prompt_ids.shape[0]
+    uniforms = None
+    if temperature > 0:
+        uniforms = torch.rand(batch, max_new_tokens, generator=generator, dtype=torch.float64).to(device)
+    cache_name = _cache_kwarg(model)
+    keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
+    stop = torch.tensor(sorted(set(stop_ids)), device=device, dtype=torch.long)
+
+    attn = prompt_mask.long()
+    positions = position_ids_from_mask(attn)
+    kwargs: dict[str, Any] = {"logits_to_keep": 1} if keep_last else {}
+    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, use_cache=True, **kwargs)
+    cache = _returned_cache(out)
+    next_pos = positions[:, -1:] + 1  # (B, 1)
+
+    tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    n_steps = 0
+    for t in range(max_new_tokens):
+        logits = out.logits[:, -1, :]  # (B, V)
+        tok = draw_tokens(logits, None if uniforms is None else uniforms[:, t], temperature)
+        tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
+        tokens[:, t] = tok
+        n_steps = t + 1
+        hit_stop = alive & torch.isin(tok, stop)
+        finished |= hit_stop
+        alive &= ~hit_stop
+        if not alive.any() or t == max_new_tokens - 1:
+            break
+        attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype, device=device)], dim=1)
+        out = model(
+            input_ids=tok[:, None],
+            attention_mask=attn,
+            position_ids=next_pos,
+            use_cache=True,
+            **{cache_name: cache},
+            **kwargs,
+        )
+        cache = _returned_cache(out)
+        next_pos = next_pos + 1
+    tokens = tokens[:, :n_steps]
+    # valid = generated while alive: every token up to and including the first stop token
+    is_stop = torch.isin(tokens, stop)
+    stops_before = torch.cumsum(is_stop.long(), dim=1) - is_stop.long()
+    mask = stops_before.eq(0)
+    tokens = tokens.masked_fill(~mask, pad_id)
+    return Rollout(prompt_ids, prompt_mask.long(), tokens, mask, finished)
