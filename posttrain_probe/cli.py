@@ -66,7 +66,7 @@ def _pair(sub):
     c = psub.add_parser("check", help="load BASE and POST and print the parity report")
     c.add_argument("base", help="hub id, local HF directory or toyworld:base")
     c.add_argument("post", help="hub id, local HF directory or toyworld:post")
-    c.add_argument("--backend", default="bridge", choices=["bridge", "nnsight"])
+    c.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
     c.add_argument("--device", default=None)
     c.add_argument("--dtype", default=None)
     c.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -123,7 +123,82 @@ def _toyworld(sub):
     b.set_defaults(func=run)
 
 
+@command
+def _demo(sub):
+    p = sub.add_parser("demo", help="the main job: every analysis on the toy pair, one HTML report")
+    p.add_argument("--quick", action="store_true", help="the quick preset and short runs (≈ minutes)")
+    p.add_argument("--out", default="runs/demo", help="output folder (run dirs, figures/, report.html)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="recompute finished steps")
+
+    def run(args) -> int:
+        from .demo import run_demo
+
+        report = run_demo(args.out, quick=args.quick, seed=args.seed, force=args.force)
+        print(f"report: {report}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+@command
+def _dynamics(sub):
+    p = sub.add_parser("dynamics", help="entropy dynamics of RLVR run directories")
+    p.add_argument("runs", nargs="+", help="run directories written by `rlvr train`")
+    p.add_argument("--out", required=True)
+    p.add_argument("--force", action="store_true")
+
+    def run(args) -> int:
+        from .analysis.dynamics import analyze_runs
+        from .results import write_run
+
+        res = analyze_runs(args.runs)
+        write_run(args.out, res, overwrite=args.force)
+        for run_name, s in res.summary.items():
+            print(f"{run_name:14} entropy {s['entropy_first']:.3f}→{s['entropy_last']:.3f}  accuracy "
+                  f"{s['accuracy_first']:.3f}→{s['accuracy_last']:.3f}  law R² {s['law_r2']:.2f}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+@command
+def _rlvr(sub):
+    p = sub.add_parser("rlvr", help="the embedded RLVR trainer (GRPO family)")
+    rsub = p.add_subparsers(dest="rlvr_cmd", required=True)
+    t = rsub.add_parser("train", help="train from a YAML config into a new run directory")
+    t.add_argument("--config", required=True, help="YAML file (see experiments/configs/rlvr_toy_*.yaml)")
+    t.add_argument("--out", required=True, help="run directory (must not exist)")
+    r = rsub.add_parser("resume", help="continue a run from its latest checkpoint, exactly")
+    r.add_argument("run_dir")
+
+    def run_train(args) -> int:
+        from .rlvr import RLVRConfig, train
+
+        run = train(RLVRConfig.from_yaml(args.config), args.out)
+        print(f"run: {run}")
+        return 0
+
+    def run_resume(args) -> int:
+        from .rlvr import resume
+
+        print(f"run: {resume(args.run_dir)}")
+        return 0
+
+    t.set_defaults(func=run_train)
+    r.set_defaults(func=run_resume)
+
+
+# Modules that add their own subcommands through `add_cli(subparsers)`.
+PLUGINS = (
+    "posttrain_probe.probes.neurons",
+    "posttrain_probe.probes.refusal",
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="posttrain-probe", description="What did post-training change inside this model?"
     )
@@ -131,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for register in _COMMANDS:
         register(sub)
+    for module in PLUGINS:
+        importlib.import_module(module).add_cli(sub)
     return parser
 
 

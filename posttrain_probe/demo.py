@@ -1,0 +1,195 @@
+"""The main job: build the toy pair, run every probe on base vs post, run the RLVR interventions from post,
+analyse their entropy dynamics and internal drift, and write one self-contained HTML report.
+
+Every step writes a run directory under `out/`; a rerun reuses finished steps (their `result.json` exists)
+unless `force=True`. Steps are plain functions in `STEPS`, run in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .results import is_run_dir, read_run, write_run
+
+
+@dataclass
+class DemoContext:
+    out: Path
+    quick: bool
+    seed: int
+    force: bool
+    rlvr_steps: int | None = None
+    losses: tuple[str, ...] = ()
+    toy: object = None
+    pair: object = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def preset(self) -> str:
+        return "quick" if self.quick else "default"
+
+    def load_pair(self):
+        if self.pair is None:
+            from .pair import load_pair
+
+            self.pair = load_pair(self.toy.base_dir, self.toy.post_dir, backend="nnsight")
+        return self.pair
+
+
+def _truth(ctx: DemoContext):
+    from .data import load_statements
+    from .probes.truth import TruthConfig, run_truth
+
+    cfg = TruthConfig(
+        seed=ctx.seed, progress=False, max_per_dataset=300 if ctx.quick else 2000, n_intervene=40 if ctx.quick else 200
+    )
+    return run_truth(ctx.load_pair(), load_statements(Path(ctx.toy.data_dir) / "statements.csv"), cfg)
+
+
+def _neurons(ctx: DemoContext):
+    from .probes.neurons import NeuronsConfig, load_texts, run_neurons
+
+    cfg = NeuronsConfig(
+        seed=ctx.seed,
+        progress=False,
+        n_ref=64 if ctx.quick else 256,
+        n_eval=32 if ctx.quick else 64,
+        n_control_sets=3 if ctx.quick else 10,
+    )
+    return run_neurons(ctx.load_pair(), load_texts(Path(ctx.toy.data_dir) / "corpus.txt"), cfg)
+
+
+def _refusal(ctx: DemoContext):
+    from .probes.refusal import RefusalConfig, load_refusal_data, run_refusal
+
+    data = load_refusal_data(ctx.toy.data_dir, seed=ctx.seed)
+    return run_refusal(ctx.load_pair(), data, RefusalConfig(seed=ctx.seed))
+
+
+RLVR_LOSSES = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "steer")
+
+
+def _rlvr_config(ctx: DemoContext, loss: str):
+    from .rlvr import RLVRConfig
+
+    base = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "rlvr_toy_grpo.yaml"
+    cfg = RLVRConfig.from_yaml(base) if base.exists() else RLVRConfig()
+    steps = ctx.rlvr_steps or (12 if ctx.quick else 60)
+    return dataclasses.replace(
+        cfg,
+        model=str(ctx.toy.post_dir),
+        data=str(Path(ctx.toy.data_dir) / "arithmetic.jsonl"),
+        steps=steps,
+        checkpoint_every=max(1, steps // 4),
+        token_dump_every=max(1, steps // 4),
+        eval_every=steps,
+        n_eval=32 if ctx.quick else 128,
+        prompts_per_step=8 if ctx.quick else 16,
+        seed=ctx.seed,
+        progress=False,
+        loss=dataclasses.replace(cfg.loss, name=loss, clip_high=None),
+    )
+
+
+def _rlvr_runs(ctx: DemoContext) -> list[Path]:
+    from .rlvr import train
+
+    runs = []
+    for loss in ctx.losses or RLVR_LOSSES:
+        rd = ctx.out / "rlvr" / loss
+        if not (rd / "metrics.jsonl").exists() or ctx.force:
+            if rd.exists():
+                shutil.rmtree(rd)
+            t = time.perf_counter()
+            train(_rlvr_config(ctx, loss), rd)
+            ctx.timings[f"rlvr_{loss}"] = time.perf_counter() - t
+        runs.append(rd)
+    return runs
+
+
+def _dynamics(ctx: DemoContext):
+    from .analysis.dynamics import analyze_runs
+
+    return analyze_runs(_rlvr_runs(ctx))
+
+
+def _drift(ctx: DemoContext):
+    from .analysis.drift import compare_checkpoints
+    from .data import load_instructions, load_statements
+    from .rlvr.checkpoint import list_checkpoints
+
+    run = ctx.out / "rlvr" / "grpo"
+    ckpts = [str(p) for _, p in list_checkpoints(run)]
+    data = Path(ctx.toy.data_dir)
+    statements = [s for s in load_statements(data / "statements.csv") if s.extra.get("family") == "comparison"][:200]
+    harmful = [i.text for i in load_instructions(data / "harmful.json", harmful=True)]
+    harmless = [i.text for i in load_instructions(data / "harmless.json", harmful=False)]
+    texts = (data / "corpus.txt").read_text().splitlines()[:64]
+    return compare_checkpoints(
+        str(ctx.toy.post_dir),
+        ckpts,
+        statements=statements,
+        harmful=harmful,
+        harmless=harmless,
+        cka_texts=texts,
+        metrics_jsonl=run / "metrics.jsonl",
+    )
+
+
+STEPS: list[tuple[str, Callable]] = [
+    ("neurons", _neurons),
+    ("refusal", _refusal),
+    ("dynamics", _dynamics),
+    ("drift", _drift),
+]
+
+
+def run_demo(
+    out: str | Path = "runs/demo",
+    quick: bool = False,
+    seed: int = 0,
+    force: bool = False,
+    progress: bool = True,
+    rlvr_steps: int | None = None,
+    losses: tuple[str, ...] = (),
+) -> Path:
+    """Run the whole study on the toy pair; returns the path of the HTML report.
+
+    `rlvr_steps` and `losses` shorten the RLVR part (default: 12 steps quick / 60 default, all six losses)."""
+    from tqdm.auto import tqdm
+
+    from .report import build_report
+    from .toyworld import build
+
+    ctx = DemoContext(Path(out), quick, seed, force, rlvr_steps, tuple(losses))
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ctx.toy = build(ctx.preset, seed=seed, progress=progress)
+    ctx.timings["toyworld"] = time.perf_counter() - t0
+    run_dirs = []
+    for name, fn in tqdm(STEPS, desc="demo", disable=not progress):
+        rd = ctx.out / name
+        if not is_run_dir(rd) or force:
+            t = time.perf_counter()
+            result = fn(ctx)
+            write_run(rd, result, overwrite=True)
+            ctx.timings[name] = time.perf_counter() - t
+        run_dirs.append(rd)
+    from .verdicts import verdicts
+
+    results = {name: read_run(rd) for (name, _), rd in zip(STEPS, run_dirs)}
+    report = build_report(
+        run_dirs,
+        ctx.out / "report.html",
+        title=f"posttrain_probe demo — toy world ({ctx.preset}, seed {seed})",
+        verdicts=verdicts(results, ctx.toy.report),
+        figures_dir=ctx.out / "figures",
+    )
+    ctx.timings["total"] = time.perf_counter() - t0
+    (ctx.out / "timings.txt").write_text("\n".join(f"{k}\t{v:.1f}" for k, v in ctx.timings.items()) + "\n")
+    return report

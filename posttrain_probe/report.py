@@ -1,0 +1,150 @@
+"""One self-contained HTML report from saved run directories (figures embedded, no network needed).
+
+The report never runs a model: it reads `RunResult`s, asks each analysis's plot module for its figures,
+embeds them as base64 PNGs, and prints the summary numbers, provenance and an explanation of each figure.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .results import RunResult, read_run
+from .utils.io import atomic_write_text
+
+# analysis name -> (plot module, what the analysis asks, how to read its figures)
+ANALYSES: dict[str, tuple[str, str, str]] = {
+    "tracing": (
+        "posttrain_probe.plots.tracing",
+        "Where are facts stored, and did post-training move them? (ROME causal tracing)",
+        "Heat maps show the average indirect effect of restoring the clean state at each (token, layer) in a run "
+        "whose subject embeddings were noised. Meng et al. find an MLP peak at the last subject token in early-"
+        "middle layers; Du et al. find the same map in base and post-trained models.",
+    ),
+    "truefalse_patching": (
+        "posttrain_probe.plots.patching",
+        "Does the post-trained model read truth from the same places, and do activations transfer across models?",
+        "Each map is the normalised change of logit(TRUE)−logit(FALSE) when the true run's residual at (token, "
+        "layer) is patched into the false run. Cross-model patching moves activations between base and post.",
+    ),
+    "truth": (
+        "posttrain_probe.plots.truth",
+        "Is there a linear truth direction, and is it shared by base and post?",
+        "Probe accuracy by layer for both models, cosine of their directions, and the normalised indirect effect "
+        "of adding the direction from one model to the other (2×2).",
+    ),
+    "refusal": (
+        "posttrain_probe.plots.refusal",
+        "Is refusal mediated by one direction, and does the base model's direction transfer to the post model?",
+        "Refusal rates under directional ablation and activation addition for every direction→model combination, "
+        "cosines per layer and KL on harmless prompts.",
+    ),
+    "neurons": (
+        "posttrain_probe.plots.neurons",
+        "Do entropy (confidence-regulation) neurons explain the confidence difference between base and post?",
+        "Norm vs LogitVar of last-layer neurons (selection marked); total vs direct effects of mean ablation "
+        "against random neurons of matched norm.",
+    ),
+    "rlvr_dynamics": (
+        "posttrain_probe.plots.dynamics",
+        "Why does policy entropy collapse during RL, and what do covariance-based interventions change?",
+        "Entropy and accuracy per step for every intervention; R against H with the fitted law R = −a·e^H + b; "
+        "predicted vs realized entropy change; realized ΔH per (probability, advantage) quadrant.",
+    ),
+    "checkpoint_drift": (
+        "posttrain_probe.plots.drift",
+        "What changed inside the model along the RL run?",
+        "Relative weight change per module, CKA to the start per layer, direction drift and entropy-neuron "
+        "screens, lined up against the run's entropy curve.",
+    ),
+}
+
+
+def _figures_for(result: RunResult) -> list[tuple[str, bytes]]:
+    spec = ANALYSES.get(result.analysis)
+    if spec is None:
+        return []
+    try:
+        mod = importlib.import_module(spec[0])
+    except ImportError:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        mod.save_figures(result, tmp)
+        return [(p.stem, p.read_bytes()) for p in sorted(Path(tmp).rglob("*.png"))]
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (dict, list)):
+        return html.escape(json.dumps(v, default=str)[:400])
+    return html.escape(str(v))
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 8px;font-size:.9em;text-align:left}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}.q{font-style:italic;color:#555}
+.v-reproduced{color:#16632c;font-weight:bold}.v-not{color:#9b1c1c;font-weight:bold}.v-mixed{color:#8a5a00;font-weight:bold}
+details{margin:.5em 0}pre{background:#f6f6f6;padding:.5em;overflow:auto;font-size:.8em}"""
+
+
+def build_report(
+    run_dirs: Sequence[str | Path],
+    out_path: str | Path,
+    title: str = "posttrain_probe report",
+    verdicts: Sequence[dict] = (),
+    figures_dir: str | Path | None = None,
+) -> Path:
+    """Write one HTML file from `run_dirs`; optional `verdicts` rows {claim, paper, verdict, evidence}.
+
+    When `figures_dir` is given, every embedded figure is also written there as PNG.
+    """
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1>",
+    ]
+    if verdicts:
+        parts.append("<h2>Verdicts on the papers' claims (as measured here)</h2><table>")
+        parts.append("<tr><th>paper</th><th>claim</th><th>verdict</th><th>evidence</th></tr>")
+        for v in verdicts:
+            cls = {"reproduced": "v-reproduced", "not reproduced": "v-not"}.get(v["verdict"], "v-mixed")
+            parts.append(
+                f"<tr><td>{html.escape(v['paper'])}</td><td>{html.escape(v['claim'])}</td>"
+                f"<td class='{cls}'>{html.escape(v['verdict'])}</td><td>{html.escape(v['evidence'])}</td></tr>"
+            )
+        parts.append("</table>")
+    for rd in run_dirs:
+        res = read_run(rd)
+        spec = ANALYSES.get(res.analysis, ("", res.analysis, ""))
+        parts.append(f"<h2>{html.escape(res.analysis)}</h2><p class='q'>{html.escape(spec[1])}</p>")
+        if spec[2]:
+            parts.append(f"<p>{html.escape(spec[2])}</p>")
+        for name, png in _figures_for(res):
+            parts.append(
+                f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+            )
+            if figures_dir is not None:
+                Path(figures_dir).mkdir(parents=True, exist_ok=True)
+                (Path(figures_dir) / f"{res.analysis}__{name}.png").write_bytes(png)
+        parts.append(
+            "<table>"
+            + "".join(f"<tr><th>{html.escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in res.summary.items())
+            + "</table>"
+        )
+        for note in res.notes:
+            parts.append(f"<p>{html.escape(note)}</p>")
+        prov = {"config": res.config, "provenance": res.provenance, "seeds": res.seeds, "meta": res.meta}
+        parts.append(
+            f"<details><summary>config and provenance ({html.escape(str(rd))})</summary>"
+            f"<pre>{html.escape(json.dumps(prov, indent=1, default=str))}</pre></details>"
+        )
+    parts.append("</body></html>")
+    out_path = Path(out_path)
+    atomic_write_text(out_path, "\n".join(parts))
+    return out_path

@@ -1,0 +1,225 @@
+"""Verdicts on the three papers' claims, computed from saved results (never from a model).
+
+Each verdict is "reproduced", "not reproduced", "mixed" or "inconclusive" (the measurement has no signal, e.g.
+the model does not do the task), with the numbers that decided it. Thresholds are
+stated in the evidence text; they are judgement calls, so the numbers are always shown beside the verdict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .results import RunResult
+
+
+def _v(paper: str, claim: str, verdict: str, evidence: str) -> dict[str, str]:
+    return {"paper": paper, "claim": claim, "verdict": verdict, "evidence": evidence}
+
+
+def truth_verdicts(res: RunResult) -> list[dict[str, str]]:
+    s = res.summary
+    cos = s.get("cosine_at_probe_layer", {})
+    c = cos.get("mass_mean", next(iter(cos.values()), float("nan")))
+    acc = s.get("test_acc_at_probe_layer", {})
+    out = []
+    linear = min(acc.get("base.logistic", 0), acc.get("post.logistic", 0))
+    verdict = "reproduced" if c > 0.8 and linear > 0.8 else "not reproduced" if c < 0.5 else "mixed"
+    out.append(
+        _v(
+            "Du et al. 2025",
+            "a linear truth direction exists and is highly similar in base and post",
+            verdict,
+            f"cosine(base, post) at layer {s.get('probe_layer')} = {c:.3f}; logistic test accuracy "
+            f"base {acc.get('base.logistic', float('nan')):.3f}, post {acc.get('post.logistic', float('nan')):.3f} "
+            "(reproduced: cos > 0.8 and accuracy > 0.8)",
+        )
+    )
+    nie = s.get("nie", {})
+    if nie:
+        fwd = nie.get("base->post", float("nan"))
+        own = nie.get("post->post", float("nan"))
+        ratio = fwd / own if own and own == own else float("nan")
+        verdict = "reproduced" if ratio > 0.7 else "not reproduced" if ratio < 0.3 else "mixed"
+        if not abs(own) > 0.05:
+            verdict = "inconclusive"  # the post model does not respond to its own direction
+        out.append(
+            _v(
+                "Du et al. 2025",
+                "the truth direction transfers between models for interventions",
+                verdict,
+                f"NIE base→post {fwd:.3f} vs post→post {own:.3f} (ratio {ratio:.2f}; reproduced: > 0.7); "
+                + ", ".join(f"{k} {v:.3f}" for k, v in nie.items()),
+            )
+        )
+    return out
+
+
+def neuron_verdicts(res: RunResult) -> list[dict[str, str]]:
+    s = res.summary
+    shares = {k: v for k, v in s.get("explained_share", {}).items() if "_own_" in k}
+    if not shares:
+        return []
+    vals = [v.get("share_both", float("nan")) for v in shares.values()]
+    ctrl = [v.get("control_share_both_mean", float("nan")) for v in shares.values()]
+    m = max(abs(x) for x in vals)
+    verdict = "reproduced" if m < 0.2 else "not reproduced" if m > 0.5 else "mixed"
+    gap = abs(s.get("post", {}).get("entropy", 0.0) - s.get("base", {}).get("entropy", 0.0))
+    if not gap > 0.01:
+        verdict = "inconclusive"  # no confidence difference to explain
+    return [
+        _v(
+            "Du et al. 2025",
+            "confidence differences between base and post are not explained by entropy neurons",
+            verdict,
+            "share of the base→post entropy gap removed by ablating the selected set: "
+            + ", ".join(f"{k} {v:+.1%} (random controls {c:+.1%})" for k, v, c in zip(shares, vals, ctrl))
+            + f"; entropy base {s.get('base', {}).get('entropy', float('nan')):.3f}, post "
+            f"{s.get('post', {}).get('entropy', float('nan')):.3f} nats (reproduced: |share| < 20%)",
+        )
+    ]
+
+
+def dynamics_verdicts(res: RunResult) -> list[dict[str, str]]:
+    s = res.summary
+    out = []
+    g = s.get("grpo")
+    if g and g["accuracy_first"] == 0 and g["accuracy_last"] == 0:
+        return [
+            _v(
+                "Cui et al. 2025 / Hao et al. 2025",
+                "entropy dynamics claims",
+                "inconclusive",
+                f"GRPO never earned a reward in {g['steps']} steps (accuracy 0): no learning signal to study",
+            )
+        ]
+    if g:
+        collapsed = g["entropy_drop_frac"] > 0.3 and g["accuracy_last"] > g["accuracy_first"]
+        out.append(
+            _v(
+                "Cui et al. 2025",
+                "without intervention, entropy collapses while performance rises",
+                "reproduced" if collapsed else "not reproduced",
+                f"GRPO: entropy {g['entropy_first']:.3f} → {g['entropy_last']:.3f} ({g['entropy_drop_frac']:.0%} "
+                f"drop), accuracy {g['accuracy_first']:.3f} → {g['accuracy_last']:.3f} over {g['steps']} steps",
+            )
+        )
+        r2 = g["law_r2"]
+        out.append(
+            _v(
+                "Cui et al. 2025",
+                "R = −a·exp(H) + b fits performance against entropy",
+                "reproduced" if r2 > 0.8 else "not reproduced" if r2 < 0.4 else "mixed",
+                f"GRPO fit a = {g['law_a']:.3f}, b = {g['law_b']:.3f}, R² = {r2:.2f}, ceiling b − a = "
+                f"{g['law_ceiling']:.3f} (reproduced: R² > 0.8)",
+            )
+        )
+        pos = g["share_steps_cov_positive"]
+        out.append(
+            _v(
+                "Cui et al. 2025",
+                "the covariance term stays mostly positive",
+                "reproduced" if pos > 0.8 else "not reproduced" if pos < 0.5 else "mixed",
+                f"share of GRPO steps with batch mean Cov > 0: {pos:.2f}",
+            )
+        )
+        cov_runs = {k: v for k, v in s.items() if k in ("clip_cov", "kl_cov")}
+        if cov_runs:
+            kept = {k: v["entropy_last"] / max(g["entropy_last"], 1e-9) for k, v in cov_runs.items()}
+            ok = all(x > 1.2 for x in kept.values())
+            out.append(
+                _v(
+                    "Cui et al. 2025",
+                    "Clip-Cov and KL-Cov keep entropy higher than GRPO",
+                    "reproduced" if ok else "not reproduced" if all(x < 1.05 for x in kept.values()) else "mixed",
+                    ", ".join(f"{k}: final entropy {v:.2f}× GRPO's" for k, v in kept.items())
+                    + " (reproduced: > 1.2× for both; same prompts and sampling seeds per step)",
+                )
+            )
+    tp = res.tables.get("token_predictors")
+    if tp is not None and len(tp):
+        rows = {(r.run, r.predictor): r.pearson for r in tp.itertuples()}
+        better = [run for run in {r for r, _ in rows} if rows.get((run, "-omega"), -1) > rows.get((run, "-cov"), 1)]
+        n = len({r for r, _ in rows})
+        out.append(
+            _v(
+                "Hao et al. 2025 (STEER)",
+                "token-level Ω predicts the realized entropy change better than Cov",
+                "reproduced" if len(better) == n else "not reproduced" if not better else "mixed",
+                "per-token Pearson with realized ΔH: "
+                + ", ".join(
+                    f"{run}: Ω {rows.get((run, '-omega'), float('nan')):.2f} "
+                    f"vs Cov {rows.get((run, '-cov'), float('nan')):.2f}"
+                    for run in sorted({r for r, _ in rows})
+                ),
+            )
+        )
+        st = s.get("steer")
+        if st and g:
+            out.append(
+                _v(
+                    "Hao et al. 2025 (STEER)",
+                    "STEER mitigates entropy collapse",
+                    "reproduced" if st["entropy_last"] > 1.2 * g["entropy_last"] else "not reproduced",
+                    f"final entropy STEER {st['entropy_last']:.3f} vs GRPO {g['entropy_last']:.3f}; accuracy "
+                    f"{st['accuracy_last']:.3f} vs {g['accuracy_last']:.3f}",
+                )
+            )
+    return out
+
+
+def refusal_verdicts(res: RunResult) -> list[dict[str, str]]:
+    s = res.summary
+    rates = s.get("refusal_rate", {})
+    cos = s.get("cosine_selected_directions", float("nan"))
+    out = [
+        _v(
+            "Du et al. 2025",
+            "the refusal direction differs between base and post",
+            "reproduced" if cos < 0.5 else "not reproduced" if cos > 0.8 else "mixed",
+            f"cosine of the selected base and post directions = {cos:.3f} (reproduced: < 0.5)",
+        )
+    ]
+    add = rates.get("harmless.addition", {})
+    own, fwd = add.get("post->post"), add.get("base->post")
+    if own is not None and fwd is not None:
+        verdict = "inconclusive" if own < 0.2 else "reproduced" if fwd < 0.5 * own else "not reproduced"
+        out.append(
+            _v(
+                "Du et al. 2025",
+                "the base refusal direction transfers poorly to the post model (forward)",
+                verdict,
+                f"refusal induced on harmless prompts by adding the direction: base→post {fwd:.2f}, "
+                f"post→post {own:.2f} (reproduced: base→post < half of post→post)",
+            )
+        )
+    abl = rates.get("harmful.ablation", {})
+    if "post->post" in abl:
+        base_rate = rates.get("harmful.baseline", {}).get("post", float("nan"))
+        out.append(
+            _v(
+                "Arditi et al. 2024",
+                "ablating the refusal direction bypasses refusal in the post model",
+                "reproduced" if abl["post->post"] < 0.5 * base_rate else "not reproduced",
+                f"post refusal on held-out harmful prompts: {base_rate:.2f} baseline, {abl['post->post']:.2f} "
+                "with its own direction ablated at every layer and position",
+            )
+        )
+    return out
+
+
+VERDICTS = {
+    "refusal": refusal_verdicts,
+    "truth": truth_verdicts,
+    "neurons": neuron_verdicts,
+    "rlvr_dynamics": dynamics_verdicts,
+}
+
+
+def verdicts(results: dict[str, RunResult], toy_report: dict[str, Any] | None = None) -> list[dict[str, str]]:
+    """All verdicts that the given results support, in a fixed order."""
+    out: list[dict[str, str]] = []
+    for res in results.values():
+        fn = VERDICTS.get(res.analysis)
+        if fn is not None:
+            out += fn(res)
+    return out

@@ -1,0 +1,67 @@
+"""The main job end to end on the quick pair (short RLVR runs), and the report/verdict layer on its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from posttrain_probe.results import RunResult
+from posttrain_probe.verdicts import dynamics_verdicts
+
+
+def test_demo_quick_writes_every_run_dir_and_a_self_contained_report(toy_pair_quick, tmp_path, monkeypatch):
+    from posttrain_probe.demo import STEPS, run_demo
+    from posttrain_probe.results import is_run_dir
+
+    monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
+    report = run_demo(tmp_path / "demo", quick=True, progress=False, rlvr_steps=3, losses=("grpo", "clip_cov"))
+    assert {name for name, _ in STEPS} >= {"neurons", "refusal", "dynamics", "drift"}
+    for name, _ in STEPS:
+        assert is_run_dir(tmp_path / "demo" / name), name
+    html = report.read_text()
+    assert "Verdicts" in html and "data:image/png;base64," in html
+    assert "http://" not in html and "https://" not in html  # opens with no network
+    assert any((tmp_path / "demo" / "figures").glob("*.png"))
+    mtime = report.stat().st_mtime_ns
+    run_demo(tmp_path / "demo", quick=True, progress=False, rlvr_steps=3, losses=("grpo", "clip_cov"))
+    assert (tmp_path / "demo" / "neurons" / "result.json").exists() and report.stat().st_mtime_ns >= mtime
+
+
+def _dyn(grpo_entropy_last: float, cov_entropy_last: float) -> RunResult:
+    def s(h0, h1, a0, a1):
+        return {
+            "steps": 50,
+            "accuracy_first": a0,
+            "accuracy_last": a1,
+            "entropy_first": h0,
+            "entropy_last": h1,
+            "entropy_drop_frac": 1 - h1 / h0,
+            "law_a": 0.3,
+            "law_b": 1.0,
+            "law_r2": 0.9,
+            "law_ceiling": 0.7,
+            "share_steps_cov_positive": 0.95,
+        }
+
+    return RunResult(
+        "rlvr_dynamics",
+        {},
+        {
+            "grpo": s(0.5, grpo_entropy_last, 0.3, 0.6),
+            "clip_cov": s(0.5, cov_entropy_last, 0.3, 0.6),
+            "kl_cov": s(0.5, cov_entropy_last, 0.3, 0.6),
+        },
+    )
+
+
+@pytest.mark.parametrize(("cov_last", "expected"), [(0.3, "reproduced"), (0.1, "not reproduced")])
+def test_cov_intervention_verdict_follows_the_numbers(cov_last, expected):
+    rows = {v["claim"]: v for v in dynamics_verdicts(_dyn(0.1, cov_last))}
+    assert rows["Clip-Cov and KL-Cov keep entropy higher than GRPO"]["verdict"] == expected
+    assert rows["without intervention, entropy collapses while performance rises"]["verdict"] == "reproduced"
+
+
+def test_no_reward_signal_is_inconclusive_not_a_negative_result():
+    res = _dyn(0.1, 0.3)
+    res.summary["grpo"].update(accuracy_first=0.0, accuracy_last=0.0)
+    (v,) = dynamics_verdicts(res)
+    assert v["verdict"] == "inconclusive"
