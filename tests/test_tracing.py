@@ -1,0 +1,327 @@
+"""Causal tracing: token classes and statistics against hand references, the batched engine against the
+one-forward-per-patch reference and across backends, the invariants of tracing (full restoration gives the
+clean probability, zero noise gives zero effect), and an end-to-end run that writes a readable run dir."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from posttrain_probe.data import Fact, load_facts
+from posttrain_probe.pair import load_model, load_pair
+from posttrain_probe.paths import shared_data_dir
+from posttrain_probe.probes._tracing_batch import (
+    kv_cache_reuse_works,
+    restoration_sites,
+    restore_naive,
+    window_layers,
+)
+from posttrain_probe.probes._tracing_core import NOISE_SITE, _noise_full, noise_unit
+from posttrain_probe.probes._tracing_stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
+from posttrain_probe.probes._tracing_tokens import answer_token, char_span_to_tokens, token_class_masks
+from posttrain_probe.probes.tracing import (
+    SubjectNotFoundError,
+    TracingConfig,
+    add_cli,
+    embedding_std,
+    find_token_span,
+    prepare_facts,
+    run_tracing,
+    trace_fact_naive,
+    trace_model,
+)
+from posttrain_probe.results import read_run, write_run
+from posttrain_probe.testing import make_tiny_checkpoint, tiny_tokenizer
+
+SUBJECTS = ["city of river", "bread", "river", "make bread", "year of zero", "two three", "poison", "country"]
+TEMPLATES = ["the {} is in", "{} was born in the", "how do I {} at", "a {} lives with", "the {} works for"]
+PROMPTS = [(t.format(s), s) for t in TEMPLATES for s in SUBJECTS]
+N_FACTS = 6
+
+# ---------------------------------------------------------------------------------------------- pure parts
+
+
+def test_token_classes_match_rome_definition_by_hand():
+    # 8 tokens, subject at [1, 4): first=1, middle=2, last=3, first subsequent=4, further=5..6, last=7
+    m = token_class_masks(8, 1, 4)
+    got = [m[c].nonzero().flatten().tolist() for c in range(6)]
+    assert got == [[1], [2], [3], [4], [5, 6], [7]]
+    # one-token subject right before the last token: first == last subject, subsequent == last token
+    m = token_class_masks(3, 1, 2)
+    got = [m[c].nonzero().flatten().tolist() for c in range(6)]
+    assert got == [[1], [], [1], [2], [], [2]]
+    with pytest.raises(ValueError, match="not inside"):
+        token_class_masks(3, 2, 5)
+
+
+def test_char_span_alignment_includes_straddling_tokens_and_skips_specials():
+    offsets = [(0, 0), (0, 3), (3, 9), (9, 12), (12, 15)]  # BOS, "The", " Eiffe", "l T", "ower"
+    assert char_span_to_tokens(offsets, 4, 15) == (2, 5)
+    assert char_span_to_tokens(offsets, 0, 3) == (1, 2)
+    assert char_span_to_tokens(offsets, 20, 25) is None
+
+
+def test_find_token_span_on_word_tokenizer_and_missing_subject_raises():
+    tok = tiny_tokenizer()
+    text = "the city of river is in"
+    ids = tok(text)["input_ids"]
+    a, b = find_token_span(tok, text, "city of river")
+    assert tok.convert_ids_to_tokens(ids[a:b]) == ["city", "of", "river"]
+    with pytest.raises(SubjectNotFoundError, match="does not occur"):
+        find_token_span(tok, text, "bread")
+
+
+def test_answer_token_is_the_first_token_after_the_prompt():
+    tok = tiny_tokenizer()
+    t, by_prefix = answer_token(tok, "the city of", " river is")
+    assert by_prefix and tok.convert_ids_to_tokens(t) == "river"
+
+
+def test_class_means_by_hand_and_empty_class_is_nan():
+    ie = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])  # (T=3, L=2)
+    masks = torch.tensor([[True, True, False], [False, False, False], [False, False, True]])
+    out = class_means(ie, masks)
+    assert torch.allclose(out[0], torch.tensor([2.0, 3.0]))
+    assert torch.isnan(out[1]).all()
+    assert torch.allclose(out[2], torch.tensor([5.0, 6.0]))
+
+
+def test_nanmean_and_bootstrap_interval_properties():
+    x = torch.tensor([[1.0, math.nan], [3.0, 2.0], [5.0, math.nan]])
+    assert torch.allclose(nanmean0(x), torch.tensor([3.0, 2.0]))
+    const = torch.full((10, 2), 0.7)
+    lo, hi = bootstrap_ci(const, n_boot=50)
+    assert torch.allclose(lo, const[0]) and torch.allclose(hi, const[0])
+    g = torch.Generator().manual_seed(1)
+    data = torch.randn(200, 3, generator=g) + torch.tensor([0.0, 1.0, -1.0])
+    lo, hi = bootstrap_ci(data, n_boot=400, seed=3)
+    mean = data.mean(0)
+    assert ((lo < mean) & (mean < hi)).all()
+    # the 95% interval of a mean is about ±1.96 σ/√n
+    half = (hi - lo) / 2
+    assert torch.allclose(half, 1.96 * data.std(0) / math.sqrt(200), rtol=0.25)
+    assert torch.isnan(bootstrap_ci(data[:1])[0]).all()
+
+
+def test_pearson_and_argmax_against_numpy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    assert pearson(torch.tensor(a), torch.tensor(b)) == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-12)
+    a[3] = np.nan
+    keep = ~np.isnan(a)
+    assert pearson(torch.tensor(a), torch.tensor(b)) == pytest.approx(np.corrcoef(a[keep], b[keep])[0, 1])
+    assert argmax_2d(torch.tensor([[0.0, math.nan], [2.0, 1.0]]))[:2] == (1, 0)
+
+
+def test_window_follows_rome():
+    assert list(window_layers(0, 48, 10)) == [0, 1, 2, 3, 4]
+    assert list(window_layers(20, 48, 10)) == list(range(15, 25))
+    assert list(window_layers(47, 48, 10)) == list(range(42, 48))
+    assert list(window_layers(3, 4, 1)) == [3]
+    assert restoration_sites("mlp", 1, 4, 3) == ("mlp_out.0", "mlp_out.1", "mlp_out.2")
+    assert restoration_sites("resid", 2, 4, 10) == ("resid_post.2",)
+
+
+def test_noise_draws_are_seeded_per_fact_and_shared():
+    a, b = noise_unit(5, 3, 2, 8, seed=0), noise_unit(5, 3, 2, 8, seed=0)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, noise_unit(6, 3, 2, 8, seed=0))
+    assert not torch.equal(a, noise_unit(5, 3, 2, 8, seed=1))
+
+
+def test_config_rejects_bad_values_with_a_fix():
+    with pytest.raises(ValueError, match="noise_calibration"):
+        TracingConfig(noise_calibration="mean")
+    with pytest.raises(ValueError, match="kinds"):
+        TracingConfig(kinds=("mlp", "ffn"))
+    with pytest.raises(ValueError, match="n_samples"):
+        TracingConfig(n_samples=0)
+
+
+# ---------------------------------------------------------------------------------------------- tiny models
+
+
+def _sharp_checkpoint(path, seed: int, scale: float = 40.0, perturb: float = 0.0):
+    """A tiny Llama whose unembedding is scaled up, so predictions are peaked and effects are large."""
+    make_tiny_checkpoint("llama", path, seed=seed)
+    hf = AutoModelForCausalLM.from_pretrained(path)
+    with torch.no_grad():
+        hf.lm_head.weight.mul_(scale)
+        if perturb:
+            g = torch.Generator().manual_seed(seed + 100)
+            for p in hf.model.layers.parameters():
+                p.add_(perturb * torch.randn(p.shape, generator=g))
+    hf.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tracing")
+    base = _sharp_checkpoint(root / "base", seed=0)
+    post = _sharp_checkpoint(root / "post", seed=0, perturb=0.02)
+    return base, post
+
+
+@pytest.fixture(scope="module")
+def models(ckpts):
+    return {b: load_model(ckpts[0], backend=b) for b in ("nnsight", "bridge")}
+
+
+def _facts(model) -> list[Fact]:
+    """Facts whose answer is the model's greedy next token, kept when that token is a plain word."""
+    tok = model.tokenizer
+    words = [i for w, i in tok.get_vocab().items() if w.isalpha() and w.islower() and not w.startswith("w")]
+    out = []
+    for p, s in PROMPTS:
+        ids = tok(p, return_tensors="pt")["input_ids"]
+        a = int(model.run(ids).logits[0, -1].argmax())
+        if a in words:
+            out.append(Fact(prompt=p, subject=s, answer=" " + tok.convert_ids_to_tokens(a), id=p))
+        if len(out) == N_FACTS:
+            return out
+    raise AssertionError("the tiny model predicts too few plain words; change the seed of the fixture")
+
+
+def test_batched_tracing_equals_one_forward_per_patch(models):
+    m = models["nnsight"]
+    assert kv_cache_reuse_works(m)
+    prepared, skipped = prepare_facts(m.tokenizer, _facts(m)[:3])
+    assert not skipped
+    sigma = 3 * embedding_std(m, [f.fact.subject for f in prepared])
+    tr = trace_model(
+        m, prepared, sigma, n_samples=3, window=3, kv_reuse=True, progress=False, max_batch_tokens=64
+    )
+    biggest = 0.0
+    for j, f in enumerate(prepared):
+        ie, p_clean, p_corr = trace_fact_naive(m, f, sigma, n_samples=3, window=3)
+        assert tr.p_clean[j].item() == pytest.approx(p_clean, abs=1e-6)
+        assert tr.p_corrupted[j].item() == pytest.approx(p_corr, abs=1e-6)
+        for k in ie:
+            assert torch.allclose(tr.ie[k][j, : f.n_tokens], ie[k], atol=1e-5), k
+            biggest = max(biggest, ie[k].abs().max().item())
+    assert biggest > 1e-2  # the comparison is not between two maps of zeros
+
+
+def test_bridge_and_nnsight_agree(models):
+    out = {}
+    for backend, m in models.items():
+        prepared, _ = prepare_facts(m.tokenizer, _facts(models["nnsight"])[:3])
+        sigma = 3 * embedding_std(m, [f.fact.subject for f in prepared])
+        reuse = kv_cache_reuse_works(m)
+        out[backend] = trace_model(m, prepared, sigma, n_samples=2, window=1, kv_reuse=reuse, progress=False)
+    for k in ("resid", "mlp", "attn"):
+        a, b = out["nnsight"].ie[k], out["bridge"].ie[k]
+        assert torch.allclose(a, b, atol=1e-5, equal_nan=True)
+    assert torch.allclose(out["nnsight"].p_corrupted, out["bridge"].p_corrupted, atol=1e-6)
+
+
+def test_restoring_every_position_reproduces_the_clean_probability(models):
+    m = models["nnsight"]
+    (f,), _ = prepare_facts(m.tokenizer, _facts(m)[:1])
+    L, T = m.n_layers, f.n_tokens
+    sites = [f"resid_post.{l}" for l in range(L)] + [f"mlp_out.{l}" for l in range(L)]
+    clean = m.run(f.ids[None], read=sites)
+    p_clean = torch.softmax(clean.logits[0, -1], -1)[f.answer_id].item()
+    noise = {NOISE_SITE: _noise_full(f, 4, m.d_model, 0.5, seed=0)}
+    ids, ans = f.ids[None].repeat(4, 1), torch.tensor([[f.answer_id]] * 4)
+    p_corr = restore_naive(m, ids, ans, noise, [])[:, 0].exp()
+    assert (p_corr - p_clean).abs().max() > 1e-3  # the noise does change the prediction
+    for l in range(L):
+        patch = [(f"resid_post.{l}", list(range(T)), clean.cache[f"resid_post.{l}"])]
+        assert torch.allclose(
+            restore_naive(m, ids, ans, noise, patch)[:, 0].exp(), torch.tensor(p_clean), atol=1e-5
+        )
+    # the batched map's (last token, last layer) cell restores everything the prediction depends on
+    tr = trace_model(m, [f], 0.5, n_samples=4, window=1, progress=False)
+    cell = tr.ie["resid"][0, T - 1, L - 1] + tr.p_corrupted[0]
+    assert cell.item() == pytest.approx(p_clean, abs=1e-5)
+
+
+def test_zero_noise_gives_zero_effect(models):
+    m = models["nnsight"]
+    prepared, _ = prepare_facts(m.tokenizer, _facts(m)[:2])
+    tr = trace_model(m, prepared, 0.0, n_samples=2, window=3, progress=False)
+    for k, ie in tr.ie.items():
+        assert torch.nan_to_num(ie).abs().max().item() < 1e-6, k
+    assert torch.allclose(tr.p_clean, tr.p_corrupted, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def test_run_tracing_identical_models_give_zero_difference(ckpts, models):
+    pair = load_pair(ckpts[0], ckpts[0], backend="nnsight")
+    facts = _facts(pair.base) + [Fact(prompt="the city of river", subject="city", answer=" is")]
+    facts.append(Fact(prompt="bread is in the", subject="bread", answer=" w5"))  # answer starts with <unk>
+    res = run_tracing(pair, facts, TracingConfig(n_samples=2, window=1, n_boot=50, progress=False))
+    s = res.summary
+    assert s["n_skipped"] == 1 and "unknown token" in res.tables["skipped"]["reason"][0]
+    assert s["n_known"]["base"] == s["n_known"]["post"] == s["n_common"] >= N_FACTS
+    for k in ("resid", "mlp", "attn"):
+        assert s["pearson_base_post"][k]["class_map"] == pytest.approx(1.0, abs=1e-6)
+        diff = res.tensors[f"aie.common.base_minus_post.{k}"]
+        assert torch.nan_to_num(diff).abs().max() == 0
+    assert s["noise"]["sigma_used"]["base"] == s["noise"]["sigma_used"]["post"]
+
+
+def test_run_tracing_writes_a_readable_run_with_figures(tmp_path, ckpts, models):
+    pair = load_pair(*ckpts, backend="bridge")
+    facts = _facts(pair.base)
+    cfg = TracingConfig(n_samples=2, window=1, n_boot=50, progress=False, noise_calibration="per_model")
+    res = run_tracing(pair, facts, cfg, data_source="test")
+    write_run(tmp_path / "run", res)
+    back = read_run(tmp_path / "run")
+    assert back.analysis == "causal_tracing"
+    s = back.summary
+    assert s["noise"]["sigma_used"]["post"] == pytest.approx(s["noise"]["embedding_std"]["post"])
+    L = pair.base.n_layers
+    for r in ("base", "post"):
+        assert np.array(s["aie"]["own"][r]["mlp"]).shape == (6, L)
+        assert back.tensors[f"ie.{r}.mlp"].shape[0] == s["n_known"][r]
+        if s["n_known"][r]:
+            assert s["mlp_peak"][r]["token_class"] in s["token_classes"]
+    aie = back.tables["aie"]
+    assert set(aie["scope"]) == {"own", "common"}
+    finite = aie.dropna(subset=["ci_lo", "ci_hi", "aie"])
+    assert len(finite) and (finite["ci_lo"] <= finite["ci_hi"] + 1e-9).all()
+    from posttrain_probe.plots.tracing import save_figures
+
+    paths = save_figures(back, tmp_path / "figs")
+    assert paths and all(p.stat().st_size > 0 for p in paths)
+
+
+def test_cli_trace_runs_on_a_facts_file(tmp_path, ckpts, models):
+    facts = _facts(models["nnsight"])
+    rows = [
+        {"known_id": i, "subject": f.subject, "attribute": f.answer.strip(), "prompt": f.prompt}
+        for i, f in enumerate(facts)
+    ]
+    (tmp_path / "facts.json").write_text(json.dumps(rows))
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers())
+    flags = "--n-samples 2 --window 1 --n-boot 20 --no-progress --backend nnsight".split()
+    data, out = str(tmp_path / "facts.json"), str(tmp_path / "o")
+    args = parser.parse_args(["trace", str(ckpts[0]), str(ckpts[1]), "--data", data, "--out", out, *flags])
+    assert args.func(args) == 0
+    assert read_run(tmp_path / "o").summary["n_facts_loaded"] == len(facts)
+    with pytest.raises(FileExistsError, match="--force"):
+        args.func(args)
+
+
+def test_known_1000_subjects_align_with_a_word_tokenizer():
+    root = shared_data_dir()
+    if root is None or not (root / "known_1000").is_dir():
+        pytest.skip("shared data folder with known_1000 not found (set POSTTRAIN_PROBE_DATA)")
+    facts = load_facts(root / "known_1000", limit=50)
+    prepared, skipped = prepare_facts(tiny_tokenizer(), facts)
+    assert len(prepared) + len(skipped) == 50
+    for p in prepared:
+        s0, s1 = p.subject
+        assert 0 <= s0 < s1 <= p.n_tokens
