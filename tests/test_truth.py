@@ -1,0 +1,434 @@
+"""Truthfulness probe: probe math against hand / scikit-learn references, the NIE formula, the intervention
+plumbing on a tiny pair, and an end-to-end run that writes a readable run dir."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from transformers import AutoModelForCausalLM
+
+from posttrain_probe.data import Statement
+from posttrain_probe.pair import load_pair
+from posttrain_probe.paths import shared_data_dir
+from posttrain_probe.probes._truth_model import (
+    FewShotFormat,
+    answer_token_ids,
+    collect_last_token_acts,
+    encode_with_spans,
+    layer_sites,
+    prob_diff_under_addition,
+    site_for_layer,
+)
+from posttrain_probe.probes._truth_probes import (
+    ProbeDataError,
+    cosine,
+    fit_logistic,
+    fit_mass_mean,
+    nie_summary,
+    normalized_indirect_effect,
+    prob_diff,
+    stratified_split,
+    truth_delta,
+)
+from posttrain_probe.probes.truth import (
+    TruthConfig,
+    add_cli,
+    choose_probe_layer,
+    default_band,
+    load_truth_statements,
+    run_truth,
+)
+from posttrain_probe.results import read_run, write_run
+from posttrain_probe.testing import make_tiny_checkpoint, tiny_tokenizer
+
+# ---------------------------------------------------------------------------------------------- probe math
+
+
+def _planted(n=2000, d=32, gap=1.5, seed=0, u=None):
+    rng = np.random.default_rng(seed)
+    if u is None:
+        u = rng.normal(size=d)
+        u /= np.linalg.norm(u)
+    y = rng.integers(0, 2, n)
+    X = rng.normal(size=(n, d)) + np.outer(2 * y - 1, gap * u) + 5.0  # offset: probes must not need centring
+    return X, y, u
+
+
+def test_difference_in_means_recovers_a_planted_direction():
+    X, y, u = _planted()
+    probe = fit_mass_mean(X, y)
+    assert cosine(probe.direction, u) > 0.99
+    Xt, yt, _ = _planted(seed=1, u=u)  # fresh noise, same direction: the threshold generalizes
+    assert probe.accuracy(Xt, yt) > 0.9
+
+
+def test_mass_mean_direction_and_threshold_match_hand_values():
+    # true at (2, 1) ± (0, 1), false at (0, 1) ± (0, 1): μ_true − μ_false = (2, 0) → direction (1, 0);
+    # the classes are mirror images, so the 1-D logistic threshold sits at the midpoint x = 1.
+    X = np.array([[2, 0], [2, 2], [0, 0], [0, 2]], dtype=float)
+    y = np.array([1, 1, 0, 0])
+    probe = fit_mass_mean(X, y)
+    np.testing.assert_allclose(probe.direction, [1.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(probe.mu_true, [2.0, 1.0])
+    np.testing.assert_allclose(probe.mu_false, [0.0, 1.0])
+    threshold = -probe.intercept / (probe.coef @ probe.direction)
+    assert threshold == pytest.approx(1.0, abs=1e-6)
+    assert probe.accuracy(X, y) == 1.0
+    np.testing.assert_allclose(probe.delta, [2.0, 0.0], atol=1e-12)
+
+
+def test_mass_mean_threshold_equals_sklearn_on_the_projections():
+    X, y, _ = _planted(n=300, d=8, gap=0.7, seed=3)
+    probe = fit_mass_mean(X, y, C=0.3)
+    d = (X[y == 1].mean(0) - X[y == 0].mean(0)) / np.linalg.norm(X[y == 1].mean(0) - X[y == 0].mean(0))
+    s = X @ d
+    z = ((s - s.mean()) / s.std())[:, None]
+    ref = LogisticRegression(C=0.3, max_iter=1000).fit(z, y)
+    np.testing.assert_allclose(probe.decision(X), ref.decision_function(z), rtol=1e-6, atol=1e-6)
+
+
+def test_logistic_probe_in_raw_space_equals_the_sklearn_pipeline():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(400, 12)) * rng.uniform(0.5, 20, 12) + rng.normal(size=12) * 10
+    y = (X @ rng.normal(size=12) + rng.normal(size=400) * 5 > np.median(X @ rng.normal(size=12))).astype(int)
+    y[:2] = [0, 1]
+    probe = fit_logistic(X, y, C=0.5)
+    ref = make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=2000)).fit(X, y)
+    np.testing.assert_allclose(probe.decision(X), ref.decision_function(X), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(probe.direction, probe.coef / np.linalg.norm(probe.coef))
+    assert probe.accuracy(X, y) == pytest.approx(ref.score(X, y))
+
+
+def test_classes_that_do_not_differ_give_a_constant_probe_not_a_crash():
+    X = np.ones((6, 4))  # e.g. the embedding of a shared final "." token
+    y = np.array([1, 1, 1, 1, 0, 0])
+    for fit in (fit_mass_mean, fit_logistic):
+        probe = fit(X, y)
+        assert not probe.direction.any() and not probe.delta.any()
+        assert probe.accuracy(X, y) == pytest.approx(4 / 6)
+        assert math.isnan(cosine(probe.direction, np.ones(4)))
+        assert math.isnan(probe.auroc(X, y)) or probe.auroc(X, y) == 0.5
+
+
+def test_probe_inputs_are_checked():
+    with pytest.raises(ProbeDataError, match="both true and false"):
+        fit_mass_mean(np.zeros((4, 2)), np.ones(4))
+    with pytest.raises(ProbeDataError, match=r"\(N, D\)"):
+        fit_logistic(np.zeros((2, 2, 2)), np.array([0, 1]))
+    with pytest.raises(ProbeDataError, match="NaN"):
+        fit_mass_mean(np.array([[np.nan, 0], [1, 1]]), np.array([0, 1]))
+
+
+def test_truth_delta_is_the_mean_gap_along_the_direction():
+    np.testing.assert_allclose(truth_delta(np.array([3.0, 4.0]), np.zeros(2), np.array([2.0, 0.0])), [3.0, 0])
+    np.testing.assert_allclose(truth_delta(np.array([3.0, 4.0]), np.zeros(2), np.array([0.6, 0.8])), [3, 4])
+
+
+def test_nie_formula_against_hand_computed_values():
+    # true: pd 0.6, 0.2 (mean 0.4) → −0.2, 0.0 (mean −0.1): NIE = (−0.1 − 0.4) / (−1 − 0.4) = 5/14
+    # false: pd −0.5, −0.3 (mean −0.4) → 0.3, 0.1 (mean 0.2): NIE = (0.2 + 0.4) / (1 + 0.4) = 3/7
+    out = nie_summary([0.6, 0.2], [-0.2, 0.0], [-0.5, -0.3], [0.3, 0.1])
+    assert out["nie_true_to_false"] == pytest.approx(5 / 14)
+    assert out["nie_false_to_true"] == pytest.approx(3 / 7)
+    assert out["nie_mean"] == pytest.approx((5 / 14 + 3 / 7) / 2)
+    assert (out["n_true"], out["n_false"]) == (2, 2)
+    assert normalized_indirect_effect(0.5, 1.0, 1.0) == 1.0  # all the way to TRUE
+    assert normalized_indirect_effect(0.5, 0.5, -1.0) == 0.0
+    assert math.isnan(normalized_indirect_effect(1.0, 0.3, 1.0))
+
+
+def test_prob_diff_uses_the_full_softmax():
+    logits = torch.tensor([[0.0, math.log(3.0), 0.0]])  # softmax = (1/5, 3/5, 1/5)
+    assert prob_diff(logits, 1, 0).item() == pytest.approx(0.4)
+    assert prob_diff(logits, 0, 2).item() == pytest.approx(0.0)
+
+
+def test_stratified_split_keeps_each_cell_balanced_and_is_seeded():
+    labels = [1] * 10 + [0] * 10 + [1] * 5 + [0] * 5
+    groups = ["a"] * 20 + ["b"] * 10
+    m = stratified_split(labels, groups, 0.2, seed=0)
+    lab, grp = np.array(labels), np.array(groups)
+    assert [int(m[(grp == g) & (lab == c)].sum()) for g in "ab" for c in (1, 0)] == [2, 2, 1, 1]
+    assert (stratified_split(labels, groups, 0.2, seed=0) == m).all()
+    assert any((stratified_split(labels, groups, 0.2, seed=s) != m).any() for s in range(1, 5))
+
+
+def test_probe_layer_choice_and_default_band():
+    la = pd.DataFrame(
+        dict(
+            model=["base", "post"] * 4,
+            probe="mass_mean",
+            layer=[0, 0, 1, 1, 2, 2, 3, 3],
+            test_acc=[1.0, 1.0, 0.6, 0.7, 0.9, 0.8, 0.95, 0.95],
+        )
+    )
+    assert choose_probe_layer(la) == 2  # layers 0 (embeddings) and L = 3 excluded
+    la.loc[la.layer == 1, "test_acc"] = la.loc[la.layer == 2, "test_acc"].to_numpy()
+    assert choose_probe_layer(la) == 1  # tie 1 vs 2 → the earlier
+    assert default_band(2, 4) == [1, 2]
+    assert default_band(20, 32) == [17, 18, 19, 20]
+    assert default_band(1, 4) == [1] and default_band(0, 4) == [0]
+
+
+def test_config_errors_say_what_to_change():
+    with pytest.raises(ValueError, match="test_frac"):
+        TruthConfig(test_frac=1.0)
+    with pytest.raises(ValueError, match="direction_probe"):
+        TruthConfig(direction_probe="pca")
+    with pytest.raises(ValueError, match="lower it"):
+        TruthConfig(probe_layer=1, band_start=3)
+
+
+# ---------------------------------------------------------------------------------------------- prompts
+
+
+def test_fewshot_prompt_and_statement_token_positions():
+    fmt = FewShotFormat()
+    content, span = fmt.build("one lives in river .", [("two lives in bread .", 1), ("six lives in a .", 0)])
+    assert content == (
+        "two lives in bread . This statement is: TRUE\nsix lives in a . This statement is: FALSE\n"
+        "one lives in river . This statement is:"
+    )
+    assert content[span[0] : span[1]] == "one lives in river ."
+    tok = tiny_tokenizer()
+    ids, mask, pos = encode_with_spans(tok, [content, "one is ."], [span, (0, 8)], n_last=2)
+    assert tok.convert_ids_to_tokens(ids[0, pos[0]].tolist()) == ["river", "."]
+    assert tok.convert_ids_to_tokens(ids[1, pos[1]].tolist()) == ["is", "."]
+    assert mask[1, pos[1, 1] + 1 :].sum() == 0  # right padding after the short row
+
+
+def test_answer_tokens_are_first_tokens_and_must_differ():
+    tok = tiny_tokenizer()
+    ans = answer_token_ids(tok)
+    assert (ans["true"]["token"], ans["false"]["token"]) == ("TRUE", "FALSE")
+    with pytest.raises(ValueError, match="same token"):
+        answer_token_ids(tok, " TRUE", " TRUE FALSE")
+    assert layer_sites(2) == ["resid_pre.0", "resid_pre.1", "resid_post.1"]
+    assert site_for_layer(2, 2) == "resid_post.1"
+
+
+# ---------------------------------------------------------------------------------------------- tiny pair
+
+NUMS = "one two three four five six seven eight nine zero".split()
+PLACES = ["river", "bread", "city", "country"]
+
+
+def _statements() -> list[Statement]:
+    out = []
+    for i, n in enumerate(NUMS):
+        for j, p in enumerate(PLACES):
+            out.append(Statement(f"{n} lives in {p} .", int((i + j) % 2 == 0), "lives"))
+            out.append(Statement(f"{n} works at the {p} .", int((i * j) % 3 == 0), "works"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("truth")
+    return make_tiny_checkpoint("llama", root / "base", seed=0), make_tiny_checkpoint(
+        "llama", root / "post", seed=1
+    )
+
+
+@pytest.fixture(scope="module")
+def pair(tiny_dirs):
+    return load_pair(*tiny_dirs)
+
+
+def test_batched_activations_equal_hf_hidden_states_one_statement_at_a_time(pair, tiny_dirs):
+    texts = ["one lives in river .", "two works at the big bread in the city .", "six ."]
+    acts = collect_last_token_acts(pair.base, texts, batch_size=3, progress=False)  # (N, L+1, D)
+    assert acts.shape == (3, pair.base.n_layers + 1, pair.base.d_model)
+    hf = AutoModelForCausalLM.from_pretrained(tiny_dirs[0], attn_implementation="eager").eval()
+    for i, t in enumerate(texts):
+        ids = pair.tokenizer(t, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            hs = hf(ids, output_hidden_states=True).hidden_states  # embeddings, block outputs (last normed)
+        for l in range(pair.base.n_layers):
+            torch.testing.assert_close(acts[i, l], hs[l][0, -1], atol=1e-5, rtol=1e-5)
+        single = collect_last_token_acts(pair.base, [t], batch_size=1, progress=False)
+        torch.testing.assert_close(acts[i], single[0], atol=1e-5, rtol=1e-5)
+
+
+def _fewshot_batch(pair):
+    fmt = FewShotFormat()
+    shots = [("two lives in bread .", 1), ("six lives in a .", 0)]
+    built = [fmt.build(s, shots) for s in ("one lives in river .", "nine works at the city .", "zero is .")]
+    ans = answer_token_ids(pair.tokenizer)
+    return [b[0] for b in built], [b[1] for b in built], ans["true"]["id"], ans["false"]["id"]
+
+
+def test_adding_with_scale_zero_is_the_identity(pair):
+    texts, spans, t, f = _fewshot_batch(pair)
+    delta = torch.randn(pair.base.d_model, generator=torch.Generator().manual_seed(0)) * 5
+    clean, _ = prob_diff_under_addition(
+        pair.base, texts, spans, [1, -1, 1], None, [1, 2], t, f, progress=False
+    )
+    zero, cells = prob_diff_under_addition(
+        pair.base, texts, spans, [1, -1, 1], delta, [1, 2], t, f, scale=0.0, progress=False
+    )
+    assert cells == 3 * 2 * 2  # 3 prompts × 2 statement tokens × 2 layers: the addition ran
+    np.testing.assert_array_equal(zero, clean)
+    moved, _ = prob_diff_under_addition(
+        pair.base, texts, spans, [1, -1, 1], delta, [1, 2], t, f, scale=50.0, progress=False
+    )
+    assert np.abs(moved - clean).max() > 1e-6
+
+
+def test_addition_lands_on_the_last_two_statement_tokens_with_the_row_sign(pair):
+    from posttrain_probe.pair import Add
+
+    texts, spans, *_ = _fewshot_batch(pair)
+    ids, mask, pos = encode_with_spans(pair.tokenizer, texts, spans, n_last=2)
+    delta = torch.zeros(pair.base.d_model)
+    delta[0] = 1.0
+    signs = torch.tensor([1.0, -1.0, 1.0])
+    clean = pair.base.run(ids, mask, read=["resid_pre.1"]).cache["resid_pre.1"]
+    iv = Add("resid_pre.1", vector=signs[:, None, None] * delta, positions=pos)
+    got = pair.base.run(ids, mask, read=["resid_pre.1"], interventions=[iv]).cache["resid_pre.1"]
+    diff = (got - clean)[..., 0]  # (B, T)
+    expected = torch.zeros_like(diff)
+    for r in range(3):
+        expected[r, pos[r]] = signs[r]
+    torch.testing.assert_close(diff, expected)
+    assert tuple(pair.tokenizer.convert_ids_to_tokens(ids[2, pos[2]].tolist())) == ("is", ".")
+
+
+def test_intervention_adds_on_false_and_subtracts_on_true_statements(pair):
+    # With no suffix the metric is read at the statement's last token; adding a large multiple of
+    # W_U[:, TRUE] − W_U[:, FALSE] after the last block there must raise P(TRUE) − P(FALSE) (the final RMSNorm
+    # of the tiny model has unit weights), and subtracting it must lower it.
+    from posttrain_probe.probes._truth_tables import run_interventions
+
+    W = pair.base.arch.unembed_weights()  # (D, V)
+    ans = answer_token_ids(pair.tokenizer)
+    push = 100 * (W[:, ans["true"]["id"]] - W[:, ans["false"]["id"]]).detach().float()
+    st = _statements()[:6]
+    cfg = TruthConfig(suffix="", n_shots=0, random_control=False, progress=False)
+    L = pair.base.n_layers
+    frame, nie, _, cells = run_interventions(
+        pair, st, list(range(6)), {s.dataset: [] for s in st}, {"base": push, "post": push}, [L], ans, cfg
+    )
+    base = frame[(frame.applied_to == "base") & (frame.direction_from == "base")]
+    assert (base[base.label == 0].pd_int > base[base.label == 0].pd).all()
+    assert (base[base.label == 1].pd_int < base[base.label == 1].pd).all()
+    row = nie[(nie.direction_from == "base") & (nie.applied_to == "base")].iloc[0]
+    assert row.nie_false_to_true > 0 and row.nie_true_to_false > 0
+    assert cells == {"base->base": 12, "post->base": 12, "base->post": 12, "post->post": 12}
+
+
+def test_run_truth_end_to_end_writes_a_readable_run_dir(pair, tmp_path):
+    cfg = TruthConfig(n_intervene=16, n_shots=2, progress=False, batch_size=16)
+    res = run_truth(pair, _statements(), cfg)
+    out = write_run(tmp_path / "run", res)
+    back = read_run(out)
+    assert back == res
+    assert set(back.tables) >= {
+        "layer_accuracy",
+        "direction_cosine",
+        "cross_model",
+        "lodo",
+        "nie",
+        "statements",
+    }
+    nie = back.tables["nie"]
+    assert {(r.direction_from, r.applied_to) for r in nie.itertuples()} == {
+        (s, a) for s in ("base", "post", "random") for a in ("base", "post")
+    }
+    L1 = pair.base.n_layers + 1
+    assert back.tensors["directions.mass_mean.base"].shape == (L1, pair.base.d_model)
+    assert back.tensors["activations.post"].shape == (len(_statements()), L1, pair.base.d_model)
+    la = back.tables["layer_accuracy"]
+    assert len(la) == 2 * 2 * L1 and la.test_acc.between(0, 1).all()
+    assert (
+        back.summary["probe_layer"] in range(1, L1)
+        and back.summary["band"][-1] == back.summary["probe_layer"]
+    )
+    assert any("P(TRUE) − P(FALSE)" in n for n in back.notes)
+    # the activations are reused when model + data match, and the analysis does not change
+    again = run_truth(pair, _statements(), cfg, reuse_from=out)
+    assert again.summary["activations_reused"] == {"base": True, "post": True}
+    pd.testing.assert_frame_equal(again.tables["layer_accuracy"], res.tables["layer_accuracy"])
+    other = run_truth(
+        pair, _statements()[:-2], TruthConfig(lodo="probe_layer", progress=False, n_shots=0), reuse_from=out
+    )
+    assert other.summary["activations_reused"] == {"base": False, "post": False}
+
+    from posttrain_probe.plots.truth import save_figures
+
+    paths = save_figures(back, tmp_path / "figs")
+    assert {p.stem for p in paths} >= {"truth_accuracy_by_layer", "truth_cosine", "truth_nie", "truth_lodo"}
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_cli_writes_run_dir_and_refuses_to_overwrite_before_computing(tiny_dirs, tmp_path, capsys):
+    csv = tmp_path / "stmts.csv"
+    pd.DataFrame([dict(statement=s.text, label=s.label, dataset=s.dataset) for s in _statements()]).to_csv(
+        csv, index=False
+    )
+    parser = argparse.ArgumentParser()
+    add_cli(parser.add_subparsers(dest="cmd"))
+    out = tmp_path / "run"
+    argv = ["truth", str(tiny_dirs[0]), str(tiny_dirs[1]), "--data", str(csv), "--out", str(out)]
+    args = parser.parse_args(argv + ["--no-progress", "--n-intervene", "8", "--n-shots", "2", "--figures"])
+    assert args.func(args) == 0
+    assert "probe layer" in capsys.readouterr().out
+    assert read_run(out).analysis == "truth" and (out / "figures" / "truth_nie.png").is_file()
+    from posttrain_probe.steering import SteeringVector
+
+    res = read_run(out)
+    lp = res.summary["probe_layer"]
+    for role in ("base", "post"):
+        sv = SteeringVector.load(out / "steering" / f"truth_{role}")
+        assert torch.equal(sv.vector, res.tensors[f"delta.{role}"])
+        assert (sv.site, sv.layer) == (("resid_pre", lp) if lp < 2 else ("resid_post", 1))
+        assert sv.metadata["extraction_data_sha256"] == res.provenance["data"]["statements_sha256"]
+    with pytest.raises(FileExistsError, match="--force"):
+        args = parser.parse_args(argv)
+        args.func(args)
+
+
+# ---------------------------------------------------------------------------------------------- real data
+
+
+def test_statements_from_the_shared_truth_sets_load_with_unique_dataset_names(tmp_path):
+    data = shared_data_dir()
+    if data is None:
+        pytest.skip("../shared/data is absent (set POSTTRAIN_PROBE_DATA to the shared data folder)")
+    got = load_truth_statements([data / "geometry_of_truth", data / "truth_is_universal"])
+    names = {s.dataset for s in got}
+    assert {"cities", "neg_cities", "larger_than", "animal_class", "neg_facts"} <= names and len(names) == 14
+    # the same dataset name from two sources is qualified by its folder, so LODO keeps them apart
+    for sub in ("x", "y"):
+        (tmp_path / sub).mkdir()
+        (tmp_path / sub / "animal_class.csv").write_bytes(
+            (data / "truth_is_universal" / "animal_class.csv").read_bytes()
+        )
+    twice = load_truth_statements([tmp_path / "x", tmp_path / "y"])
+    assert {s.dataset for s in twice} == {"x/animal_class", "y/animal_class"}
+
+
+def test_a_family_column_names_the_datasets_like_the_toy_world_csv(tmp_path):
+    csv = tmp_path / "statements.csv"
+    csv.write_text("statement,label,family,split\none is .,1,comparison,train\ntwo is .,0,fact,heldout\n")
+    assert [s.dataset for s in load_truth_statements([csv])] == ["comparison", "fact"]
+    assert [s.dataset for s in load_truth_statements([csv], dataset_column=None)] == ["statements"] * 2
+
+
+def test_prompts_longer_than_the_context_are_refused_before_any_model_runs(pair, monkeypatch):
+    import posttrain_probe.probes.truth as truth
+
+    def never(*a, **k):
+        raise AssertionError("activations were collected before the length check")
+
+    monkeypatch.setattr(truth, "collect_last_token_acts", never)
+    with pytest.raises(ValueError, match="fewer few-shot examples"):
+        run_truth(pair, _statements(), TruthConfig(n_shots=30, progress=False))
