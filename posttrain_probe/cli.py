@@ -191,8 +191,11 @@ def _rlvr(sub):
 
 # Modules that add their own subcommands through `add_cli(subparsers)`.
 PLUGINS = (
+    "posttrain_probe.probes.truth",
     "posttrain_probe.probes.neurons",
     "posttrain_probe.probes.refusal",
+    "posttrain_probe.probes.tracing",
+    "posttrain_probe.probes.patching",
 )
 
 

@@ -51,6 +51,27 @@ def _truth(ctx: DemoContext):
     return run_truth(ctx.load_pair(), load_statements(Path(ctx.toy.data_dir) / "statements.csv"), cfg)
 
 
+def _tracing(ctx: DemoContext):
+    from .data import load_facts
+    from .probes.tracing import TracingConfig, run_tracing
+
+    facts = [f for f in load_facts(Path(ctx.toy.data_dir) / "facts.json") if f.split == "pretrain"]
+    cfg = TracingConfig(
+        seed=ctx.seed, progress=False, max_facts=40 if ctx.quick else 180, n_samples=4 if ctx.quick else 10
+    )
+    texts = (Path(ctx.toy.data_dir) / "corpus.txt").read_text().splitlines()[:200]
+    return run_tracing(ctx.load_pair(), facts, cfg, reference_texts=texts)
+
+
+def _patching(ctx: DemoContext):
+    from .data import load_statements
+    from .probes.patching import PatchingConfig, run_patching
+
+    statements = load_statements(Path(ctx.toy.data_dir) / "statements.csv")
+    cfg = PatchingConfig(seed=ctx.seed, progress=False, max_pairs=40 if ctx.quick else 200)
+    return run_patching(ctx.load_pair(), statements, cfg)
+
+
 def _neurons(ctx: DemoContext):
     from .probes.neurons import NeuronsConfig, load_texts, run_neurons
 
@@ -142,6 +163,9 @@ def _drift(ctx: DemoContext):
 
 
 STEPS: list[tuple[str, Callable]] = [
+    ("tracing", _tracing),
+    ("patching", _patching),
+    ("truth", _truth),
     ("neurons", _neurons),
     ("refusal", _refusal),
     ("dynamics", _dynamics),

@@ -19,14 +19,14 @@ from .utils.io import atomic_write_text
 
 # analysis name -> (plot module, what the analysis asks, how to read its figures)
 ANALYSES: dict[str, tuple[str, str, str]] = {
-    "tracing": (
+    "causal_tracing": (
         "posttrain_probe.plots.tracing",
         "Where are facts stored, and did post-training move them? (ROME causal tracing)",
         "Heat maps show the average indirect effect of restoring the clean state at each (token, layer) in a run "
         "whose subject embeddings were noised. Meng et al. find an MLP peak at the last subject token in early-"
         "middle layers; Du et al. find the same map in base and post-trained models.",
     ),
-    "truefalse_patching": (
+    "truth_patching": (
         "posttrain_probe.plots.patching",
         "Does the post-trained model read truth from the same places, and do activations transfer across models?",
         "Each map is the normalised change of logit(TRUE)−logit(FALSE) when the true run's residual at (token, "

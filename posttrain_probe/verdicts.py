@@ -167,6 +167,54 @@ def dynamics_verdicts(res: RunResult) -> list[dict[str, str]]:
     return out
 
 
+def tracing_verdicts(res: RunResult) -> list[dict[str, str]]:
+    s = res.summary
+    corr = s.get("pearson_base_post", {})
+    if not corr or s.get("n_common", 0) < 5:
+        return [
+            _v(
+                "Du et al. 2025",
+                "post-training does not move where facts are stored",
+                "inconclusive",
+                f"only {s.get('n_common', 0)} facts known by both models",
+            )
+        ]
+    vals = {k: v.get("class_map", float("nan")) for k, v in corr.items()}
+    low = min(vals.values())
+    peaks = s.get("mlp_peak", {})
+    peak_txt = "; ".join(f"{r} MLP peak at {p['token_class']} L{p['layer']}" for r, p in peaks.items() if p)
+    return [
+        _v(
+            "Du et al. 2025",
+            "post-training does not move where facts are stored (causal tracing maps agree)",
+            "reproduced" if low > 0.8 else "not reproduced" if low < 0.5 else "mixed",
+            "Pearson of base and post AIE maps: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in vals.items())
+            + f" over {s['n_common']} facts known by both ({s.get('n_known')}); {peak_txt} (reproduced: all > 0.8)",
+        )
+    ]
+
+
+def patching_verdicts(res: RunResult) -> list[dict[str, str]]:
+    s = res.summary
+    acc = s.get("accuracy", {})
+    comp = s.get("comparisons", {})
+    fwd = comp.get("base_to_post_vs_post", {}).get("pearson", float("nan"))
+    same = comp.get("base_vs_post", {}).get("pearson", float("nan"))
+    verdict = "reproduced" if fwd > 0.8 else "not reproduced" if fwd < 0.5 else "mixed"
+    if min(acc.values(), default=0) < 0.6:
+        verdict = "inconclusive"  # the models do not judge these statements, so the maps carry no signal
+    return [
+        _v(
+            "Du et al. 2025",
+            "post-training adapts base representations (cross-model patching works)",
+            verdict,
+            f"Pearson base vs post maps {same:.2f}; base→post patched map vs post's own {fwd:.2f}; few-shot "
+            "judgement accuracy " + ", ".join(f"{r} {a:.2f}" for r, a in acc.items()),
+        )
+    ]
+
+
 def refusal_verdicts(res: RunResult) -> list[dict[str, str]]:
     s = res.summary
     rates = s.get("refusal_rate", {})
