@@ -432,3 +432,17 @@ def test_prompts_longer_than_the_context_are_refused_before_any_model_runs(pair,
     monkeypatch.setattr(truth, "collect_last_token_acts", never)
     with pytest.raises(ValueError, match="fewer few-shot examples"):
         run_truth(pair, _statements(), TruthConfig(n_shots=30, progress=False))
+
+
+def test_intervention_statements_are_split_equally_over_datasets_and_classes():
+    from posttrain_probe.probes._truth_tables import intervention_rows
+
+    st = [Statement(f"s{i}", i % 2, "big") for i in range(40)] + [
+        Statement(f"t{i}", i % 2, "small") for i in range(8)
+    ]
+    test = np.ones(len(st), dtype=bool)
+    rows = intervention_rows(st, test, {"big": [], "small": []}, TruthConfig(n_intervene=8))
+    got = [(st[i].dataset, st[i].label) for i in rows]
+    assert sorted(got) == sorted([(d, y) for d in ("big", "small") for y in (1, 1, 0, 0)])
+    only_big = intervention_rows(st, test, {"big": []}, TruthConfig(n_intervene=8))  # no shots for "small"
+    assert len(only_big) == 8 and all(st[i].dataset == "big" for i in only_big)

@@ -147,12 +147,18 @@ def fewshot_shots(statements, train, cfg) -> dict[str, list[tuple[str, int]]]:
 
 
 def intervention_rows(statements, test, shots, cfg) -> list[int]:
-    """Up to n_intervene held-out statements (half true, half false) from datasets with few-shot examples."""
+    """About n_intervene held-out statements, split equally over the datasets that have few-shot examples
+    (so a small dataset gets as many as a large one), half true and half false within each."""
     rng = np.random.default_rng(cfg.seed + 1)
+    names = sorted(n for n in shots if any(test[i] and s.dataset == n for i, s in enumerate(statements)))
+    if not names:
+        return []
+    quota = max(2, cfg.n_intervene // len(names))
     out: list[int] = []
-    for label, n in ((1, cfg.n_intervene // 2), (0, cfg.n_intervene - cfg.n_intervene // 2)):
-        cell = [i for i, s in enumerate(statements) if test[i] and s.label == label and s.dataset in shots]
-        out += rng.permutation(cell)[:n].tolist()
+    for name in names:
+        for label, n in ((1, quota // 2), (0, quota - quota // 2)):
+            cell = [i for i, s in enumerate(statements) if test[i] and s.dataset == name and s.label == label]
+            out += rng.permutation(cell)[:n].tolist()
     return sorted(out)
 
 

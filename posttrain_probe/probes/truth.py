@@ -85,7 +85,7 @@ class TruthConfig:
     direction_probe: str = "mass_mean"
     scale: float = 1.0
     n_shots: int = 4
-    n_intervene: int = 200
+    n_intervene: int = 200  # held-out statements for the intervention, split equally over datasets
     suffix: str = " This statement is:"
     true_label: str = " TRUE"
     false_label: str = " FALSE"
