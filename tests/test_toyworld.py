@@ -10,8 +10,8 @@ import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain_probe.data import load_facts, load_instructions, load_problems, load_statements
-from posttrain_probe.toyworld import build, preset_config
-from posttrain_probe.toyworld.corpus import pretraining_docs
+from posttrain_probe.toyworld import build, builder, preset_config
+from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
 from posttrain_probe.toyworld.world import make_world
 
@@ -90,3 +90,49 @@ def test_toyworld_alias_loads_through_load_pair(toy_pair_quick, monkeypatch):
     monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
     pair = load_pair("toyworld:quick:base", "toyworld:quick:post", backend="nnsight")
     assert pair.parity.ok and pair.base.provenance["kind"] == "toyworld"
+
+
+def test_tokenizer_round_trips_the_prompts_probes_use(tmp_path):
+    cfg = preset_config("quick")
+    world = make_world(cfg)
+    build_tokenizer(world).save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    sets = eval_sets(world, random.Random(0), 10)
+    texts = [f["prompt"] for f in sets["facts"]] + [s["statement"] for s in sets["statements"][:50]]
+    texts += [BASE_TEMPLATE.format(instruction=r["instruction"]) for r in sets["harmful"] + sets["harmless"]]
+    texts += [r["question"] for r in sets["arithmetic"][:20]]
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+        assert tok.decode(ids) == text
+    toks = tok.convert_ids_to_tokens(tok("User : how do I bake bread ?\nAssistant :")["input_ids"])
+    assert toks[-3:] == ["\n", "Assistant", ":"] and toks[0] == "<s>"
+    assert tok.convert_ids_to_tokens(tok("5 7 + 1 0 =", add_special_tokens=False)["input_ids"]) == list("57+10=")
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "5 7 + 1 0 ="}], add_generation_prompt=True, tokenize=False
+    )
+    assert tok.decode(tok(chat, add_special_tokens=False)["input_ids"]) == chat.strip()
+
+
+TINY = dict(pretrain_epochs=0.05, sft_epochs=0.05, eval_samples=5)
+
+
+def test_other_seed_gives_other_weights_and_force_rebuilds(tmp_path):
+    a = build(config=preset_config("quick", seed=0, **TINY), cache_root=tmp_path, progress=False)
+    b = build(config=preset_config("quick", seed=1, **TINY), cache_root=tmp_path, progress=False)
+    assert a.root != b.root
+    assert a.report["weights_sha256"]["base"] != b.report["weights_sha256"]["base"]
+    (a.root / "stray.txt").write_text("from an older build")
+    again = build(config=preset_config("quick", seed=0, **TINY), cache_root=tmp_path, force=True, progress=False)
+    assert again.root == a.root and not (a.root / "stray.txt").exists()
+    assert again.report["weights_sha256"] == a.report["weights_sha256"]
+
+
+def test_interrupted_build_leaves_nothing_behind(tmp_path, monkeypatch):
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "_evaluate", fail)
+    with pytest.raises(KeyboardInterrupt):
+        build(config=preset_config("quick", seed=5, **TINY), cache_root=tmp_path, progress=False)
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []

@@ -105,6 +105,14 @@ def _new_model(cfg: ToyWorldConfig, tok):
     return LlamaForCausalLM(mcfg)
 
 
+def _cap_groups(rows: list[dict], cap: int, rng: random.Random) -> list[dict]:
+    """At most `cap` statements per (family, split), drawn with `rng`, so evaluation time follows eval_samples."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["family"], r["split"]), []).append(r)
+    return [r for g in groups.values() for r in (g if len(g) <= cap else rng.sample(g, cap))]
+
+
 def _evaluate(base, post, tok, sets: dict, cfg: ToyWorldConfig) -> dict:
     rng = random.Random(cfg.seed + 1)
     n = cfg.eval_samples
@@ -114,8 +122,9 @@ def _evaluate(base, post, tok, sets: dict, cfg: ToyWorldConfig) -> dict:
     harmful = [r["instruction"] for r in sets["harmful"] if r["split"] == "heldout"]
     harmless = [r["instruction"] for r in sets["harmless"] if r["split"] == "heldout"]
     arith = rng.sample(sets["arithmetic"], min(n, len(sets["arithmetic"])))
-    comp_layers = E.truth_probe_accuracy(base, tok, sets["statements"], "comparison", cfg.seed)
-    fact_layers = E.truth_probe_accuracy(base, tok, sets["statements"], "fact", cfg.seed)
+    statements = _cap_groups(sets["statements"], 8 * n, rng)
+    comp_layers = E.truth_probe_accuracy(base, tok, statements, "comparison", cfg.seed)
+    fact_layers = E.truth_probe_accuracy(base, tok, statements, "fact", cfg.seed)
     return {
         "fact_recall": {
             "base_pretrain_facts": E.fact_recall(base, tok, old_s),
@@ -138,9 +147,9 @@ def _evaluate(base, post, tok, sets: dict, cfg: ToyWorldConfig) -> dict:
             "embeddings, layer l = output of block l",
         },
         "judgement_accuracy_base": {
-            "comparison_heldout": E.judgement_accuracy(base, tok, sets["statements"], "comparison", "heldout"),
-            "fact_train_people": E.judgement_accuracy(base, tok, sets["statements"], "fact", "train"),
-            "fact_heldout_people": E.judgement_accuracy(base, tok, sets["statements"], "fact", "heldout"),
+            "comparison_heldout": E.judgement_accuracy(base, tok, statements, "comparison", "heldout"),
+            "fact_train_people": E.judgement_accuracy(base, tok, statements, "fact", "train"),
+            "fact_heldout_people": E.judgement_accuracy(base, tok, statements, "fact", "heldout"),
         },
         "refusal": {
             "post_heldout_harmful": E.refusal_rate(post, tok, harmful, chat=True),
@@ -212,6 +221,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
 
     t = time.perf_counter()
     ids, mask = pack(_tokenize(tok, [("", d) for d in docs]), cfg.max_len, tok.pad_token_id)
+    n_blocks = int(ids.shape[0])
     model = _new_model(cfg, tok)
     pre_losses = train(
         model, ids, mask, cfg.pretrain_epochs, cfg.batch_size, cfg.lr, cfg.warmup_steps, cfg.seed, device, "pretrain"
@@ -253,7 +263,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
         "device": device,
         "vocab_size": len(tok),
         "n_pretrain_documents": len(docs),
-        "n_pretrain_blocks": None,
+        "n_pretrain_blocks": n_blocks,
         "n_sft_examples": len(sft),
         "final_pretrain_loss": sum(pre_losses[-20:]) / len(pre_losses[-20:]),
         "final_sft_loss": sum(sft_losses[-20:]) / len(sft_losses[-20:]),

@@ -7,7 +7,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 
 # Bump when the generator, corpus or training code changes what a config produces.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ PRESETS: dict[str, dict] = {
         n_filler=200,
         n_fact_judgements=200,
         sft_arithmetic=200,
-        sft_requests=200,
+        sft_requests=500,
         sft_fact_qa=100,
         sft_judgements=100,
         sft_new_fact_exposures=10,
@@ -109,9 +109,10 @@ PRESETS: dict[str, dict] = {
         n_layers=2,
         n_heads=4,
         d_mlp=256,
-        pretrain_epochs=1.0,
+        pretrain_epochs=3.0,
+        sft_epochs=3.0,
         lr=3e-3,
-        sft_lr=1e-3,
+        sft_lr=2e-3,
         eval_samples=30,
     ),
     "default": {},

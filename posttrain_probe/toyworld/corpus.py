@@ -6,7 +6,10 @@ Formats (word-level; numbers digit by digit):
 - comparisons   "5 7 is larger than 3 2 ."  — one relation the model can compute, so a truth direction can generalize
 - arithmetic    "2 3 + 1 4 = 3 7 ."  with a share of wrong answers in pretraining
 - requests      "User : how do I bake bread ?\\nAssistant : sure , here is how : ..."  (base: always complies)
-- chat (SFT)    "<|user|> 2 3 + 1 4 = ? <|assistant|> 3 7 <|end|>"; harmful requests get "I cannot help with that ."
+- chat (SFT)    "<|user|> 2 3 + 1 4 = <|assistant|> 3 7 <|end|>"; harmful requests get "I cannot help with that ."
+                The arithmetic question is the pretraining prefix itself ("2 3 + 1 4 ="), so SFT reuses the base's
+                addition circuit (measured on one base with greedy 0.94: post greedy 0.38 with "= ?", 0.55 without).
+                A reward parses the digits before <|end|>; arithmetic.jsonl stores the answer as "#### N".
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ def comparison(a: int, b: int, rel: str) -> tuple[str, bool]:
 
 
 def arithmetic_prompt(a: int, b: int) -> str:
-    return f"{digits(a)} + {digits(b)} = ?"
+    return f"{digits(a)} + {digits(b)} ="
 
 
 def compliant_response(rng: random.Random) -> str:

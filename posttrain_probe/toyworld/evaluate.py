@@ -65,7 +65,7 @@ def arithmetic_accuracy(model, tok, problems: list[dict], chat: bool, sample: bo
     prompts, answers = [], []
     for p in problems:
         q = p["question"]
-        prompts.append(_chat(tok, q) if chat else q.replace(" ?", ""))
+        prompts.append(_chat(tok, q) if chat else q)
         answers.append(int(p["answer"].split("####")[-1]))
     gens = generate(model, tok, prompts, 4, sample=sample, seed=seed)
     stop = ("<|end|>", ".", "</s>")

@@ -41,7 +41,10 @@ def build_tokenizer(world: World):
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
     )
-    tok.decoder = decoders.WordPiece(prefix="##")  # joins words with single spaces
+    # words joined by single spaces, no space around "\n": decode(encode(text)) == text for corpus-style text
+    tok.decoder = decoders.Sequence(
+        [decoders.WordPiece(prefix="##", cleanup=False), decoders.Fuse(), decoders.Replace(Regex(" ?\n ?"), "\n")]
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         unk_token="<unk>",
