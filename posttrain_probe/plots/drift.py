@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from ..results import RunResult  # noqa: E402
+from . import write_figures  # noqa: E402
 
 
 def lined_up(result: RunResult) -> Figure:
@@ -58,12 +59,5 @@ def figures(result: RunResult) -> dict[str, Figure]:
 
 
 def save_figures(result: RunResult, out_dir: str | Path, fmt: str = "png", dpi: int = 120) -> list[Path]:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures(result).items():
-        p = out / f"{name}.{fmt}"
-        fig.savefig(p, dpi=dpi)
-        plt.close(fig)
-        paths.append(p)
-    return paths
+    """Write every figure of `result` to `out_dir` (created); returns the paths."""
+    return write_figures(figures(result), out_dir, fmt, dpi)

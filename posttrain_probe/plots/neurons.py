@@ -14,6 +14,8 @@ from matplotlib.patches import Patch
 
 from posttrain_probe.results import RunResult
 
+from . import write_figures
+
 ROLES = ("base", "post")
 RULE_STYLE = {
     "du": ("tab:red", "o", "Du rule (top norm, low LogitVar)"),
@@ -163,14 +165,7 @@ def figures(result: RunResult) -> dict[str, Figure]:
 
 def save_figures(result: RunResult, out_dir: str | Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
     """Write every figure of `result` to `out_dir` (created); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures(result).items():
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return write_figures(figures(result), out_dir, fmt, dpi)
 
 
 __all__ = ["explained_share", "figures", "save_figures", "screen_scatter", "set_effects", "single_effects"]

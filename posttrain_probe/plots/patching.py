@@ -13,6 +13,8 @@ from matplotlib.ticker import MaxNLocator
 
 from posttrain_probe.results import RunResult
 
+from . import write_figures
+
 DIRECTION_TITLES = {
     "base": "base → base",
     "post": "post → post",
@@ -29,9 +31,7 @@ DIRECTION_COLORS = {
 
 def _check(result: RunResult) -> None:
     if result.analysis != "truth_patching":
-        raise ValueError(
-            f"this is a {result.analysis!r} run, not a truth_patching run; pass a `patch` run dir"
-        )
+        raise ValueError(f"this is a {result.analysis!r} run, not a truth_patching run; pass a `patch` run dir")
 
 
 def _directions(result: RunResult, scope: str) -> list[str]:
@@ -56,15 +56,11 @@ def direction_maps(result: RunResult, scope: str = "common") -> Figure:
     fig = Figure(figsize=(3.6 * len(dirs) + 1, 0.32 * maps[0].shape[0] + 1.8), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(dirs)))
     for i, (ax, d, m) in enumerate(zip(axes, dirs, maps)):
-        im = ax.imshow(
-            m, aspect="auto", cmap="RdBu_r", vmin=-(top or 1), vmax=top or 1, interpolation="nearest"
-        )
+        im = ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-(top or 1), vmax=top or 1, interpolation="nearest")
         ax.set_title(DIRECTION_TITLES[d])
         _class_axis(ax, result, labels=i == 0)
     fig.colorbar(im, ax=list(axes), label="(LD_patched − LD_false) / mean gap")
-    fig.suptitle(
-        f"true → false patching of resid_post ({scope} pairs: {result.summary['n_pairs_used'][scope]})"
-    )
+    fig.suptitle(f"true → false patching of resid_post ({scope} pairs: {result.summary['n_pairs_used'][scope]})")
     return fig
 
 
@@ -77,12 +73,8 @@ def triptych(result: RunResult) -> Figure:
     dmax = np.nanmax(np.abs(d)) if np.isfinite(d).any() else 1.0
     fig = Figure(figsize=(12, 0.32 * b.shape[0] + 1.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    for i, (ax, m, title, lim) in enumerate(
-        zip(axes, (b, p, d), ("base", "post", "base − post"), (top, top, dmax))
-    ):
-        im = ax.imshow(
-            m, aspect="auto", cmap="RdBu_r", vmin=-(lim or 1), vmax=lim or 1, interpolation="nearest"
-        )
+    for i, (ax, m, title, lim) in enumerate(zip(axes, (b, p, d), ("base", "post", "base − post"), (top, top, dmax))):
+        im = ax.imshow(m, aspect="auto", cmap="RdBu_r", vmin=-(lim or 1), vmax=lim or 1, interpolation="nearest")
         fig.colorbar(im, ax=ax)
         ax.set_title(title)
         _class_axis(ax, result, labels=i == 0)
@@ -92,9 +84,7 @@ def triptych(result: RunResult) -> Figure:
     return fig
 
 
-def effect_by_layer(
-    result: RunResult, positions: tuple[str, ...] = ("subject_last", "object", "last")
-) -> Figure:
+def effect_by_layer(result: RunResult, positions: tuple[str, ...] = ("subject_last", "object", "last")) -> Figure:
     """Normalized effect by layer at a few position classes, every direction, with bootstrap intervals."""
     _check(result)
     names = result.summary["position_classes"]
@@ -131,14 +121,7 @@ def figures(result: RunResult) -> dict[str, Figure]:
 
 def save_figures(result: RunResult, out_dir: str | Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
     """Write every figure of `result` to `out_dir` (created); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures(result).items():
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return write_figures(figures(result), out_dir, fmt, dpi)
 
 
 __all__ = ["direction_maps", "effect_by_layer", "figures", "save_figures", "triptych"]

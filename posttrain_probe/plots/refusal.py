@@ -14,6 +14,8 @@ from matplotlib.ticker import MaxNLocator
 
 from posttrain_probe.results import RunResult
 
+from . import write_figures
+
 ROLES = ("base", "post")
 SOURCE_COLORS = {"none": "black", "base": "tab:blue", "post": "tab:orange", "random": "tab:gray"}
 SCORES = {
@@ -53,14 +55,10 @@ def candidate_scores(result: RunResult) -> Figure:
                     ax.add_patch(_rect(x, y, hatch="//", ec="white", lw=0))
                 if r.selected:
                     ax.add_patch(_rect(x, y, hatch=None, ec="red", lw=2))
-            ax.set_xticks(
-                range(len(positions)), [f"{p}\n{tok!r}" for p, tok in zip(positions, tokens)], fontsize=7
-            )
+            ax.set_xticks(range(len(positions)), [f"{p}\n{tok!r}" for p, tok in zip(positions, tokens)], fontsize=7)
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set(title=f"{role}: {title}", xlabel="position", ylabel="layer" if j == 0 else None)
-    fig.suptitle(
-        "Refusal-direction candidates on the validation split (red box: selected; hatched: filtered)"
-    )
+    fig.suptitle("Refusal-direction candidates on the validation split (red box: selected; hatched: filtered)")
     return fig
 
 
@@ -104,9 +102,7 @@ def refusal_rates(result: RunResult, metric: str = "refusal_rate") -> Figure:
             ax.set_ylim(0, 1.05)
         else:
             ax.axhline(0, color="gray", lw=0.6)
-    axes[0].set_ylabel(
-        "refusal rate (prefix match)" if metric == "refusal_rate" else "refusal score (log-odds)"
-    )
+    axes[0].set_ylabel("refusal rate (prefix match)" if metric == "refusal_rate" else "refusal score (log-odds)")
     handles, labels = axes[0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     axes[1].legend(uniq.values(), [f"direction from {k}" if k != "none" else "no intervention" for k in uniq])
@@ -122,9 +118,7 @@ def direction_cosines(result: RunResult) -> Figure:
     fig = Figure(figsize=(6.5, 3.8), layout="constrained")
     ax = fig.subplots()
     ax.plot(c.layer, c.cos_last_position, "o-", color="k", label="base·post, last position")
-    ax.plot(
-        c.layer, c.cos_selected_positions, "s--", color="tab:purple", label="base·post, selected positions"
-    )
+    ax.plot(c.layer, c.cos_selected_positions, "s--", color="tab:purple", label="base·post, selected positions")
     ax.plot(c.layer, c.cos_base_to_selected_base, ":", color="tab:blue", label="base vs its selected")
     ax.plot(c.layer, c.cos_post_to_selected_post, ":", color="tab:orange", label="post vs its selected")
     for role, color in (("base", "tab:blue"), ("post", "tab:orange")):
@@ -152,14 +146,7 @@ def figures(result: RunResult) -> dict[str, Figure]:
 
 def save_figures(result: RunResult, out_dir: str | Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
     """Write every figure of `result` to `out_dir` (created); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures(result).items():
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return write_figures(figures(result), out_dir, fmt, dpi)
 
 
 __all__ = ["candidate_scores", "direction_cosines", "figures", "refusal_rates", "save_figures"]

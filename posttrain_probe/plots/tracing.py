@@ -14,6 +14,8 @@ from matplotlib.ticker import MaxNLocator
 
 from posttrain_probe.results import RunResult
 
+from . import write_figures
+
 KIND_TITLES = {
     "resid": "hidden state (resid)",
     "mlp": "MLP output (window)",
@@ -33,9 +35,7 @@ CLASS_LABELS = {
 
 def _check(result: RunResult) -> None:
     if result.analysis != "causal_tracing":
-        raise ValueError(
-            f"this is a {result.analysis!r} run, not a causal_tracing run; pass a `trace` run dir"
-        )
+        raise ValueError(f"this is a {result.analysis!r} run, not a causal_tracing run; pass a `trace` run dir")
 
 
 def _kinds(result: RunResult) -> list[str]:
@@ -66,9 +66,7 @@ def heatmaps(result: RunResult, role: str = "base", scope: str = "own") -> Figur
     n = result.summary["n_known"][role] if scope == "own" else result.summary["n_common"]
     for i, (ax, kind) in enumerate(zip(axes, kinds)):
         m = _map(result, scope, role, kind)
-        im = ax.imshow(
-            m, aspect="auto", cmap=KIND_CMAPS[kind], vmin=min(0.0, np.nanmin(m)), interpolation="nearest"
-        )
+        im = ax.imshow(m, aspect="auto", cmap=KIND_CMAPS[kind], vmin=min(0.0, np.nanmin(m)), interpolation="nearest")
         fig.colorbar(im, ax=ax, label="AIE" if i == len(kinds) - 1 else None)
         ax.set_title(KIND_TITLES[kind])
         _class_axis(ax, result, labels=i == 0)
@@ -171,14 +169,7 @@ def figures(result: RunResult) -> dict[str, Figure]:
 
 def save_figures(result: RunResult, out_dir: str | Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
     """Write every figure of `result` to `out_dir` (created); returns the paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures(result).items():
-        path = out_dir / f"{name}.{fmt}"
-        fig.savefig(path, dpi=dpi)
-        paths.append(path)
-    return paths
+    return write_figures(figures(result), out_dir, fmt, dpi)
 
 
 __all__ = ["aie_last_subject", "fact_heatmaps", "figures", "heatmaps", "save_figures", "triptych"]
