@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
 from posttrain_probe.pair import HookedModel, ModelPair
 from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
 from posttrain_probe.utils.io import sha256_text
@@ -309,20 +310,9 @@ def _run_neurons(pair: ModelPair, texts: list[str], cfg: NeuronsConfig, text_sou
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register `neurons BASE POST --out DIR` and `neurons-series CKPT... --out DIR`."""
-    p = sub.add_parser(
-        "neurons", help="entropy neurons: weight screens, mean ablation (total/direct), base vs post"
-    )
-    p.add_argument("base", help="hub id, local HF directory or toyworld:base")
-    p.add_argument("post", help="hub id, local HF directory or toyworld:post")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument(
-        "--texts", default=None, help="reference/evaluation texts: a .txt file (one per line) or folder"
-    )
-    p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default="bridge", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p = sub.add_parser("neurons", help="entropy neurons: weight screens, mean ablation (total/direct), base vs post")
+    add_pair_arguments(p, backend="bridge")
+    p.add_argument("--texts", default=None, help="reference/evaluation texts: a .txt file (one per line) or folder")
     d = NeuronsConfig()
     for name, typ in (
         ("layer", int),
@@ -338,9 +328,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         ("seed", int),
     ):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
-    p.add_argument(
-        "--null-k", type=_int_or_frac, default=None, help="null-space size: int, or fraction of d_model"
-    )
+    p.add_argument("--null-k", type=_int_or_frac, default=None, help="null-space size: int, or fraction of d_model")
     p.add_argument("--screen-layers", default=d.screen_layers, choices=SCREEN_LAYERS)
     p.add_argument("--all-neurons", action="store_true", help="ablate every neuron of the layer alone")
     p.add_argument("--no-fold", action="store_true", help="screen against the raw W_U (no norm folding)")
@@ -368,9 +356,7 @@ def _int_or_frac(text: str) -> int | float:
 def _cli_neurons(args: argparse.Namespace) -> int:
     from posttrain_probe.pair import load_pair
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"run dir {out} already exists; pass --force or another --out")
+    out = fresh_out_dir(args)
     cfg = NeuronsConfig(
         layer=args.layer,
         screen_layers=args.screen_layers,
@@ -405,9 +391,7 @@ def _cli_neurons(args: argparse.Namespace) -> int:
 
 
 def _cli_series(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"run dir {out} already exists; pass --force or another --out")
+    out = fresh_out_dir(args)
     with RunTimer() as timer:
         series = screen_checkpoints(
             args.checkpoints,
@@ -419,9 +403,7 @@ def _cli_series(args: argparse.Namespace) -> int:
             args.n_null,
         )
         overlap = selection_overlap(series)
-    cfg = {
-        k: getattr(args, k) for k in ("checkpoints", "layer", "all_layers", "null_k", "top_frac", "n_select")
-    }
+    cfg = {k: getattr(args, k) for k in ("checkpoints", "layer", "all_layers", "null_k", "top_frac", "n_select")}
     cfg["n_null"] = args.n_null
     summary = {
         "n_checkpoints": len(args.checkpoints),
@@ -460,8 +442,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         if "_own_" not in key:
             continue
         lines.append(
-            f"explained share of the gap, {key}: {v['share_both']:+.1%} "
-            f"(controls {v['control_share_both_mean']:+.1%})"
+            f"explained share of the gap, {key}: {v['share_both']:+.1%} (controls {v['control_share_both_mean']:+.1%})"
         )
     return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import HookedModel, ModelPair
 from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
@@ -122,9 +123,7 @@ def patch_maps(
     for i, p in enumerate(pairs):
         by_len.setdefault(p.n_tokens, []).append(i)
     groups = [
-        idx[j : j + pairs_per_batch]
-        for _, idx in sorted(by_len.items())
-        for j in range(0, len(idx), pairs_per_batch)
+        idx[j : j + pairs_per_batch] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), pairs_per_batch)
     ]
     reuse = kv_reuse or {r: False for r in models}
     for idx in tqdm(groups, desc="patching", disable=not progress):
@@ -143,9 +142,7 @@ def patch_maps(
         parts = []
         for j, i in enumerate(idx):
             grid = torch.cartesian_prod(torch.arange(pairs[i].subject[0], T), torch.arange(L))
-            grid = grid[
-                (grid[:, 1] < L - 1) | (grid[:, 0] == T - 1)
-            ]  # the last block only matters at the end
+            grid = grid[(grid[:, 1] < L - 1) | (grid[:, 0] == T - 1)]  # the last block only matters at the end
             parts.append(torch.cat([torch.full_like(grid[:, :1], j), grid], 1))
         g = torch.cat(parts)  # (R, 3): pair row, position, layer
         rows = Restorations(g[:, 0], g[:, 0], g[:, 1], g[:, 2], sets)
@@ -183,8 +180,7 @@ def run_patching(
                 misaligned += 1
         if not encoded:
             raise ValueError(
-                f"no usable statement pairs ({counts}); "
-                "check the data has subject/object columns and true rows"
+                f"no usable statement pairs ({counts}); check the data has subject/object columns and true rows"
             )
         n_ctx = pair.base.max_context
         if n_ctx is not None and max(e.n_tokens for e in encoded) > n_ctx:
@@ -229,9 +225,7 @@ def format_summary(summary: dict) -> str:
 
 def _default_statements(base: str) -> str:
     if not str(base).startswith("toyworld:"):
-        raise ValueError(
-            "no --data given; pass a statements csv (e.g. ../shared/data/geometry_of_truth/cities.csv)"
-        )
+        raise ValueError("no --data given; pass a statements csv (e.g. ../shared/data/geometry_of_truth/cities.csv)")
     from posttrain_probe.toyworld import build
 
     parts = str(base).split(":")
@@ -241,18 +235,9 @@ def _default_statements(base: str) -> str:
 def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register `patch BASE POST --data ... --out DIR`."""
     p = sub.add_parser("patch", help="true/false patching within and across models (Du et al. 2025)")
-    p.add_argument("base", help="hub id, local HF directory or toyworld:base")
-    p.add_argument("post", help="hub id, local HF directory or toyworld:post")
-    p.add_argument(
-        "--data", default=None, help="statements csv / folder / hub id with subject+object columns"
-    )
+    add_pair_arguments(p)
+    p.add_argument("--data", default=None, help="statements csv / folder / hub id with subject+object columns")
     p.add_argument("--datasets", nargs="+", default=None, help="keep only these dataset names")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
     d = PatchingConfig()
     for name, typ in (
         ("n_shots", int),
@@ -276,9 +261,7 @@ def _cli_patch(args: argparse.Namespace) -> int:
     from posttrain_probe.data import load_statements
     from posttrain_probe.pair import load_pair
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"run dir {out} already exists; pass --force or another --out")
+    out = fresh_out_dir(args)
     cfg = PatchingConfig(
         n_shots=args.n_shots,
         max_pairs=args.max_pairs,

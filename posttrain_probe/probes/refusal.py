@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
 from posttrain_probe.pair import ModelPair
 from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
 
@@ -145,15 +146,11 @@ def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
 def _summary(sel, evaluation: pd.DataFrame, cos_rows: pd.DataFrame, chosen, states, ortho, L: int) -> dict:
     rates: dict[str, dict[str, float]] = {}
     for row in evaluation.itertuples():
-        key = (
-            f"{row.direction_from}->{row.applied_to}" if row.condition != "baseline" else f"{row.applied_to}"
-        )
+        key = f"{row.direction_from}->{row.applied_to}" if row.condition != "baseline" else f"{row.applied_to}"
         rates.setdefault(f"{row.prompt_set}.{row.condition}", {})[key] = round(row.refusal_rate, 4)
     kl = {
         f"{r.condition}:{r.direction_from}->{r.applied_to}": round(r.kl, 4)
-        for r in evaluation[
-            (evaluation.prompt_set == "harmless") & (evaluation.condition != "baseline")
-        ].itertuples()
+        for r in evaluation[(evaluation.prompt_set == "harmless") & (evaluation.condition != "baseline")].itertuples()
     }
     return {
         "n_layers": L,
@@ -178,9 +175,7 @@ def save_refusal_vectors(result: RunResult, pair: ModelPair, out_dir: str | os.P
     from posttrain_probe.steering import SteeringVector
 
     if result.analysis != ANALYSIS:
-        raise ValueError(
-            f"this is a {result.analysis!r} result, not a refusal result; pass run_refusal's output"
-        )
+        raise ValueError(f"this is a {result.analysis!r} result, not a refusal result; pass run_refusal's output")
     paths = []
     hashes = result.provenance.get("data", {}).get("sha256", {})
     for role in ROLES:
@@ -230,8 +225,7 @@ def save_refusal_vectors(result: RunResult, pair: ModelPair, out_dir: str | os.P
 def _default_data(base: str) -> str:
     if not str(base).startswith("toyworld:"):
         raise ValueError(
-            "no --data given; pass a folder of harmful*/harmless* splits "
-            "(e.g. ../shared/data/refusal_direction)"
+            "no --data given; pass a folder of harmful*/harmless* splits (e.g. ../shared/data/refusal_direction)"
         )
     from posttrain_probe.toyworld import build
 
@@ -241,22 +235,13 @@ def _default_data(base: str) -> str:
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register `refusal BASE POST --data DIR --out DIR`."""
-    p = sub.add_parser(
-        "refusal", help="refusal directions: candidates, selection, ablation/addition, transfer"
-    )
-    p.add_argument("base", help="hub id, local HF directory or toyworld:base")
-    p.add_argument("post", help="hub id, local HF directory or toyworld:post")
+    p = sub.add_parser("refusal", help="refusal directions: candidates, selection, ablation/addition, transfer")
+    add_pair_arguments(p, backend="bridge")
     p.add_argument("--data", default=None, help="folder with harmful*/harmless* train/val(/heldout) splits")
     p.add_argument("--advbench", default=None, help="AdvBench csv to use as the harmful evaluation set")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
     p.add_argument(
         "--export-orthogonalized", action="store_true", help="write OUT/orthogonalized/<role> HF checkpoints"
     )
-    p.add_argument("--backend", default="bridge", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
     d = RefusalConfig()
     for name, typ in (
         ("n_train", int),
@@ -284,9 +269,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _cli_refusal(args: argparse.Namespace) -> int:
     from posttrain_probe.pair import load_pair
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"run dir {out} already exists; pass --force or another --out")
+    out = fresh_out_dir(args)
     cfg = RefusalConfig(
         base_format=args.base_format,
         post_format=args.post_format,
@@ -344,9 +327,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         )
     for k, v in summary["refusal_rate"].items():
         lines.append(f"refusal rate {k}: " + ", ".join(f"{a} {b:.2f}" for a, b in v.items()))
-    lines.append(
-        f"cosine of the selected directions (base·post): {summary['cosine_selected_directions']:.3f}"
-    )
+    lines.append(f"cosine of the selected directions (base·post): {summary['cosine_selected_directions']:.3f}")
     gap = summary.get("orthogonalization_max_abs_logit_diff") or {}
     if gap:
         lines.append(

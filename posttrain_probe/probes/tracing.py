@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
 from posttrain_probe.data import Fact
 from posttrain_probe.pair import ModelPair
 from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
@@ -116,14 +117,11 @@ def run_tracing(
         prepared, skipped = prepare_facts(pair.tokenizer, facts, max_tokens=pair.base.max_context)
         if not prepared:
             raise ValueError(
-                f"none of the {len(facts)} facts could be traced (e.g. {skipped[0]['reason']}); "
-                "check the data"
+                f"none of the {len(facts)} facts could be traced (e.g. {skipped[0]['reason']}); check the data"
             )
         ref = list(reference_texts) if reference_texts else [f.fact.subject for f in prepared]
         sigma = {r: embedding_std(m, ref, pair.tokenizer) for r, m in models.items()}
-        used = {
-            r: sigma[cfg.noise_calibration] if cfg.noise_calibration in ROLES else sigma[r] for r in ROLES
-        }
+        used = {r: sigma[cfg.noise_calibration] if cfg.noise_calibration in ROLES else sigma[r] for r in ROLES}
         clean = {r: clean_answer_probs(m, prepared) for r, m in models.items()}
         known = {r: {prepared[i].index for i in range(len(prepared)) if clean[r][1][i]} for r in ROLES}
         common = known["base"] & known["post"]
@@ -173,9 +171,7 @@ def format_summary(summary: dict) -> str:
         for k, v in pk.items():
             lines.append(f"{r} {k} peak: {v['token_class']} layer {v['layer']} AIE {v['aie']:.3f}")
     for k, v in summary["pearson_base_post"].items():
-        lines.append(
-            f"pearson base/post {k}: class map {v['class_map']:.3f}, per-fact cells {v['per_fact_cells']:.3f}"
-        )
+        lines.append(f"pearson base/post {k}: class map {v['class_map']:.3f}, per-fact cells {v['per_fact_cells']:.3f}")
     return "\n".join(lines)
 
 
@@ -191,17 +187,10 @@ def _default_facts(base: str) -> str:
 def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register `trace BASE POST --data ... --out DIR`."""
     p = sub.add_parser("trace", help="ROME causal tracing on both models (AIE maps, base − post)")
-    p.add_argument("base", help="hub id, local HF directory or toyworld:base")
-    p.add_argument("post", help="hub id, local HF directory or toyworld:post")
+    add_pair_arguments(p)
     p.add_argument("--data", default=None, help="facts: known_1000-style json, folder or hub id")
     p.add_argument("--split", default=None, help="keep only facts with this 'split'")
     p.add_argument("--reference", default=None, help="text file (one text a line) for the embedding std")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
     d = TracingConfig()
     for name, typ in (
         ("n_samples", int),
@@ -225,9 +214,7 @@ def _cli_trace(args: argparse.Namespace) -> int:
     from posttrain_probe.data import load_facts
     from posttrain_probe.pair import load_pair
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(f"run dir {out} already exists; pass --force or another --out")
+    out = fresh_out_dir(args)
     cfg = TracingConfig(
         n_samples=args.n_samples,
         noise_scale=args.noise_scale,

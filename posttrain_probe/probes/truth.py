@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import ModelPair
 from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
@@ -120,14 +121,8 @@ class TruthConfig:
             raise ValueError(f"scale must be finite, got {self.scale}")
         if self.band_start is not None and self.band_start < 0:
             raise ValueError(f"band_start must be >= 0, got {self.band_start}")
-        if (
-            self.band_start is not None
-            and self.probe_layer is not None
-            and self.band_start > self.probe_layer
-        ):
-            raise ValueError(
-                f"band_start {self.band_start} is above probe_layer {self.probe_layer}; lower it"
-            )
+        if self.band_start is not None and self.probe_layer is not None and self.band_start > self.probe_layer:
+            raise ValueError(f"band_start {self.band_start} is above probe_layer {self.probe_layer}; lower it")
 
     @property
     def fewshot(self) -> FewShotFormat:
@@ -157,16 +152,12 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
     statements = subsample(list(statements), cfg.max_per_dataset, cfg.seed)
     y = np.array([s.label for s in statements])
     if len(statements) < 8 or y.sum() < 2 or (1 - y).sum() < 2:
-        raise ValueError(
-            f"{len(statements)} statements ({int(y.sum())} true): need ≥ 8 with ≥ 2 of each class"
-        )
+        raise ValueError(f"{len(statements)} statements ({int(y.sum())} true): need ≥ 8 with ≥ 2 of each class")
     ds = np.array([s.dataset for s in statements])
     texts = [s.text for s in statements]
     test, split_source = split_statements(statements, cfg.test_frac, cfg.seed)
     if len(set(y[~test])) < 2 or not test.any():
-        raise ValueError(
-            "the train split lacks a class or the test split is empty; add statements or change test_frac"
-        )
+        raise ValueError("the train split lacks a class or the test split is empty; add statements or change test_frac")
     answers = answer_token_ids(pair.tokenizer, cfg.true_label, cfg.false_label)
     n_blocks = pair.base.n_layers
     if cfg.probe_layer is not None and cfg.probe_layer > n_blocks:
@@ -194,9 +185,7 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
                 tokenizer=pair.tokenizer,
             )
         )
-    acts_np = {
-        r: a.float().numpy() for r, a in acts.items()
-    }  # float32 views; probes fit in float64 per layer
+    acts_np = {r: a.float().numpy() for r, a in acts.items()}  # float32 views; probes fit in float64 per layer
 
     fits = fit_all(acts_np, y, ~test, cfg)
     tables = score_tables(acts_np, y, ds, test, fits)
@@ -211,15 +200,11 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
 
     notes: list[str] = []
     if rows:
-        per_stmt, nie, nie_ds, cells = run_interventions(
-            pair, statements, rows, shots, deltas, band, answers, cfg
-        )
+        per_stmt, nie, nie_ds, cells = run_interventions(pair, statements, rows, shots, deltas, band, answers, cfg)
         tables |= {"nie": nie, "nie_by_dataset": nie_ds, "intervention_pd": per_stmt}
     else:
         cells = {}
-        notes.append(
-            "no dataset could supply few-shot examples and held-out statements: no intervention was run"
-        )
+        notes.append("no dataset could supply few-shot examples and held-out statements: no intervention was run")
 
     stmt_table = pd.DataFrame(
         dict(
@@ -231,9 +216,7 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
         )
     )
     tables["statements"] = stmt_table
-    summary = build_summary(
-        statements, y, ds, test, split_source, tables, lp, band, deltas, acts_np, answers, cells
-    )
+    summary = build_summary(statements, y, ds, test, split_source, tables, lp, band, deltas, acts_np, answers, cells)
     summary |= {
         "activation_keys": keys,
         "activations_reused": reused,
@@ -248,12 +231,8 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
             tensors[f"directions.{kind}.{role}"] = torch.tensor(
                 np.stack([fits[(role, kind, l)].direction for l in range(L1)]), dtype=torch.float32
             )  # (L+1, D)
-        tensors[f"mu_true.{role}"] = torch.tensor(
-            np.stack([fits[(role, "mass_mean", l)].mu_true for l in range(L1)])
-        )
-        tensors[f"mu_false.{role}"] = torch.tensor(
-            np.stack([fits[(role, "mass_mean", l)].mu_false for l in range(L1)])
-        )
+        tensors[f"mu_true.{role}"] = torch.tensor(np.stack([fits[(role, "mass_mean", l)].mu_true for l in range(L1)]))
+        tensors[f"mu_false.{role}"] = torch.tensor(np.stack([fits[(role, "mass_mean", l)].mu_false for l in range(L1)]))
         tensors[f"delta.{role}"] = deltas[role]
         if cfg.keep_activations:
             tensors[f"activations.{role}"] = acts[role]
@@ -343,11 +322,8 @@ def _default_data(base: str) -> list[str]:
 
 def add_cli(sub: argparse._SubParsersAction) -> None:
     """Register `truth BASE POST --data ... --out DIR`."""
-    p = sub.add_parser(
-        "truth", help="truth directions: probes per layer, transfer, few-shot intervention (NIE)"
-    )
-    p.add_argument("base", help="hub id, local HF directory or toyworld:base")
-    p.add_argument("post", help="hub id, local HF directory or toyworld:post")
+    p = sub.add_parser("truth", help="truth directions: probes per layer, transfer, few-shot intervention (NIE)")
+    add_pair_arguments(p, backend="bridge", force_help="overwrite --out (its cached activations are reused)")
     p.add_argument("--data", nargs="+", action="extend", default=None, help="statement csv files or folders")
     p.add_argument("--datasets", nargs="+", default=None, help="keep only these dataset names")
     p.add_argument(
@@ -355,13 +331,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         default="family",
         help="extra csv column naming the dataset when every row has it (default: family; 'none' to ignore)",
     )
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out (its cached activations are reused)")
     p.add_argument("--reuse", default=None, help="an earlier truth run dir to take cached activations from")
-    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default="bridge", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
     d = TruthConfig()
     for name, typ in (
         ("max_per_dataset", int),
@@ -386,11 +356,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _cli_truth(args: argparse.Namespace) -> int:
     from posttrain_probe.pair import load_pair
 
-    out = Path(args.out)
-    if out.exists() and not args.force:
-        raise FileExistsError(
-            f"run dir {out} already exists; pass --force (reuses its activations) or another --out"
-        )
+    out = fresh_out_dir(args, "pass --force (reuses its activations) or another --out")
     cfg = TruthConfig(
         test_frac=args.test_frac,
         seed=args.seed,
@@ -436,9 +402,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if "nie" in summary:
         lines.append("NIE (direction→model): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["nie"].items()))
-        lines.append(
-            "few-shot accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["fewshot_accuracy"].items())
-        )
+        lines.append("few-shot accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["fewshot_accuracy"].items()))
     return "\n".join(lines)
 
 
