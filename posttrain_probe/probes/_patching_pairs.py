@@ -1,6 +1,7 @@
 """True/false statement pairs for patching (Du et al. 2025): same template, same token length, differing only
-in the subject, one true and one false; the few-shot TRUE/FALSE prompt; position classes to average maps
-over pairs whose statements have different lengths.
+in the subject, one true and one false; their encoding in the few-shot TRUE/FALSE prompt (`FewShotPrompt`,
+shared with the truth analysis in pair.prompts); position classes to average maps over pairs whose statements
+have different lengths.
 
 Pairs come from statement records that name their subject and object: the toy world's statements.csv
 (`subject`, `object` columns) or Geometry-of-Truth's cities.csv (`city`, `country`, `correct_country`).
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from posttrain_probe.data import Statement
+from posttrain_probe.pair.prompts import FewShotPrompt
 
 from ._tracing_tokens import SubjectNotFoundError, encode_offsets, find_token_span
 
@@ -45,26 +47,6 @@ class StatementPair:
     false_subject: str
     object: str
     dataset: str
-
-
-@dataclass(frozen=True)
-class FewShotPrompt:
-    """`shots` lines "<statement><suffix><label>" joined by `sep`, then "<statement><suffix>" (SPEC §1b)."""
-
-    shots: tuple[tuple[str, int], ...] = ()
-    suffix: str = " This statement is:"
-    true_label: str = " TRUE"
-    false_label: str = " FALSE"
-    sep: str = "\n"
-
-    @property
-    def prefix(self) -> str:
-        return "".join(
-            f"{t}{self.suffix}{self.true_label if y else self.false_label}{self.sep}" for t, y in self.shots
-        )
-
-    def render(self, statement: str) -> str:
-        return self.prefix + statement + self.suffix
 
 
 def _pick_column(statements: Sequence[Statement], names: Sequence[str], given: str | None, what: str) -> str:

@@ -1,5 +1,6 @@
 """Model-facing half of the truthfulness analysis: last-statement-token activations at every layer, the
-few-shot TRUE/FALSE prompt, and P(TRUE) − P(FALSE) under a δ added over a layer band.
+rendering of the few-shot TRUE/FALSE prompt (built by `posttrain_probe.pair.prompts.FewShotPrompt`, shared
+with the patching analysis), and P(TRUE) − P(FALSE) under a δ added over a layer band.
 
 Layer index convention (SPEC notation): layer l in 0..L is resid[l], the residual entering block l
 (`resid_pre.{l}`); layer L is the stream after the last block (`resid_post.{L-1}`), before the final norm.
@@ -10,17 +11,18 @@ one statement at a time (causal attention never looks at the padding after a row
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from posttrain_probe.pair import Add, HookedModel, format_instruction
+from posttrain_probe.pair.prompts import FewShotPrompt
 
 from ._truth_probes import prob_diff
 
 PROMPT_FORMATS = ("raw", "chat")
+FewShotFormat = FewShotPrompt  # the name this module exported before the prompt moved to pair.prompts
 
 
 def layer_sites(n_layers: int) -> list[str]:
@@ -151,23 +153,6 @@ def collect_last_token_acts(
         stacked = torch.stack([cache[s][r, pos[:, 0].to(cache[s].device)] for s in sites], 1)  # (B, L+1, D)
         out[torch.as_tensor(rows)] = stacked.float().cpu()
     return out
-
-
-@dataclass(frozen=True)
-class FewShotFormat:
-    """The few-shot TRUE/FALSE prompt: `n_shots` lines "<statement><suffix><label>" joined by `sep`, then
-    "<statement><suffix>" (SPEC §1b/§2a)."""
-
-    suffix: str = " This statement is:"
-    true_label: str = " TRUE"
-    false_label: str = " FALSE"
-    sep: str = "\n"
-
-    def build(self, statement: str, shots: Sequence[tuple[str, int]]) -> tuple[str, tuple[int, int]]:
-        """The prompt content and the character span of `statement` in it."""
-        lines = [f"{t}{self.suffix}{self.true_label if y else self.false_label}" for t, y in shots]
-        prefix = "".join(line + self.sep for line in lines)
-        return prefix + statement + self.suffix, (len(prefix), len(prefix) + len(statement))
 
 
 def render_prompt(

@@ -39,6 +39,7 @@ import torch
 from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import ModelPair
+from posttrain_probe.pair.prompts import FewShotPrompt
 from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
 from posttrain_probe.utils.io import sha256_text
 
@@ -51,7 +52,7 @@ from ._truth_data import (
     split_statements,
     subsample,
 )
-from ._truth_model import PROMPT_FORMATS, FewShotFormat, answer_token_ids, collect_last_token_acts
+from ._truth_model import PROMPT_FORMATS, answer_token_ids, collect_last_token_acts
 from ._truth_probes import PROBE_KINDS
 from ._truth_tables import (
     ROLES,
@@ -125,8 +126,8 @@ class TruthConfig:
             raise ValueError(f"band_start {self.band_start} is above probe_layer {self.probe_layer}; lower it")
 
     @property
-    def fewshot(self) -> FewShotFormat:
-        return FewShotFormat(self.suffix, self.true_label, self.false_label, self.sep)
+    def fewshot(self) -> FewShotPrompt:
+        return FewShotPrompt(suffix=self.suffix, true_label=self.true_label, false_label=self.false_label, sep=self.sep)
 
 
 # ---------------------------------------------------------------------------------------------- the run
