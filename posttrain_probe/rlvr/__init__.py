@@ -4,7 +4,14 @@ dynamics. Public entry points: `train(config, out_dir)`, `resume(run_dir)`, `RLV
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.rlvr.losses import LOSS_TYPES, LossConfig
 from posttrain_probe.rlvr.tasks import TASKS, get_task
-from posttrain_probe.rlvr.trainer import NonFiniteLossError, evaluate, read_jsonl, resume, train
+from posttrain_probe.rlvr.trainer import (
+    NonFiniteLossError,
+    RewardNotFiniteError,
+    evaluate,
+    read_jsonl,
+    resume,
+    train,
+)
 
 __all__ = [
     "LOSS_TYPES",
@@ -13,6 +20,7 @@ __all__ = [
     "LossConfig",
     "NonFiniteLossError",
     "RLVRConfig",
+    "RewardNotFiniteError",
     "evaluate",
     "get_task",
     "read_jsonl",

@@ -87,6 +87,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss or gradient became NaN/inf; the weights were not updated by the failing step."""
 
 
+class RewardNotFiniteError(ValueError):
+    """A task's reward function returned NaN or inf; the step was not trained on."""
+
+
 # ------------------------------------------------------------------------------------------- rollouts
 
 
@@ -248,6 +252,16 @@ def _weighted(diags: list[dict[str, float]], key: str) -> float:
 # ------------------------------------------------------------------------------------------------- step
 
 
+def _check_rewards(rewards: torch.Tensor, problems: Sequence[Any], step: int, task: str) -> None:
+    bad = (~torch.isfinite(rewards)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise RewardNotFiniteError(
+            f"reward of task {task!r} is {float(rewards[i])} for problem {getattr(problems[i], 'id', i)!r} at "
+            f"step {step}; nothing was trained on it. Make the reward function return a finite number, then resume"
+        )
+
+
 def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     cfg = s.cfg
     t0 = time.perf_counter()
@@ -257,6 +271,7 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
     texts = _completions(s, rollout)
     problems = [s.train_problems[i] for i in idx for _ in range(cfg.group_size)]
     rewards = torch.tensor([s.reward_fn(t, p) for t, p in zip(texts, problems)], dtype=torch.float32)
+    _check_rewards(rewards, problems, step, cfg.task)
     t_rollout = time.perf_counter() - t0
 
     adv = group_advantages(rewards, cfg.group_size, cfg.adv_scale, cfg.adv_eps, cfg.adv_unbiased_std)
@@ -399,15 +414,41 @@ def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a JSONL file; an unterminated last line (a write cut off by a kill) is not a row."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    lines = text.splitlines()
+    if lines and not text.endswith("\n"):
+        try:
+            json.loads(lines[-1])
+        except json.JSONDecodeError:
+            lines.pop()
+    return [json.loads(line) for line in lines if line.strip()]
 
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     rows = [r for r in read_jsonl(path) if r["step"] <= last_step]
     atomic_write_text(path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Delete what a killed process left half-written: temp checkpoint folders, dump and JSON temp files."""
+    patterns = [
+        ("checkpoints", ".step_*.tmp-*"),
+        ("checkpoints", ".step_*.old-*"),
+        (DUMP_DIR, ".step_*.safetensors.tmp"),
+        (".", f".{METRICS_FILE}.*"),
+        (".", f".{EVAL_FILE}.*"),
+        (".", f".{CONFIG_FILE}.*"),
+    ]
+    for folder, pattern in patterns:
+        for stale in (run_dir / folder).glob(pattern):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
 
 
 def _save_dump(s: Session, step: int, dump: dict[str, torch.Tensor]) -> None:
@@ -503,18 +544,38 @@ def train(config: RLVRConfig | str | Path, out_dir: str | Path, callbacks: Seque
     run_dir = Path(out_dir)
     if (run_dir / CONFIG_FILE).exists() or (run_dir / METRICS_FILE).exists():
         raise ConfigError(f"{run_dir} already holds an RLVR run; resume it or choose another --out")
+    if run_dir.is_dir():
+        _remove_stale_temporaries(run_dir)  # what a run killed before its config.json was written left
     if run_dir.exists() and any(run_dir.iterdir()):
         raise ConfigError(f"{run_dir} is not empty; choose a new or empty --out folder")
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
+        # config.json first: a run killed while loading (the slow part for large models) can be resumed
+        atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
         session = setup_session(cfg, run_dir, None)
     except BaseException:
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            (run_dir / CONFIG_FILE).unlink(missing_ok=True)
         raise
-    atomic_write_json(run_dir / CONFIG_FILE, cfg.to_dict())
     return _run(session, callbacks)
+
+
+_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device"})  # may change between a run and its resume
+
+
+def _check_same_run(path: Path, meta: dict[str, Any], cfg: RLVRConfig) -> None:
+    """Refuse a checkpoint written under another config (copied from another run, or a config edited since)."""
+    theirs, ours = meta.get("config") or {}, json.loads(json.dumps(cfg.to_dict()))
+    # keys only one side has come from another package version, not from another run
+    differ = sorted(k for k in set(theirs) & set(ours) if k not in _RESUME_FREE_KEYS and theirs[k] != ours[k])
+    if differ:
+        raise ckpt.CheckpointError(
+            f"{path} was written by another run (config differs in {', '.join(differ)}); move it out of "
+            f"{path.parent} or resume the run it came from"
+        )
 
 
 def resume(run_dir: str | Path, callbacks: Sequence[StepCallback] = ()) -> Path:
@@ -525,10 +586,13 @@ def resume(run_dir: str | Path, callbacks: Sequence[StepCallback] = ()) -> Path:
     if not cfg_file.is_file():
         raise ConfigError(f"{run_dir} is not an RLVR run directory (no {CONFIG_FILE}); pass the --out of a run")
     cfg = RLVRConfig.from_dict(json.loads(cfg_file.read_text()))
+    _remove_stale_temporaries(run_dir)
     latest = ckpt.latest_checkpoint(run_dir)
     last_step = 0
     if latest is not None:
-        last_step = int(ckpt.read_metadata(latest)["step"])
+        meta = ckpt.read_metadata(latest)
+        _check_same_run(latest, meta, cfg)
+        last_step = int(meta["step"])
     for name in (METRICS_FILE, EVAL_FILE):
         if (run_dir / name).exists():  # without a checkpoint even the step-0 evaluation is redone
             _truncate_jsonl(run_dir / name, last_step if latest is not None else -1)
