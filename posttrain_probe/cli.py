@@ -196,6 +196,7 @@ PLUGINS = (
     "posttrain_probe.probes.refusal",
     "posttrain_probe.probes.tracing",
     "posttrain_probe.probes.patching",
+    "posttrain_probe.analysis.drift_cli",
 )
 
 

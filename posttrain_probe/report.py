@@ -59,8 +59,9 @@ ANALYSES: dict[str, tuple[str, str, str]] = {
     "checkpoint_drift": (
         "posttrain_probe.plots.drift",
         "What changed inside the model along the RL run?",
-        "Relative weight change per module, CKA to the start per layer, direction drift and entropy-neuron "
-        "screens, lined up against the run's entropy curve.",
+        "Relative weight change per module, CKA to the start per layer, truth/refusal direction drift, the change "
+        "of the causal-tracing map, entropy-neuron screens and ablation effects, lined up against the run's entropy "
+        "curve.",
     ),
 }
 

@@ -1,12 +1,25 @@
-"""Internal change across a checkpoint series (base → checkpoints → final), all lined up by training step.
+"""Internal change across a checkpoint series (base → checkpoints → final), all lined up by training step
+(SPEC §6).
 
 Pure pieces: relative weight change per module read straight from safetensors (no model forward), linear CKA
-between two activation matrices, cosine drift of difference-in-means directions. `compare_checkpoints` composes
-them with the probes and writes one `RunResult`.
+between two activation matrices, cosine drift of difference-in-means directions, the change of a causal-tracing
+(token class × layer) map, and the rows of an entropy-neuron ablation. `compare_checkpoints` composes them with
+the probes and writes one `RunResult`.
+
+Choices the SPEC leaves open (recorded in the result's config):
+- causal tracing per checkpoint uses one fixed set of facts, those the start model answers correctly (all
+  traceable facts when it knows none, with a note), the start model's embedding std for the noise, and the
+  same seeded noise draws for every checkpoint, so maps differ only because the weights did;
+- entropy neurons per checkpoint: mean ablation (means over the checkpoint's own reference texts) of the
+  checkpoint's own Du-rule set, of the start's set, and of one random norm-matched control set, on fixed
+  evaluation texts; total and direct (final norm's scale frozen) changes of entropy and loss.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +94,117 @@ def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
     return float(u @ v / (u.norm() * v.norm()).clamp_min(1e-30))
 
 
+def tracing_map_change(start: torch.Tensor, other: torch.Tensor) -> dict[str, float | int | None]:
+    """How an AIE map (token class × layer) moved from the start's: Pearson correlation over cells finite in
+    both, max and mean |other − start| over those cells, and `other`'s peak cell (class index, layer, value;
+    None when the map has no finite cell)."""
+    if start.shape != other.shape:
+        raise ValueError(f"maps of shapes {tuple(start.shape)} and {tuple(other.shape)}; trace the same facts")
+    from ..probes._tracing_stats import argmax_2d, pearson
+
+    a, b = start.double(), other.double()
+    ok = torch.isfinite(a) & torch.isfinite(b)
+    diff = (b - a)[ok].abs()
+    out: dict[str, float | int | None] = {
+        "pearson_to_start": pearson(a, b),
+        "max_abs_change": float(diff.max()) if diff.numel() else math.nan,
+        "mean_abs_change": float(diff.mean()) if diff.numel() else math.nan,
+        "peak_class": None,
+        "peak_layer": None,
+        "peak_aie": math.nan,
+    }
+    if torch.isfinite(b).any():
+        c, l, v = argmax_2d(b)
+        out.update(peak_class=c, peak_layer=l, peak_aie=v)
+    return out
+
+
+def mean_class_map(ie: torch.Tensor, n_tokens: Sequence[int], subjects: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Average over facts of per-fact ROME token-class maps: ie (F, T_max, L) (NaN past each prompt's end),
+    the facts' lengths and subject token spans → (C, L); a class no fact has stays NaN."""
+    from ..probes._tracing_stats import class_means, nanmean0
+    from ..probes._tracing_tokens import TOKEN_CLASSES, token_class_masks
+
+    if ie.shape[0] == 0:
+        return torch.full((len(TOKEN_CLASSES), ie.shape[-1]), math.nan)
+    per = [class_means(ie[j, :t], token_class_masks(t, *subjects[j])) for j, t in enumerate(n_tokens)]
+    return nanmean0(torch.stack(per))
+
+
+def neuron_effect_rows(step: int, names: Sequence[str], neuron_sets: Sequence[Sequence[int]], stats) -> list[dict]:
+    """One row per ablated set from `AblationStats` (conditions in the order of `names`): token-weighted mean
+    changes of entropy and loss, total and direct, their standard errors, the part of ΔH mediated by the final
+    norm (total − direct), and the clean entropy and loss of the evaluation texts."""
+    from ..probes._neurons_ablate import COPIES, METRICS
+
+    if len(names) != len(neuron_sets) or stats.effects.shape[0] != len(names):
+        raise ValueError(
+            f"{len(names)} names, {len(neuron_sets)} sets, {stats.effects.shape[0]} conditions; pass one of each"
+        )
+    mean, se = stats.aggregate()
+    h0, l0 = stats.clean_means()
+    rows = []
+    for c, (name, ns) in enumerate(zip(names, neuron_sets)):
+        row: dict = {"step": step, "set": name, "neurons": " ".join(map(str, ns)), "n_neurons": len(ns)}
+        for ci, copy in enumerate(COPIES):
+            for mi, metric in enumerate(METRICS):
+                row[f"{metric}_{copy}"] = float(mean[c, ci, mi])
+                row[f"{metric}_{copy}_se"] = float(se[c, ci, mi])
+        row["dH_via_norm"] = row["dH_total"] - row["dH_direct"]
+        row["entropy_clean"], row["loss_clean"] = h0, l0
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ configuration
+
+TRACING_KINDS = ("resid", "mlp", "attn")
+
+
+@dataclass
+class DriftConfig:
+    """Settings of the per-checkpoint probes of `compare_checkpoints`; every field is recorded in result.json.
+
+    Tracing: `tracing_samples` noise draws of `noise_scale`·σ_start on the first `max_facts` facts, restoring
+    `tracing_kinds` with a `tracing_window`-layer window (ROME: 10 samples, 3σ, window 10). Neurons: the
+    `n_select` Du-rule neurons (top `top_frac` by norm) of layer `neuron_layer`, means over `n_ref` texts,
+    effects on `n_eval` other texts of at most `max_tokens` tokens, `batch_rows` rows per forward."""
+
+    tracing_kinds: tuple[str, ...] = ("resid", "mlp")
+    tracing_samples: int = 5
+    tracing_window: int = 10
+    noise_scale: float = 3.0
+    max_facts: int | None = 50
+    neuron_layer: int = -1
+    top_frac: float = 0.25
+    n_select: int = 10
+    n_ref: int = 64
+    n_eval: int = 32
+    max_tokens: int = 64
+    batch_rows: int = 64
+    batch_size: int = 64
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.tracing_kinds = tuple(self.tracing_kinds)
+        bad = [k for k in self.tracing_kinds if k not in TRACING_KINDS] or ([] if self.tracing_kinds else ["(none)"])
+        if bad or len(set(self.tracing_kinds)) != len(self.tracing_kinds):
+            raise ValueError(f"tracing_kinds={self.tracing_kinds}; pass distinct kinds from {', '.join(TRACING_KINDS)}")
+        for name in ("tracing_samples", "tracing_window", "n_select", "n_ref", "n_eval", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.max_facts is not None and self.max_facts < 1:
+            raise ValueError(f"max_facts={self.max_facts}; use a positive number or None for all facts")
+        if not math.isfinite(self.noise_scale) or self.noise_scale < 0:
+            raise ValueError(f"noise_scale={self.noise_scale}; use a finite multiple of σ >= 0 (ROME: 3)")
+        if not 0 < self.top_frac <= 1:
+            raise ValueError(f"top_frac={self.top_frac} must be in (0, 1]; 0.25 keeps the top quarter by norm")
+        if self.max_tokens < 2:
+            raise ValueError(f"max_tokens={self.max_tokens} must be >= 2 (one next-token prediction)")
+        if self.batch_rows < 2:
+            raise ValueError(f"batch_rows={self.batch_rows} must be >= 2 (a total and a direct row)")
+
+
 # ------------------------------------------------------------------------------------------ orchestration
 
 
@@ -107,6 +231,114 @@ def _last_token_resid(model, texts: list[str], batch: int = 64) -> torch.Tensor:
     return torch.cat(out)
 
 
+class _Tracer:
+    """Causal tracing of every checkpoint on the start model's facts, noise scale and seeded draws."""
+
+    def __init__(self, start_model, facts: Sequence, cfg: DriftConfig) -> None:
+        from ..probes._tracing_batch import resolve_kv_reuse
+        from ..probes._tracing_core import clean_answer_probs, embedding_std, prepare_facts
+
+        facts = list(facts)[: cfg.max_facts] if cfg.max_facts else list(facts)
+        prepared, skipped = prepare_facts(start_model.tokenizer, facts, max_tokens=start_model.max_context)
+        if not prepared:
+            reason = skipped[0]["reason"] if skipped else "no facts"
+            raise ValueError(f"none of the {len(facts)} facts can be traced ({reason}); pass other facts")
+        self.cfg = cfg
+        self.sigma = cfg.noise_scale * embedding_std(start_model, [f.fact.subject for f in prepared])
+        _, known = clean_answer_probs(start_model, prepared)
+        self.facts = [f for f, k in zip(prepared, known.tolist()) if k] or prepared
+        self.info = {
+            "n_facts_loaded": len(facts),
+            "n_skipped": len(skipped),
+            "n_known_by_start": int(known.sum()),
+            "n_traced": len(self.facts),
+            "facts_used": "known by the start model" if known.any() else "all (the start model knows none)",
+            "noise_std": self.sigma,
+        }
+        self.kv = resolve_kv_reuse(start_model, "auto")
+        self.ref: dict[str, torch.Tensor] = {}
+        self.map_rows: list[dict] = []
+        self.change_rows: list[dict] = []
+
+    def add(self, step: int, model) -> None:
+        from ..probes._tracing_core import clean_answer_probs, trace_model
+        from ..probes._tracing_tokens import TOKEN_CLASSES
+
+        c = self.cfg
+        trace = trace_model(
+            model, self.facts, self.sigma, c.tracing_samples, c.tracing_kinds, c.tracing_window, c.seed, self.kv,
+            progress=False,
+        )
+        p, top = clean_answer_probs(model, self.facts)
+        for kind in c.tracing_kinds:
+            m = mean_class_map(trace.ie[kind], trace.n_tokens, [f.subject for f in self.facts])
+            ref = self.ref.setdefault(kind, m)
+            for ci, name in enumerate(TOKEN_CLASSES):
+                for l in range(m.shape[1]):
+                    row = {"step": step, "kind": kind, "token_class": name, "layer": l, "aie": float(m[ci, l])}
+                    self.map_rows.append(row)
+            change = tracing_map_change(ref, m)
+            peak = change.pop("peak_class")
+            self.change_rows.append(
+                {
+                    "step": step,
+                    "kind": kind,
+                    **change,
+                    "peak_token_class": None if peak is None else TOKEN_CLASSES[peak],
+                    "p_clean_mean": float(p.mean()),
+                    "p_corrupted_mean": float(trace.p_corrupted.mean()),
+                    "frac_facts_known": float(top.float().mean()),
+                }
+            )
+
+
+def _encode_right(tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..pair import encode
+
+    ids, am = encode(tokenizer, list(texts), padding_side="right")
+    ids, am = ids[:, :max_tokens], am[:, :max_tokens]
+    keep = am.sum(1) >= 2
+    if not keep.any():
+        raise ValueError("no neuron text has two tokens or more; pass longer texts")
+    return ids[keep], am[keep]
+
+
+class _NeuronAblator:
+    """Per checkpoint: its Du-rule entropy neurons, and mean ablation of its set, the start's set and a
+    norm-matched random set on fixed evaluation texts (total and direct effects)."""
+
+    def __init__(self, start_model, texts: Sequence[str], cfg: DriftConfig) -> None:
+        from ..probes.neurons import split_texts
+
+        ref, evl = split_texts(list(texts), cfg.n_ref, cfg.n_eval, cfg.seed)
+        self.cfg = cfg
+        self.ref = _encode_right(start_model.tokenizer, ref, cfg.max_tokens)
+        self.eval = _encode_right(start_model.tokenizer, evl, cfg.max_tokens)
+        self.start_sel: list[int] | None = None
+        self.rows: list[dict] = []
+
+    def add(self, step: int, model) -> None:
+        from ..probes._neurons_ablate import ablation_effects, reference_means
+        from ..probes._neurons_screen import control_sets, iou, screen_arch, select_du
+
+        c, L = self.cfg, model.n_layers
+        if not -L <= c.neuron_layer < L:
+            raise ValueError(f"neuron_layer {c.neuron_layer} out of range for {L} layers; use 0..{L - 1} or -1")
+        layer = c.neuron_layer % L
+        screen, _ = screen_arch(model.arch, [layer])
+        own = select_du(screen, c.top_frac, c.n_select)
+        start = self.start_sel = self.start_sel if self.start_sel is not None else own
+        controls = control_sets(screen, own, 1, list(dict.fromkeys(own + start)), c.seed + 2)
+        names = ["own_du", "start_du"] + ["control"] * len(controls)
+        sets = [own, start] + controls
+        means = reference_means(model, *self.ref, [layer], c.batch_size)[layer]
+        stats = ablation_effects(model, *self.eval, layer, sets, means, c.batch_rows)
+        for row in neuron_effect_rows(step, names, sets, stats):
+            row["layer"] = layer
+            row["iou_with_start_set"] = iou([int(x) for x in row["neurons"].split()], start)
+            self.rows.append(row)
+
+
 def compare_checkpoints(
     start: str,
     checkpoints: list[str],
@@ -117,112 +349,234 @@ def compare_checkpoints(
     metrics_jsonl: str | Path | None = None,
     backend: str = "nnsight",
     screen_neurons: bool = True,
+    facts: list | None = None,
+    neuron_texts: list[str] | None = None,
+    config: DriftConfig | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
 ):
     """Internal change along a checkpoint series, per checkpoint (step 0 = `start`).
 
     Directions are differences of class means of last-token residuals (truth: true − false statements; refusal:
     harmful − harmless instructions, each formatted with the start model's chat template when it has one);
     their drift is the cosine to the start model's direction per layer. CKA compares last-token residuals on
-    `cka_texts` with the start model's, per layer.
+    `cka_texts` with the start model's, per layer. With `facts`, every checkpoint is causally traced (tables
+    tracing_maps, tracing_change); with `neuron_texts`, entropy-neuron sets are mean-ablated per checkpoint
+    (table neuron_effects); `screen_neurons` adds the weight screens' selection overlap. See the module
+    docstring for the choices; `config` sets the probe sizes. Every checkpoint must share the start's tokenizer.
     """
-    import pandas as pd
+    from ..results import RunResult, RunTimer
 
-    from ..pair import format_instruction, load_model, resolve_format
-    from ..results import RunResult
-
+    cfg = config or DriftConfig()
     if not checkpoints:
         raise ValueError("no checkpoints given; pass the step_* folders of an RLVR run (or any HF dirs)")
-    series = [(0, start)] + [(_step_of(Path(c), i + 1), c) for i, c in enumerate(checkpoints)]
-    weight_rows, cka_rows, dir_rows = [], [], []
-    ref: dict[str, torch.Tensor] = {}
-    for step, path in series:
-        model = load_model(path, backend=backend)
-        if step > 0 or path != start:
-            for module, change in relative_weight_change(series[0][1], path).items():
-                weight_rows.append({"step": step, "module": module, "relative_change": change})
+    series = [(0, str(start))] + [(_step_of(Path(c), i + 1), str(c)) for i, c in enumerate(checkpoints)]
+    with RunTimer() as timer:
+        probes = _Probes(statements, harmful, harmless, cka_texts, facts, neuron_texts, cfg)
+        for step, path in series:
+            model = load_series_model(path, backend, device, dtype, probes)
+            probes.add(step, path, model)
+            del model
+        tables = probes.tables()
+        if screen_neurons:
+            tables["neuron_selection_overlap"] = _selection_overlap(series, cfg)
+        if metrics_jsonl is not None and Path(metrics_jsonl).exists():
+            tables["entropy_curve"] = entropy_curve(metrics_jsonl)
+    summary = _summary(series, tables, probes.tracer)
+    result = RunResult(
+        analysis="checkpoint_drift",
+        config={
+            "start": str(start),
+            "checkpoints": [str(c) for c in checkpoints],
+            "backend": backend,
+            "device": device,
+            "dtype": dtype,
+            "n_statements": len(statements or []),
+            "n_harmful": len(harmful or []),
+            "n_harmless": len(harmless or []),
+            "n_cka_texts": len(cka_texts or []),
+            "n_facts": len(facts or []),
+            "n_neuron_texts": len(neuron_texts or []),
+            "screen_neurons": screen_neurons,
+            "metrics_jsonl": None if metrics_jsonl is None else str(metrics_jsonl),
+            "probes": asdict(cfg),
+        },
+        summary=summary,
+        tables=tables,
+        seeds={"tracing_noise": cfg.seed, "neuron_texts_split": cfg.seed, "neuron_control_set": cfg.seed + 2},
+        notes=_notes(summary),
+    )
+    return timer.record_into(result)
+
+
+def load_series_model(path: str, backend: str, device: str | None, dtype: str | None, probes: _Probes):
+    """Load one checkpoint of the series; refuse one whose tokenizer differs from the start's."""
+    from ..pair import load_model
+
+    model = load_model(path, backend=backend, device=device, dtype=dtype)
+    h = model.provenance.get("tokenizer_sha256")
+    probes.tokenizer_sha256 = probes.tokenizer_sha256 or h
+    if h != probes.tokenizer_sha256:
+        raise ValueError(f"{path} has another tokenizer than the start model; compare checkpoints of one model")
+    return model
+
+
+class _Probes:
+    """Everything measured per checkpoint with the model loaded, relative to the first one added."""
+
+    def __init__(self, statements, harmful, harmless, cka_texts, facts, neuron_texts, cfg: DriftConfig) -> None:
+        self.statements, self.harmful, self.harmless = statements, harmful, harmless
+        self.cka_texts, self.facts, self.neuron_texts, self.cfg = cka_texts, facts, neuron_texts, cfg
+        self.tokenizer_sha256: str | None = None
+        self.start_dir: str | None = None
+        self.ref: dict[str, torch.Tensor] = {}
+        self.weight_rows: list[dict] = []
+        self.cka_rows: list[dict] = []
+        self.dir_rows: list[dict] = []
+        self.tracer: _Tracer | None = None
+        self.ablator: _NeuronAblator | None = None
+
+    def _features(self, model) -> dict[str, torch.Tensor]:
+        from ..pair import format_instruction, resolve_format
+
         feats: dict[str, torch.Tensor] = {}
-        if cka_texts:
-            feats["cka"] = _last_token_resid(model, cka_texts)
-        if statements:
-            acts = _last_token_resid(model, [s.text for s in statements])
-            labels = torch.tensor([s.label for s in statements])
+        bs = self.cfg.batch_size
+        if self.cka_texts:
+            feats["cka"] = _last_token_resid(model, list(self.cka_texts), bs)
+        if self.statements:
+            acts = _last_token_resid(model, [s.text for s in self.statements], bs)
+            labels = torch.tensor([s.label for s in self.statements])
             feats["truth"] = torch.stack([diff_in_means(acts[:, l], labels) for l in range(acts.shape[1])])
-        if harmful and harmless:
+        if self.harmful and self.harmless:
             fmt = resolve_format("auto", model.tokenizer, "post")
-            texts = [format_instruction(t, fmt, model.tokenizer) for t in harmful + harmless]
-            acts = _last_token_resid(model, texts)
-            labels = torch.tensor([1] * len(harmful) + [0] * len(harmless))
+            texts = [format_instruction(t, fmt, model.tokenizer) for t in list(self.harmful) + list(self.harmless)]
+            acts = _last_token_resid(model, texts, bs)
+            labels = torch.tensor([1] * len(self.harmful) + [0] * len(self.harmless))
             feats["refusal"] = torch.stack([diff_in_means(acts[:, l], labels) for l in range(acts.shape[1])])
-        if not ref:
-            ref = feats
+        return feats
+
+    def add(self, step: int, path: str, model) -> None:
+        resolved = model.provenance["resolved"]
+        if self.start_dir is None:
+            self.start_dir = resolved
+        else:
+            for module, change in relative_weight_change(self.start_dir, resolved).items():
+                self.weight_rows.append({"step": step, "module": module, "relative_change": change})
+        feats = self._features(model)
+        self.ref = self.ref or feats
         if "cka" in feats:
             for l in range(feats["cka"].shape[1]):
-                cka_rows.append(
-                    {"step": step, "layer": l, "cka_to_start": linear_cka(ref["cka"][:, l], feats["cka"][:, l])}
-                )
+                cka = linear_cka(self.ref["cka"][:, l], feats["cka"][:, l])
+                self.cka_rows.append({"step": step, "layer": l, "cka_to_start": cka})
         for name in ("truth", "refusal"):
-            if name in feats:
-                for l in range(feats[name].shape[0]):
-                    dir_rows.append(
-                        {
-                            "step": step,
-                            "direction": name,
-                            "layer": l,
-                            "cosine_to_start": cosine(ref[name][l], feats[name][l]),
-                            "norm": float(feats[name][l].norm()),
-                        }
-                    )
-        del model
-    tables = {"weight_change": pd.DataFrame(weight_rows)}
-    if cka_rows:
-        tables["cka"] = pd.DataFrame(cka_rows)
-    if dir_rows:
-        tables["direction_drift"] = pd.DataFrame(dir_rows)
-    if screen_neurons:
-        from ..probes.neurons import screen_checkpoints, selection_overlap
+            for l in range(feats[name].shape[0]) if name in feats else ():
+                self.dir_rows.append(
+                    {
+                        "step": step,
+                        "direction": name,
+                        "layer": l,
+                        "cosine_to_start": cosine(self.ref[name][l], feats[name][l]),
+                        "norm": float(feats[name][l].norm()),
+                    }
+                )
+        if self.facts:
+            self.tracer = self.tracer or _Tracer(model, self.facts, self.cfg)
+            self.tracer.add(step, model)
+        if self.neuron_texts:
+            self.ablator = self.ablator or _NeuronAblator(model, self.neuron_texts, self.cfg)
+            self.ablator.add(step, model)
 
-        screens = screen_checkpoints([p for _, p in series])
-        overlap = selection_overlap(screens)
-        steps = [s for s, _ in series]
-        overlap.insert(0, "step", [steps[int(i)] for i in overlap["checkpoint"]])
-        tables["neuron_selection_overlap"] = overlap
-    if metrics_jsonl is not None and Path(metrics_jsonl).exists():
-        import json
+    def tables(self) -> dict:
+        import pandas as pd
 
-        rows = [json.loads(x) for x in Path(metrics_jsonl).read_text().splitlines() if x.strip()]
-        tables["entropy_curve"] = pd.DataFrame(
-            [{"step": r["step"], "entropy_mean": r.get("entropy_mean"), "accuracy": r.get("accuracy")} for r in rows]
-        )
+        tables = {"weight_change": pd.DataFrame(self.weight_rows, columns=["step", "module", "relative_change"])}
+        if self.cka_rows:
+            tables["cka"] = pd.DataFrame(self.cka_rows)
+        if self.dir_rows:
+            tables["direction_drift"] = pd.DataFrame(self.dir_rows)
+        if self.tracer is not None:
+            tables["tracing_maps"] = pd.DataFrame(self.tracer.map_rows)
+            tables["tracing_change"] = pd.DataFrame(self.tracer.change_rows)
+        if self.ablator is not None:
+            tables["neuron_effects"] = pd.DataFrame(self.ablator.rows)
+        return tables
+
+
+def _selection_overlap(series: list[tuple[int, str]], cfg: DriftConfig):
+    from ..probes.neurons import screen_checkpoints, selection_overlap
+
+    screens = screen_checkpoints(
+        [p for _, p in series], layer=cfg.neuron_layer, top_frac=cfg.top_frac, n_select=cfg.n_select
+    )
+    overlap = selection_overlap(screens)
+    steps = [s for s, _ in series]
+    overlap.insert(0, "step", [steps[int(i)] for i in overlap["checkpoint"]])
+    return overlap
+
+
+def entropy_curve(metrics_jsonl: str | Path):
+    """(step, entropy_mean, accuracy) per step of an RLVR run's metrics.jsonl."""
+    import json
+
+    import pandas as pd
+
+    rows = [json.loads(x) for x in Path(metrics_jsonl).read_text().splitlines() if x.strip()]
+    return pd.DataFrame(
+        [{"step": r["step"], "entropy_mean": r.get("entropy_mean"), "accuracy": r.get("accuracy")} for r in rows],
+        columns=["step", "entropy_mean", "accuracy"],
+    )
+
+
+def _summary(series: list[tuple[int, str]], tables: dict, tracer: _Tracer | None) -> dict:
     wc = tables["weight_change"]
     last = series[-1][0]
-    summary = {
-        "n_checkpoints": len(checkpoints),
+    summary: dict = {
+        "n_checkpoints": len(series) - 1,
         "steps": [s for s, _ in series],
         "max_relative_weight_change_last": float(wc[wc.step == last]["relative_change"].max()) if len(wc) else 0.0,
         "module_most_changed_last": str(wc[wc.step == last].sort_values("relative_change").iloc[-1]["module"])
         if len(wc)
         else None,
     }
-    if cka_rows:
+    if "cka" in tables:
         c = tables["cka"]
         summary["min_cka_last"] = float(c[c.step == last]["cka_to_start"].min())
-    if dir_rows:
+    if "direction_drift" in tables:
         d = tables["direction_drift"]
         for name in d["direction"].unique():
             summary[f"{name}_direction_min_cosine_last"] = float(
                 d[(d.step == last) & (d.direction == name)]["cosine_to_start"].min()
             )
-    return RunResult(
-        analysis="checkpoint_drift",
-        config={
-            "start": str(start),
-            "checkpoints": [str(c) for c in checkpoints],
-            "backend": backend,
-            "n_statements": len(statements or []),
-            "n_harmful": len(harmful or []),
-            "n_harmless": len(harmless or []),
-            "n_cka_texts": len(cka_texts or []),
-        },
-        summary=summary,
-        tables=tables,
-    )
+    if tracer is not None:
+        t = tables["tracing_change"]
+        summary["tracing"] = {
+            **tracer.info,
+            **{
+                f"{r.kind}_last": {
+                    "pearson_to_start": r.pearson_to_start,
+                    "max_abs_change": r.max_abs_change,
+                    "peak": [r.peak_token_class, r.peak_layer],
+                }
+                for r in t[t.step == last].itertuples()
+            },
+        }
+    if "neuron_effects" in tables:
+        n = tables["neuron_effects"]
+        own = n[n.set == "own_du"].set_index("step")
+        summary["entropy_neurons"] = {
+            "entropy_clean_first": float(own["entropy_clean"].iloc[0]),
+            "entropy_clean_last": float(own.loc[last, "entropy_clean"]),
+            "dH_total_own_set_first": float(own["dH_total"].iloc[0]),
+            "dH_total_own_set_last": float(own.loc[last, "dH_total"]),
+            "dH_direct_own_set_last": float(own.loc[last, "dH_direct"]),
+            "iou_own_set_with_start_last": float(own.loc[last, "iou_with_start_set"]),
+        }
+    return summary
+
+
+def _notes(summary: dict) -> list[str]:
+    notes = []
+    tr = summary.get("tracing")
+    if tr and tr["n_known_by_start"] == 0:
+        notes.append("the start model answers none of the facts; tracing maps use every traceable fact")
+    return notes

@@ -1,0 +1,105 @@
+"""Which data an analysis reads when the user names none: the toy world's data for a toy-world model, the
+shared copies of the public data sets (`$POSTTRAIN_PROBE_DATA` or ../shared/data) for any other model.
+
+A model source counts as toy-world when it is a `toyworld:` alias or a local folder inside a complete toy
+build (`<build>/base`, `<build>/post` next to `<build>/data`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Paths under the shared data folder, relative to it.
+SHARED = {
+    "facts": "known_1000/known_1000.json",
+    "truth_statements": ("geometry_of_truth", "truth_is_universal"),
+    "pair_statements": "geometry_of_truth/cities.csv",
+    "refusal": "refusal_direction",
+    "advbench": "refusal_direction/advbench.csv",
+    "texts": "tinystories_val_subset/tinystories_val.txt",
+    "gsm8k": "gsm8k",
+    "math500": "math500/test.jsonl",
+    "countdown": "countdown/countdown_cd3_test.jsonl",
+}
+
+
+@dataclass(frozen=True)
+class DataSources:
+    """Default inputs of every analysis for one model source; `kind` is "toyworld" or "shared"."""
+
+    kind: str
+    root: Path
+    facts: Path
+    facts_split: str | None
+    truth_statements: tuple[Path, ...]
+    pair_statements: Path
+    refusal: Path
+    texts: Path
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("toyworld", "shared"):
+            raise ValueError(f"kind={self.kind!r}; use 'toyworld' or 'shared'")
+
+
+def toy_data_dir(source: str | os.PathLike) -> Path | None:
+    """The data folder of the toy build behind `source` (building it for an alias), else None."""
+    text = str(source)
+    if text.startswith("toyworld:"):
+        from posttrain_probe.toyworld import build
+
+        parts = text.split(":")
+        return Path(build(preset=parts[1] if len(parts) == 3 else "default").data_dir)
+    path = Path(text).expanduser()
+    build_root = path.parent
+    if path.is_dir() and (build_root / "COMPLETE").is_file() and (build_root / "data" / "facts.json").is_file():
+        return build_root / "data"
+    return None
+
+
+def shared_path(name: str) -> Path:
+    """`SHARED[name]` (one path) under the shared data folder; one-line error when it is absent."""
+    from posttrain_probe.paths import shared_data_dir
+
+    root = shared_data_dir()
+    rel = SHARED[name]
+    if isinstance(rel, tuple):
+        raise ValueError(f"{name} names several folders; use default_sources()")
+    if root is None or not (root / rel).exists():
+        raise FileNotFoundError(
+            f"shared data set {rel} not found; set POSTTRAIN_PROBE_DATA to the folder holding it (../shared/data)"
+        )
+    return root / rel
+
+
+def default_sources(model_source: str | os.PathLike) -> DataSources:
+    """The toy world's data for a toy-world model source, else the shared public data sets."""
+    toy = toy_data_dir(model_source)
+    if toy is not None:
+        return DataSources(
+            kind="toyworld",
+            root=toy,
+            facts=toy / "facts.json",
+            facts_split="pretrain",
+            truth_statements=(toy / "statements.csv",),
+            pair_statements=toy / "statements.csv",
+            refusal=toy,
+            texts=toy / "corpus.txt",
+        )
+    facts = shared_path("facts")
+    root = facts.parent.parent
+    truth = tuple(root / d for d in SHARED["truth_statements"])
+    missing = [str(p) for p in truth if not p.is_dir()]
+    if missing:
+        raise FileNotFoundError(f"shared data folders {missing} not found; set POSTTRAIN_PROBE_DATA (../shared/data)")
+    return DataSources(
+        kind="shared",
+        root=root,
+        facts=facts,
+        facts_split=None,
+        truth_statements=truth,
+        pair_statements=shared_path("pair_statements"),
+        refusal=shared_path("refusal"),
+        texts=shared_path("texts"),
+    )
