@@ -8,6 +8,11 @@
 Writes are atomic (the folder appears complete or not at all) and use no pickle. JSON keeps NaN and
 ±Infinity as the tokens NaN / Infinity / -Infinity (what Python's json reads back), so non-finite
 numbers round-trip; tuples are written as lists, numpy scalars as Python numbers, dataclasses as dicts.
+
+Reproducibility: the result.json keys in `VOLATILE_META_KEYS` (when, where and with which versions it ran)
+differ between two runs of the same analysis; input paths appear verbatim in config/provenance. Everything
+else, the tables and the tensors are identical for the same inputs and seed (tests/test_determinism.py);
+`reproducible_json` is result.json without the volatile keys, with paths made relative to given roots.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import platform
 import re
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -45,6 +51,9 @@ _VERSION_PACKAGES = (
     "posttrain_probe",
 )
 _TABLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+VOLATILE_META_KEYS = frozenset(
+    ("started_at", "finished_at", "duration_s", "versions", "git_commit", "git_dirty", "host")
+)
 _BODY_KEYS = frozenset(
     ("schema_version", "analysis", "config", "provenance", "seeds", "summary", "tables", "table_schemas")
     + ("tensors", "tensors_file", "notes")
@@ -451,6 +460,26 @@ def read_run(run_dir: str | Path) -> RunResult:
     )
 
 
+def reproducible_json(run_dir: str | Path, roots: Sequence[str | Path] = ()) -> dict[str, Any]:
+    """result.json of `run_dir` without the `VOLATILE_META_KEYS`, with every string that starts with one of
+    `roots` (input folders that legitimately differ between two runs) rewritten as '<root>/rest'."""
+    doc = _load_doc(Path(run_dir))
+    prefixes = sorted((str(r).rstrip("/") for r in roots), key=len, reverse=True)
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        if isinstance(v, str):
+            for p in prefixes:
+                if v == p or v.startswith(p + "/"):
+                    return "<root>" + v[len(p) :]
+        return v
+
+    return {k: norm(v) for k, v in doc.items() if k not in VOLATILE_META_KEYS}
+
+
 def is_run_dir(path: str | Path) -> bool:
     """True when `path` holds a result.json this version can read (schema_version and analysis present)."""
     try:
@@ -462,6 +491,7 @@ def is_run_dir(path: str | Path) -> bool:
 
 __all__ = [
     "SCHEMA_VERSION",
+    "VOLATILE_META_KEYS",
     "RunDirError",
     "RunResult",
     "RunTimer",
@@ -470,6 +500,7 @@ __all__ = [
     "is_run_dir",
     "package_versions",
     "read_run",
+    "reproducible_json",
     "to_jsonable",
     "write_run",
 ]
