@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .results import is_run_dir, read_run, write_run
+from .utils.io import safe_join, safe_name
 
 
 @dataclass
@@ -122,7 +123,7 @@ def _rlvr_runs(ctx: DemoContext) -> list[Path]:
 
     runs = []
     for loss in ctx.losses or RLVR_LOSSES:
-        rd = ctx.out / "rlvr" / loss
+        rd = safe_join(ctx.out / "rlvr", safe_name(loss, "RLVR loss"), "RLVR loss")  # it may be rmtree'd below
         if not (rd / "metrics.jsonl").exists() or ctx.force:
             if rd.exists():
                 shutil.rmtree(rd)

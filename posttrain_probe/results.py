@@ -396,6 +396,21 @@ def write_run(out_dir: str | Path, result: RunResult, overwrite: bool = False) -
     return out_dir
 
 
+def _check_doc_paths(path: Path, doc: dict[str, Any]) -> None:
+    """Names in result.json that become file names stay inside the run dir (a crafted file cannot redirect)."""
+    if not isinstance(doc["analysis"], str) or not _TABLE_NAME.fullmatch(doc["analysis"]):
+        raise RunDirError(f"{path}: analysis name {doc['analysis']!r} is not a file-safe identifier; damaged run dir")
+    for name, schema in (doc.get("table_schemas") or {}).items():
+        file = schema.get("file") if isinstance(schema, dict) else None
+        if not _TABLE_NAME.fullmatch(str(name)) or file != f"{TABLES_DIR}/{name}.csv":
+            raise RunDirError(
+                f"{path}: table {name!r} points at {file!r}, not {TABLES_DIR}/{name}.csv inside the run dir; "
+                "the run dir is damaged"
+            )
+    if doc.get("tensors_file") not in (None, TENSORS_FILE):
+        raise RunDirError(f"{path}: tensors_file {doc['tensors_file']!r} is not {TENSORS_FILE}; damaged run dir")
+
+
 def _load_doc(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RESULT_FILE
     if not path.is_file():
@@ -406,6 +421,7 @@ def _load_doc(run_dir: Path) -> dict[str, Any]:
         raise RunDirError(f"{path}: not valid JSON ({e}); the run dir is damaged") from e
     if not isinstance(doc, dict) or not isinstance(doc.get("schema_version"), int) or "analysis" not in doc:
         raise RunDirError(f"{path}: no integer schema_version / analysis; not a posttrain_probe result")
+    _check_doc_paths(path, doc)
     if doc["schema_version"] > SCHEMA_VERSION:
         raise RunDirError(
             f"{run_dir} has schema_version {doc['schema_version']} > {SCHEMA_VERSION} "

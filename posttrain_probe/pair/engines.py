@@ -7,6 +7,7 @@ so a probe is written once against `Engine.run`.
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -114,12 +115,26 @@ class BridgeEngine(Engine):
 
     backend = "bridge"
 
-    def __init__(self, hf_model: nn.Module, arch: ArchInfo, tokenizer, device: str | torch.device):
+    def __init__(
+        self,
+        hf_model: nn.Module,
+        arch: ArchInfo,
+        tokenizer,
+        device: str | torch.device,
+        trust_remote_code: bool = False,
+        revision: str | None = None,
+    ):
         super().__init__(hf_model, arch)
         from transformer_lens.model_bridge import TransformerBridge
 
+        # TransformerLens reloads a tokenizer that does not add BOS with AutoTokenizer.from_pretrained(name,
+        # **tokenizer.init_kwargs); give it a copy whose init_kwargs carry our remote-code and revision choice
+        tl_tokenizer = copy.copy(tokenizer)
+        tl_tokenizer.init_kwargs = {**tokenizer.init_kwargs, "trust_remote_code": trust_remote_code}
+        if revision is not None:
+            tl_tokenizer.init_kwargs["revision"] = revision
         self.bridge = TransformerBridge.boot_transformers(
-            hf_model.name_or_path or "local", hf_model=hf_model, tokenizer=tokenizer, device=device
+            hf_model.name_or_path or "local", hf_model=hf_model, tokenizer=tl_tokenizer, device=device
         )
 
     def _hooks(self, plan: _Plan) -> list[tuple[str, Any]]:
@@ -279,12 +294,19 @@ class NNsightEngine(Engine):
 
 
 def make_engine(
-    backend: str, hf_model: nn.Module, arch: ArchInfo, tokenizer, device, remote: bool = False
+    backend: str,
+    hf_model: nn.Module,
+    arch: ArchInfo,
+    tokenizer,
+    device,
+    remote: bool = False,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
 ) -> Engine:
     if backend == "bridge":
         if remote:
             raise ValueError("remote=True needs backend='nnsight' (NDIF); the bridge runs locally only")
-        return BridgeEngine(hf_model, arch, tokenizer, device)
+        return BridgeEngine(hf_model, arch, tokenizer, device, trust_remote_code, revision)
     if backend == "nnsight":
         return NNsightEngine(hf_model, arch, tokenizer, remote=remote)
     raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

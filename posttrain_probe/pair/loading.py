@@ -277,5 +277,8 @@ def load_model(
         "trust_remote_code": trust_remote_code,
         "attn_implementation": attn,
     }
-    engine = make_engine(backend, hf, arch, tok, dev if dev != "auto" else None, remote=remote)
+    engine = make_engine(
+        backend, hf, arch, tok, dev if dev != "auto" else None, remote=remote,
+        trust_remote_code=trust_remote_code, revision=revision,
+    )  # fmt: skip
     return HookedModel(hf, tok, engine, arch, provenance)

@@ -25,6 +25,7 @@ from posttrain_probe.rlvr import checkpoint as ckpt
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.rlvr.entropy import check_head_matches_forward
 from posttrain_probe.rlvr.tasks import get_task
+from posttrain_probe.utils.io import safe_join, safe_name
 
 SEED_SAMPLE, SEED_ORDER, SEED_MINIBATCH, SEED_SELECT, SEED_EVAL, SEED_HOLDOUT = range(6)
 
@@ -81,15 +82,16 @@ def _resolve_data(source: str) -> Path:
             raise ConfigError(f"bad data alias {source!r}; write toyworld:arithmetic or toyworld:<preset>:<name>")
         from posttrain_probe.toyworld import build
 
+        name = safe_name(parts[-1], "toy-world data set")  # before the (slow) build
         world = build(preset=parts[1] if len(parts) == 3 else "default")
-        return Path(world.data_dir) / f"{parts[-1]}.jsonl"
+        return safe_join(world.data_dir, f"{name}.jsonl", "data")
     if source.startswith("shared:"):
         from posttrain_probe.paths import shared_data_dir
 
         root = shared_data_dir()
         if root is None:
             raise ConfigError(f"data={source!r} needs the shared data folder, which is absent; pass a path")
-        return root / source.split(":", 1)[1]
+        return safe_join(root, source.split(":", 1)[1], "shared data path")
     return Path(source).expanduser()
 
 
@@ -155,7 +157,12 @@ def _load_causal_lm(path: str, cfg: RLVRConfig, device: torch.device) -> Any:
     from transformers import AutoModelForCausalLM
 
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+    try:  # safetensors only: a checkpoint that has only pickled .bin weights is refused, never unpickled
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
+    except OSError as e:
+        raise ConfigError(
+            f"could not load model {path}: {str(e).splitlines()[0]}; pass an HF directory with safetensors weights"
+        ) from None
     return model.to(device).eval()
 
 

@@ -247,8 +247,8 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     t = time.perf_counter()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base = AutoModelForCausalLM.from_pretrained(out / "base").to(device).eval()
-    post = AutoModelForCausalLM.from_pretrained(out / "post").to(device).eval()
+    base = AutoModelForCausalLM.from_pretrained(out / "base", use_safetensors=True).to(device).eval()
+    post = AutoModelForCausalLM.from_pretrained(out / "post", use_safetensors=True).to(device).eval()
     tok = AutoTokenizer.from_pretrained(out / "post")
     metrics = _evaluate(base, post, tok, sets, cfg)
     times["evaluate_s"] = time.perf_counter() - t

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import asdict, dataclass, fields
 
 # Bump when the generator, corpus or training code changes what a config produces.
@@ -55,6 +56,10 @@ class ToyWorldConfig:
     eval_samples: int = 200
 
     def __post_init__(self) -> None:
+        if not isinstance(self.preset, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", self.preset):
+            raise ValueError(f"preset={self.preset!r} names the cache folder; use letters, digits, '_' or '-'")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ValueError(f"seed={self.seed!r} must be an integer (it names the cache folder)")
         if self.n_people < 20:
             raise ValueError(f"n_people={self.n_people} is too small; use at least 20")
         if self.d_mlp < 4 * self.d_model:

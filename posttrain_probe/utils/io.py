@@ -76,6 +76,34 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
+class UnsafePathError(ValueError):
+    """A name from a config or a file would leave the folder it is meant to stay in."""
+
+
+def safe_join(root: str | Path, relative: str, what: str = "name") -> Path:
+    """`root / relative` for a `relative` that comes from a config, CLI or JSON value: an absolute path, a
+    drive, a NUL byte or `..` components that climb out of `root` raise `UnsafePathError` (one line)."""
+    text = str(relative)
+    parts = Path(text).parts
+    bad = not text or "\x00" in text or Path(text).is_absolute() or Path(text).drive or text.startswith("~")
+    depth = 0
+    for part in parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        bad = bad or depth < 0
+    if bad or depth == 0:
+        raise UnsafePathError(
+            f"{what} {text!r} is not a relative path inside {root}; use a plain name without '/', '..' or a leading /"
+        )
+    return Path(root) / text
+
+
+def safe_name(name: str, what: str = "name") -> str:
+    """A single file or folder name from a config or JSON value: no separators, not '.'/'..', not empty."""
+    if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name:
+        raise UnsafePathError(f"{what} {name!r} must be a plain file name (no '/', '\\' or '..'); rename it")
+    return name
+
+
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
