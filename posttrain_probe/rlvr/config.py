@@ -16,6 +16,7 @@ from typing import Any
 
 from posttrain_probe.rlvr.losses import LossConfig
 from posttrain_probe.rlvr.tasks import TASKS
+from posttrain_probe.utils.device import autocast_error, device_error
 
 
 class ConfigError(ValueError):
@@ -64,8 +65,9 @@ class RLVRConfig:
     keep_last_checkpoints: int | None = None
     token_dump_every: int = 0
     entropy_chunk: int = 1024
-    device: str = "cpu"  # cpu | cuda | auto
-    dtype: str = "float32"
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (checked against this machine when a run starts or resumes)
+    dtype: str = "float32"  # weights (and optimizer state)
+    autocast: str = "auto"  # forward passes: auto (bf16 on CUDA with float32 weights, off on the CPU) | bf16 | off
     threads: int | None = None
     progress: bool = True
 
@@ -114,8 +116,14 @@ class RLVRConfig:
         )
         need(self.keep_last_checkpoints is None or self.keep_last_checkpoints >= 1, "keep_last_checkpoints >= 1")
         need(self.entropy_chunk >= 1, f"entropy_chunk={self.entropy_chunk} must be >= 1")
-        need(self.device in ("cpu", "cuda", "auto") or self.device.startswith("cuda:"), "device: cpu|cuda|auto")
+        need(device_error(self.device, check_available=False) is None, str(device_error(self.device)))
         need(self.dtype in ("float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
+        need(autocast_error(self.autocast) is None, str(autocast_error(self.autocast)))
+        need(
+            self.autocast != "bf16" or self.dtype == "float32",
+            f"autocast='bf16' needs dtype='float32' weights (dtype={self.dtype!r} already computes in low precision); "
+            "set dtype: float32 or autocast: off",
+        )
         need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or null")
 
     # -------------------------------------------------------------------------------------- (de)serialise

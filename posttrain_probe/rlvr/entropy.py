@@ -27,7 +27,10 @@ Head = Callable[[torch.Tensor], torch.Tensor]
 def output_head(model: torch.nn.Module) -> Head:
     """hidden (N, D) → logits (N, V) through the model's own output layer, with the post-head transforms
     that some HF families apply in `forward` (Gemma-2 final soft-capping, Cohere logit_scale, Granite
-    logits_scaling). `check_head_matches_forward` verifies the result against the full forward."""
+    logits_scaling). `check_head_matches_forward` verifies the result against the full forward.
+
+    Under autocast (a bf16 decoder body) the head runs outside it, on hidden states cast to the head's own
+    dtype, so log-probs and entropies come from full-precision logits; without autocast nothing changes."""
     lm_head = model.get_output_embeddings()
     cfg = model.config
     softcap = getattr(cfg, "final_logit_softcapping", None)
@@ -35,6 +38,9 @@ def output_head(model: torch.nn.Module) -> Head:
     divide = getattr(cfg, "logits_scaling", None)
 
     def head(h: torch.Tensor) -> torch.Tensor:
+        if torch.is_autocast_enabled(h.device.type):
+            with torch.autocast(h.device.type, enabled=False):
+                return head(h.to(lm_head.weight.dtype))
         logits = lm_head(h)
         if scale is not None:
             logits = logits * scale

@@ -25,6 +25,7 @@ from posttrain_probe.rlvr import checkpoint as ckpt
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.rlvr.entropy import check_head_matches_forward
 from posttrain_probe.rlvr.tasks import get_task
+from posttrain_probe.utils.device import check_device, resolve_autocast, resolve_device
 from posttrain_probe.utils.io import safe_join, safe_name
 
 SEED_SAMPLE, SEED_ORDER, SEED_MINIBATCH, SEED_SELECT, SEED_EVAL, SEED_HOLDOUT = range(6)
@@ -67,6 +68,7 @@ class Session:
     parent: str
     start_model: dict[str, Any]
     reward_fn: Callable[[str, Any], float]
+    autocast: torch.dtype | None = None  # forward passes (sampling, scoring, training); the head and losses stay fp32
 
 
 def _resolve_model(source: str) -> tuple[str, dict[str, Any]]:
@@ -185,10 +187,9 @@ def setup_session(cfg: RLVRConfig, run_dir: Path, resume_from: Path | None) -> S
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    check_device(cfg.device, error=ConfigError)
+    device = torch.device(resolve_device(cfg.device))
+    autocast = resolve_autocast(cfg.autocast, str(device)) if cfg.dtype == "float32" else None
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
@@ -231,5 +232,5 @@ def setup_session(cfg: RLVRConfig, run_dir: Path, resume_from: Path | None) -> S
     return Session(
         cfg, run_dir, model, ref_model, tokenizer, optimizer, scheduler, train_problems, train_prompts,
         eval_problems, eval_prompts, _stop_ids(cfg, tokenizer, model), int(pad_id), device, start_step,
-        parent, {"source": cfg.model, "path": start_path, **provenance}, get_task(cfg.task).reward,
+        parent, {"source": cfg.model, "path": start_path, **provenance}, get_task(cfg.task).reward, autocast,
     )  # fmt: skip

@@ -51,6 +51,7 @@ from posttrain_probe.rlvr.session import (
     derived_generator,
     setup_session,
 )
+from posttrain_probe.utils.device import autocast_context
 from posttrain_probe.utils.io import atomic_write_json, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -123,7 +124,8 @@ def _completions(s: Session, rollout: Rollout) -> list[str]:
 
 def _rollout(s: Session, prompts: Sequence[list[int]], generator: torch.Generator | None, temperature: float):
     ids, mask = _left_pad(prompts, s.pad_id, s.device)
-    return sample(s.model, ids, mask, s.cfg.max_new_tokens, s.stop_ids, s.pad_id, temperature, generator)
+    with autocast_context(s.device, s.autocast):
+        return sample(s.model, ids, mask, s.cfg.max_new_tokens, s.stop_ids, s.pad_id, temperature, generator)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -138,11 +140,13 @@ def _trim(attn: torch.Tensor) -> slice:
 def _score_rows(
     s: Session, model: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π and H on `target` for a group of rows (one micro-batch), with all-pad columns trimmed."""
+    """log π and H on `target` for a group of rows (one micro-batch), with all-pad columns trimmed. Under
+    autocast only the decoder body runs in bf16 (see `output_head`); log π and H are fp32."""
     cols = _trim(attn)
-    logp, ent = score_tokens(
-        model, ids[:, cols], attn[:, cols], target[:, cols], s.cfg.entropy_chunk, s.cfg.temperature
-    )
+    with autocast_context(s.device, s.autocast):
+        logp, ent = score_tokens(
+            model, ids[:, cols], attn[:, cols], target[:, cols], s.cfg.entropy_chunk, s.cfg.temperature
+        )
     full_logp = torch.zeros(ids.shape, dtype=logp.dtype, device=ids.device)
     full_ent = torch.zeros_like(full_logp)
     full_logp[:, cols] = logp

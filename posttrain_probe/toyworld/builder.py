@@ -10,6 +10,7 @@ Layout of a build, `<cache>/toyworld/<preset>-seed<seed>-<hash>/`:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import fcntl
 import json
 import random
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..paths import cache_dir
+from ..utils.device import check_device, resolve_autocast, resolve_device
 from ..utils.io import atomic_dir, atomic_write_json, sha256_file
 from . import corpus as C
 from . import evaluate as E
@@ -48,21 +50,18 @@ class ToyPair:
         return self.root / "data"
 
 
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _tokenize(tok, examples: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-    """(prompt, completion) → ids with BOS and EOS, and a loss mask over the completion (all of a plain doc)."""
+    """(prompt, completion) → ids with BOS and EOS, and a loss mask over the completion (all of a plain doc).
+    Texts are encoded in batches (the tokenizer's own threads), the same ids as one call per text."""
     out = []
     eos = tok.eos_token_id
-    for prompt, completion in examples:
-        p_ids = tok(prompt, add_special_tokens=True)["input_ids"] if prompt else [tok.bos_token_id]
-        c_ids = tok(completion, add_special_tokens=False)["input_ids"] + [eos]
-        ids = p_ids + c_ids
-        mask = [0] * len(p_ids) + [1] * len(c_ids) if prompt else [1] * len(ids)
+    prompts = [p for p, _ in examples if p]
+    prompt_ids = iter(tok(prompts, add_special_tokens=True)["input_ids"] if prompts else [])
+    completion_ids = tok([c for _, c in examples], add_special_tokens=False)["input_ids"] if examples else []
+    for (prompt, _), c_ids in zip(examples, completion_ids):
+        p_ids = next(prompt_ids) if prompt else [tok.bos_token_id]
+        ids = p_ids + c_ids + [eos]
+        mask = [0] * len(p_ids) + [1] * (len(c_ids) + 1) if prompt else [1] * len(ids)
         out.append((ids, mask))
     return out
 
@@ -184,13 +183,23 @@ def build(
     cache_root: str | Path | None = None,
     progress: bool = True,
     config: ToyWorldConfig | None = None,
+    device: str | None = None,
+    autocast: str | None = None,
 ) -> ToyPair:
-    """Return the toy pair for (preset, seed), building it (minutes) unless a complete build is cached."""
+    """Return the toy pair for (preset, seed), building it (minutes) unless a complete build is cached.
+
+    `device` / `autocast` override the config's (default "auto": a GPU with bf16 autocast when torch sees one,
+    else the CPU in fp32). A build's key includes where it was trained unless that is the CPU in fp32. A cached
+    build loads on any machine; building on an absent device raises one line naming the fix."""
     cfg = config or preset_config(preset, seed)
+    overrides = {k: v for k, v in (("device", device), ("autocast", autocast)) if v is not None}
+    if overrides:
+        cfg = dataclasses.replace(cfg, **overrides)
     root_dir = Path(cache_root) if cache_root else cache_dir() / "toyworld"
     root = root_dir / f"{cfg.preset}-seed{cfg.seed}-{cfg.key()}"
     if _is_complete(root) and not force:
         return _load(root, cfg)
+    check_device(cfg.device)  # a cached build loads anywhere; training needs the device
     root_dir.mkdir(parents=True, exist_ok=True)
     with open(root_dir / f".{root.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build of the same key waits, then reuses
@@ -208,7 +217,8 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
 
     t0 = time.perf_counter()
     times: dict[str, float] = {}
-    device = _resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
+    amp = resolve_autocast(cfg.autocast, device)
     stages = tqdm(total=5, desc=f"toyworld {cfg.preset}", disable=not progress)
     world = make_world(cfg)
     tok = build_tokenizer(world)
@@ -224,8 +234,9 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     n_blocks = int(ids.shape[0])
     model = _new_model(cfg, tok)
     pre_losses = train(
-        model, ids, mask, cfg.pretrain_epochs, cfg.batch_size, cfg.lr, cfg.warmup_steps, cfg.seed, device, "pretrain"
-    )
+        model, ids, mask, cfg.pretrain_epochs, cfg.batch_size, cfg.lr, cfg.warmup_steps, cfg.seed, device, "pretrain",
+        autocast=amp,
+    )  # fmt: skip
     model.to("cpu").save_pretrained(out / "base")
     tok.save_pretrained(out / "base")
     times["pretrain_s"] = time.perf_counter() - t
@@ -234,8 +245,9 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     t = time.perf_counter()
     ids, mask = pack(_tokenize(tok, sft), cfg.max_len, tok.pad_token_id)
     sft_losses = train(
-        model, ids, mask, cfg.sft_epochs, cfg.batch_size, cfg.sft_lr, cfg.warmup_steps // 2, cfg.seed + 1, device, "sft"
-    )
+        model, ids, mask, cfg.sft_epochs, cfg.batch_size, cfg.sft_lr, cfg.warmup_steps // 2, cfg.seed + 1, device,
+        "sft", autocast=amp,
+    )  # fmt: skip
     model.to("cpu").save_pretrained(out / "post")
     tok.save_pretrained(out / "post")
     times["sft_s"] = time.perf_counter() - t
@@ -261,6 +273,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
         "key": cfg.key(),
         "config": cfg.to_dict(),
         "device": device,
+        "compute": cfg.compute(),
         "vocab_size": len(tok),
         "n_pretrain_documents": len(docs),
         "n_pretrain_blocks": n_blocks,

@@ -7,6 +7,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, fields
 
+from ..utils.device import autocast_error, compute_tag, device_error, resolve_autocast, resolve_device
+
 # Bump when the generator, corpus or training code changes what a config produces.
 GENERATOR_VERSION = 5
 
@@ -51,7 +53,8 @@ class ToyWorldConfig:
     lr: float = 3e-3
     sft_lr: float = 5e-4
     warmup_steps: int = 50
-    device: str = "auto"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    autocast: str = "auto"  # auto (bf16 on CUDA, off on the CPU) | bf16 | off; the loss stays fp32
     # evaluation
     eval_samples: int = 200
 
@@ -70,18 +73,29 @@ class ToyWorldConfig:
             raise ValueError("arithmetic_wrong_frac must be in [0, 1)")
         if not 0 < self.judged_people_frac < 1:
             raise ValueError("judged_people_frac must be in (0, 1): some people are held out of judgements")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            raise ValueError(f"device={self.device!r}; use auto, cpu or cuda")
+        for error in (device_error(self.device, check_available=False), autocast_error(self.autocast)):
+            if error:
+                raise ValueError(error)
         if self.n_cities > 60 or self.n_countries > 12:
             raise ValueError("at most 60 cities and 12 countries (the name lists are finite)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def compute(self) -> str:
+        """What the build trains on, resolved on this machine: 'cpu-fp32' (the default on a CPU), 'cuda-bf16'
+        (the default on a GPU: bf16 autocast), 'cuda-fp32' or 'cpu-bf16'."""
+        device = resolve_device(self.device)
+        return compute_tag(device, resolve_autocast(self.autocast, device))
+
     def key(self) -> str:
-        """Hash of everything that changes the build (device excluded: it changes speed, not intent)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("device",)}
+        """Hash of everything that changes the build. `device` and `autocast` enter only through `compute()`,
+        and only when it is not 'cpu-fp32', so CPU fp32 builds keep the keys they always had while a GPU or
+        bf16 build (other weights) never collides with them."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "autocast")}
         d["generator_version"] = GENERATOR_VERSION
+        if self.compute() != "cpu-fp32":
+            d["compute"] = self.compute()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
     @classmethod
