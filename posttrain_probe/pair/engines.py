@@ -205,7 +205,7 @@ class NNsightEngine(Engine):
 
     backend = "nnsight"
 
-    def __init__(self, hf_model: nn.Module, arch: ArchInfo, tokenizer, remote: bool = False):
+    def __init__(self, hf_model: nn.Module, arch: ArchInfo, tokenizer, remote: bool | str = False):
         super().__init__(hf_model, arch)
         from nnsight.modeling.transformers import TransformersModel
 
@@ -238,11 +238,14 @@ class NNsightEngine(Engine):
         return (xf.pow(2).mean(-1) + self._norm_eps).sqrt()
 
     def _forward(self, plan, input_ids, attention_mask, **kw):
+        """One traced forward. Everything the caller needs leaves the trace through one saved value (`out`),
+        the only way results come back from a remote (NDIF) run, where the block runs on copies of `plan`."""
+        from nnsight import save
+
         a = self.arch
-        box: dict[str, Any] = {}
-        trace_kw = {"attention_mask": attention_mask} if attention_mask is not None else {}
+        trace_kw: dict[str, Any] = {"attention_mask": attention_mask} if attention_mask is not None else {}
         if self.remote:
-            trace_kw["remote"] = True
+            trace_kw["remote"] = self.remote
         with self.lm.trace(input_ids, **trace_kw, **kw):
             for l in plan.layers:
                 blk = self._layers[l]
@@ -288,9 +291,10 @@ class NNsightEngine(Engine):
                     ratio = (s_old / s_new).unsqueeze(-1)
                     self._final_norm.output = (b + (out.float() - b) * ratio).to(out.dtype)
             res = self.lm.output
-            box["logits"] = res.logits
-            box["pkv"] = getattr(res, "past_key_values", None) if kw.get("use_cache") else None
-        return box["logits"], box["pkv"]
+            pkv = getattr(res, "past_key_values", None) if kw.get("use_cache") else None
+            out = save({"logits": res.logits, "pkv": pkv, "cache": plan.cache, "receipts": plan.receipts})
+        plan.cache, plan.receipts = out["cache"], out["receipts"]
+        return out["logits"], out["pkv"]
 
 
 def make_engine(
@@ -299,7 +303,7 @@ def make_engine(
     arch: ArchInfo,
     tokenizer,
     device,
-    remote: bool = False,
+    remote: bool | str = False,
     trust_remote_code: bool = False,
     revision: str | None = None,
 ) -> Engine:

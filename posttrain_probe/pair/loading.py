@@ -205,18 +205,27 @@ def load_model(
     device: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
-    remote: bool = False,
+    remote: bool | str = False,
     attn_implementation: str | None = None,
 ) -> HookedModel:
     """Load a causal LM (safetensors only, no remote code unless asked) behind `backend`.
 
-    `device="auto"` places a large model with accelerate's `device_map="auto"`.
+    `device="auto"` places a large model with accelerate's `device_map="auto"` (pair it with dtype="bfloat16").
+    `remote=True` (backend nnsight, a hub id) sends every traced forward to NDIF; "local" is nnsight's serverless
+    dry run of that path (the trace is serialized and rebuilt with only installed modules importable).
     """
     if backend not in BACKENDS:
         raise ModelLoadError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if remote and backend != "nnsight":
+        raise ModelLoadError("remote=True needs backend='nnsight' (NDIF); the bridge runs locally only")
     path, extra = resolve_source(source)
+    if remote and remote != "local" and extra["kind"] != "hub":
+        raise ModelLoadError(
+            f"remote={remote!r} runs {source} on NDIF, which serves hub models only; pass the hub id, or "
+            "remote='local' for nnsight's serverless dry run of the remote path"
+        )
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if dev == "auto" else dev)
     _check_causal_lm(path, extra, revision, trust_remote_code)
@@ -230,6 +239,13 @@ def load_model(
         attn_implementation=attn,
     )
     if dev == "auto":
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise ModelLoadError(
+                "device='auto' places the model with accelerate's device_map='auto', and accelerate is not "
+                "installed; pip install accelerate, or pass device='cuda' / 'cpu'"
+            )
         kwargs["device_map"] = "auto"
     from transformers.utils import logging as hf_logging
 
