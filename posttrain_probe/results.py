@@ -414,7 +414,9 @@ def _check_doc_paths(path: Path, doc: dict[str, Any]) -> None:
 def _load_doc(run_dir: Path) -> dict[str, Any]:
     path = run_dir / RESULT_FILE
     if not path.is_file():
-        raise RunDirError(f"{run_dir} is not a run dir: {RESULT_FILE} is missing")
+        raise RunDirError(
+            f"{run_dir} is not a run dir: {RESULT_FILE} is missing; pass a folder an analysis wrote (its --out)"
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -155,6 +155,21 @@ def test_a_pickled_only_checkpoint_is_refused_not_unpickled(tiny, tmp_path):
         load_model(d)
 
 
+def test_rlvr_refuses_a_pickled_only_start_model_in_one_line(tiny, tmp_path):
+    import shutil
+
+    from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
+    from posttrain_probe.rlvr.session import _load_causal_lm
+
+    d = tmp_path / "bin_only"
+    shutil.copytree(tiny, d)
+    (d / "model.safetensors").unlink()
+    torch.save({"x": torch.zeros(1)}, d / "pytorch_model.bin")
+    with pytest.raises(ConfigError, match="safetensors weights") as e:
+        _load_causal_lm(str(d), RLVRConfig(), torch.device("cpu"))
+    assert "\n" not in str(e.value)
+
+
 # ---------------------------------------------------------------------------------------- path escapes
 
 
