@@ -242,3 +242,22 @@ def test_bad_inputs_raise_clear_errors(hooked):
     assert abs(float(unit.vector.norm()) - 1) < 1e-6 and unit.metadata["raw_norm"] == pytest.approx(
         3 * m.d_model**0.5
     )
+
+
+def test_tokenizer_hash_ignores_the_padding_state_of_the_last_call(ckpts, hf):
+    """A fast tokenizer keeps the padding/truncation of its last call; a vector made right after a padded batch
+    (what every probe does before saving one) must still apply with a freshly loaded tokenizer."""
+    from transformers import AutoTokenizer
+
+    from posttrain_probe.pair.loading import tokenizer_sha256
+
+    used = AutoTokenizer.from_pretrained(ckpts["llama"])
+    fresh_hash = tokenizer_sha256(used)
+    used(["a b", "a b c d"], padding=True, truncation=True, max_length=3)
+    assert used.backend_tokenizer.padding is not None  # the state this test is about
+    assert tokenizer_sha256(used) == fresh_hash
+    sv = _vec(hf["llama"], tokenizer=used)
+    assert sv.metadata["tokenizer_sha256"] == fresh_hash
+    with sv.apply(hf["llama"], tokenizer=AutoTokenizer.from_pretrained(ckpts["llama"])) as h:
+        hf["llama"](IDS)
+    assert h.fired

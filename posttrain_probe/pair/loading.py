@@ -108,8 +108,21 @@ def weights_sha256(path: str) -> str | None:
 
 
 def tokenizer_sha256(tokenizer) -> str:
+    """Hash of the tokenizer's vocabulary and pipeline. A fast tokenizer's backend keeps the padding and
+    truncation of its last call (`tok(texts, padding=True)` sets them), which is call state, not the tokenizer:
+    it is left out, so the hash is the same before and after any call."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        text = repr(sorted(tokenizer.get_vocab().items()))
+    elif backend.padding is None and backend.truncation is None:
+        text = backend.to_str()
+    else:
+        from tokenizers import Tokenizer
+
+        clean = Tokenizer.from_str(backend.to_str())
+        clean.no_padding()
+        clean.no_truncation()
+        text = clean.to_str()
     return hashlib.sha256(text.encode()).hexdigest()
 
 
