@@ -19,8 +19,9 @@ def test_notebooks_are_committed_without_outputs():
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_executes_on_the_quick_preset(path, toy_pair_quick, monkeypatch):
+def test_notebook_executes_on_the_quick_preset(path, toy_pair_quick, monkeypatch, tmp_path):
     monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
     monkeypatch.setenv("POSTTRAIN_PROBE_NOTEBOOK_PRESET", "quick")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the notebooks' run dirs (tempfile.mkdtemp) land in pytest's tmp
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
