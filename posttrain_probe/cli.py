@@ -95,11 +95,18 @@ def _toyworld(sub):
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--force", action="store_true", help="rebuild even if a complete build is cached")
     b.add_argument("--cache-root", default=None, help="folder for builds (default: $POSTTRAIN_PROBE_CACHE/toyworld)")
+    b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: the GPU if torch sees one)")
+    b.add_argument(
+        "--autocast", default="auto", choices=["auto", "bf16", "off"], help="auto: bf16 on CUDA, fp32 on the CPU"
+    )
 
     def run(args) -> int:
         from .toyworld import build
 
-        pair = build(args.preset, seed=args.seed, force=args.force, cache_root=args.cache_root)
+        pair = build(
+            args.preset, seed=args.seed, force=args.force, cache_root=args.cache_root, device=args.device,
+            autocast=args.autocast,
+        )  # fmt: skip
         r = pair.report
         print(f"toy pair {pair.key} at {pair.root}")
         print(f"  base: {pair.base_dir}\n  post: {pair.post_dir}\n  data: {pair.data_dir}")
@@ -117,7 +124,9 @@ def _toyworld(sub):
             f"{rf['post_heldout_harmless']:.2f}, base harmful {rf['base_heldout_harmful']:.2f}"
         )
         print(f"  arithmetic       post T=1 {ar['post_temperature1']:.2f}, greedy {ar['post_greedy']:.2f}")
-        print(f"  build time       {r['times_s']['total_s']:.0f} s on {r['device']}")
+        ts = r["times_s"]
+        print(f"  build time       {ts['total_s']:.0f} s on {r.get('compute', r['device'])}")
+        print("  build stages     " + ", ".join(f"{k[:-2]} {v:.1f} s" for k, v in ts.items() if k != "total_s"))
         return 0
 
     b.set_defaults(func=run)
@@ -126,15 +135,32 @@ def _toyworld(sub):
 @command
 def _demo(sub):
     p = sub.add_parser("demo", help="the main job: every analysis on the toy pair, one HTML report")
-    p.add_argument("--quick", action="store_true", help="the quick preset and short runs (≈ minutes)")
+    p.add_argument(
+        "--preset", default="default", choices=["quick", "default", "large"], help="toy-world preset (large: a GPU)"
+    )
+    p.add_argument(
+        "--quick", dest="preset", action="store_const", const="quick", help="same as --preset quick (≈ minutes)"
+    )
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: the GPU if torch sees one)")
+    p.add_argument("--rlvr-steps", type=int, default=None, help="steps per RLVR run (default 12 quick / 60 otherwise)")
+    p.add_argument("--losses", default=None, help="comma-separated RLVR losses (default: all six)")
     p.add_argument("--out", default="runs/demo", help="output folder (run dirs, figures/, report.html)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="recompute finished steps")
 
     def run(args) -> int:
-        from .demo import run_demo
+        from .demo import RLVR_LOSSES, run_demo
 
-        report = run_demo(args.out, quick=args.quick, seed=args.seed, force=args.force)
+        losses = tuple(x.strip() for x in args.losses.split(",") if x.strip()) if args.losses else ()
+        unknown = [x for x in losses if x not in RLVR_LOSSES]
+        if unknown:
+            raise ValueError(f"unknown --losses {unknown}; choose from {', '.join(RLVR_LOSSES)}")
+        if args.rlvr_steps is not None and args.rlvr_steps < 1:
+            raise ValueError(f"--rlvr-steps {args.rlvr_steps} must be >= 1")
+        report = run_demo(
+            args.out, preset=args.preset, device=args.device, seed=args.seed, force=args.force,
+            rlvr_steps=args.rlvr_steps, losses=losses,
+        )  # fmt: skip
         print(f"report: {report}")
         return 0
 

@@ -21,24 +21,29 @@ from .utils.io import safe_join, safe_name
 @dataclass
 class DemoContext:
     out: Path
-    quick: bool
+    preset: str  # toy-world preset: quick | default | large
     seed: int
     force: bool
     rlvr_steps: int | None = None
     losses: tuple[str, ...] = ()
+    device: str = "cpu"  # resolved: cpu | cuda | cuda:N
     toy: object = None
     pair: object = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
-    def preset(self) -> str:
-        return "quick" if self.quick else "default"
+    def quick(self) -> bool:
+        """The smoke-test sizes; `default` and `large` share the full ones."""
+        return self.preset == "quick"
 
     def load_pair(self):
         if self.pair is None:
             from .pair import load_pair
 
-            self.pair = load_pair(self.toy.base_dir, self.toy.post_dir, backend="nnsight")
+            # fp32 on every device: the toy models are small, and bf16 weights would blur small ablation effects
+            self.pair = load_pair(
+                self.toy.base_dir, self.toy.post_dir, backend="nnsight", device=self.device, dtype="float32"
+            )
         return self.pair
 
 
@@ -114,6 +119,7 @@ def _rlvr_config(ctx: DemoContext, loss: str):
         prompts_per_step=8 if ctx.quick else 16,
         seed=ctx.seed,
         progress=False,
+        device=ctx.device,
         loss=dataclasses.replace(cfg.loss, name=loss, clip_high=None),
     )
 
@@ -174,6 +180,11 @@ STEPS: list[tuple[str, Callable]] = [
 ]
 
 
+def _write_timings(ctx: DemoContext) -> None:
+    """timings.txt (seconds per step), rewritten after every step so that a stopped run shows where time went."""
+    (ctx.out / "timings.txt").write_text("\n".join(f"{k}\t{v:.1f}" for k, v in ctx.timings.items()) + "\n")
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     quick: bool = False,
@@ -182,20 +193,34 @@ def run_demo(
     progress: bool = True,
     rlvr_steps: int | None = None,
     losses: tuple[str, ...] = (),
+    preset: str | None = None,
+    device: str = "auto",
 ) -> Path:
     """Run the whole study on the toy pair; returns the path of the HTML report.
 
-    `rlvr_steps` and `losses` shorten the RLVR part (default: 12 steps quick / 60 default, all six losses)."""
+    `preset` is the toy-world preset (quick | default | large; `quick=True` is short for preset="quick").
+    `device` (auto | cpu | cuda | cuda:N) runs the toy build, the probes and RLVR there; on CUDA the toy build and
+    RLVR forward passes use bf16 autocast, the probes fp32. `rlvr_steps` and `losses` shorten the RLVR part
+    (default: 12 steps quick / 60 otherwise, all six losses)."""
     from tqdm.auto import tqdm
 
     from .report import build_report
-    from .toyworld import build
+    from .toyworld import PRESETS, build
+    from .utils.device import check_device, resolve_device
 
-    ctx = DemoContext(Path(out), quick, seed, force, rlvr_steps, tuple(losses))
+    if preset is None:
+        preset = "quick" if quick else "default"
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    if quick and preset != "quick":
+        raise ValueError(f"quick=True contradicts preset={preset!r}; pass one of them")
+    check_device(device)
+    ctx = DemoContext(Path(out), preset, seed, force, rlvr_steps, tuple(losses), resolve_device(device))
     ctx.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ctx.toy = build(ctx.preset, seed=seed, progress=progress)
+    ctx.toy = build(ctx.preset, seed=seed, progress=progress, device=ctx.device)
     ctx.timings["toyworld"] = time.perf_counter() - t0
+    _write_timings(ctx)
     run_dirs = []
     for name, fn in tqdm(STEPS, desc="demo", disable=not progress):
         rd = ctx.out / name
@@ -204,6 +229,7 @@ def run_demo(
             result = fn(ctx)
             write_run(rd, result, overwrite=True)
             ctx.timings[name] = time.perf_counter() - t
+            _write_timings(ctx)
         run_dirs.append(rd)
     from .verdicts import verdicts
 
@@ -216,5 +242,5 @@ def run_demo(
         figures_dir=ctx.out / "figures",
     )
     ctx.timings["total"] = time.perf_counter() - t0
-    (ctx.out / "timings.txt").write_text("\n".join(f"{k}\t{v:.1f}" for k, v in ctx.timings.items()) + "\n")
+    _write_timings(ctx)
     return report
