@@ -166,6 +166,8 @@ def _drift(ctx: DemoContext):
         harmless=harmless,
         cka_texts=texts,
         metrics_jsonl=run / "metrics.jsonl",
+        device=ctx.device,
+        dtype="float32",
     )
 
 
