@@ -8,7 +8,10 @@ unless `force=True`. Steps are plain functions in `STEPS`, run in order.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,8 +65,15 @@ def _tracing(ctx: DemoContext):
     from .probes.tracing import TracingConfig, run_tracing
 
     facts = [f for f in load_facts(Path(ctx.toy.data_dir) / "facts.json") if f.split == "pretrain"]
+    # ROME restores a window of 10 of GPT-2 XL's 48 layers (~1/5 of the depth); the same share of a 4-layer toy model
+    # is 1 layer, while a window of 10 would cover every layer and make the MLP/attention maps flat in the layer.
+    window = max(1, round(ctx.toy.config.n_layers / 5))
     cfg = TracingConfig(
-        seed=ctx.seed, progress=False, max_facts=40 if ctx.quick else 180, n_samples=4 if ctx.quick else 10
+        seed=ctx.seed,
+        progress=False,
+        max_facts=40 if ctx.quick else 180,
+        n_samples=4 if ctx.quick else 10,
+        window=window,
     )
     texts = (Path(ctx.toy.data_dir) / "corpus.txt").read_text().splitlines()[:200]
     return run_tracing(ctx.load_pair(), facts, cfg, reference_texts=texts)
@@ -124,19 +134,72 @@ def _rlvr_config(ctx: DemoContext, loss: str):
     )
 
 
+def _rlvr_workers(ctx: DemoContext, n_pending: int) -> int:
+    """Parallel RLVR runs: one single-threaded process per core on CPU (a d128 model keeps one core busy, and two
+    2-thread runs on 2 cores would spin-wait on each other), one at a time on a GPU."""
+    if ctx.device != "cpu" or n_pending < 2:
+        return 1
+    return max(1, min(os.cpu_count() or 1, n_pending))
+
+
+def _train_in_subprocess(cfg, rd: Path) -> subprocess.Popen:
+    """`posttrain-probe rlvr train` on a YAML copy of `cfg`; both the copy and the run's stderr stay beside the run
+    directory (rlvr/<loss>.yaml, rlvr/<loss>.log)."""
+    import yaml
+
+    cfg_file = rd.parent / f"{rd.name}.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads or 1))
+    cmd = [sys.executable, "-m", "posttrain_probe.cli", "rlvr", "train", "--config", str(cfg_file), "--out", str(rd)]
+    with open(rd.parent / f"{rd.name}.log", "w") as log:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
 def _rlvr_runs(ctx: DemoContext) -> list[Path]:
     from .rlvr import train
 
-    runs = []
+    runs, pending = [], []
     for loss in ctx.losses or RLVR_LOSSES:
         rd = safe_join(ctx.out / "rlvr", safe_name(loss, "RLVR loss"), "RLVR loss")  # it may be rmtree'd below
         if not (rd / "metrics.jsonl").exists() or ctx.force:
             if rd.exists():
                 shutil.rmtree(rd)
+            pending.append((loss, rd))
+        runs.append(rd)
+    workers = _rlvr_workers(ctx, len(pending))
+    if workers == 1:
+        for loss, rd in pending:
             t = time.perf_counter()
             train(_rlvr_config(ctx, loss), rd)
             ctx.timings[f"rlvr_{loss}"] = time.perf_counter() - t
-        runs.append(rd)
+        return runs
+    (ctx.out / "rlvr").mkdir(parents=True, exist_ok=True)
+    running: dict[str, tuple[subprocess.Popen, float, Path]] = {}
+    queue = list(pending)
+    try:
+        while queue or running:
+            while queue and len(running) < workers:
+                loss, rd = queue.pop(0)
+                cfg = dataclasses.replace(_rlvr_config(ctx, loss), threads=1)
+                running[loss] = (_train_in_subprocess(cfg, rd), time.perf_counter(), rd)
+            time.sleep(0.2)
+            for loss, (proc, t, rd) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[loss]
+                err = (rd.parent / f"{rd.name}.log").read_text().strip().splitlines()
+                if proc.returncode != 0:
+                    shutil.rmtree(rd, ignore_errors=True)
+                    raise RuntimeError(
+                        f"RLVR run {loss!r} failed (exit {proc.returncode}): {err[-1] if err else 'no message'}; "
+                        f"rerun `posttrain-probe rlvr train --config {rd.parent / (rd.name + '.yaml')} --out {rd}`"
+                    )
+                ctx.timings[f"rlvr_{loss}"] = time.perf_counter() - t
+    finally:
+        for proc, _, rd in running.values():
+            proc.kill()
+            proc.wait()
+            shutil.rmtree(rd, ignore_errors=True)
     return runs
 
 

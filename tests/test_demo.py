@@ -65,3 +65,24 @@ def test_no_reward_signal_is_inconclusive_not_a_negative_result():
     res.summary["grpo"].update(accuracy_first=0.0, accuracy_last=0.0)
     (v,) = dynamics_verdicts(res)
     assert v["verdict"] == "inconclusive"
+
+
+def test_a_failing_parallel_rlvr_run_raises_one_line_and_leaves_no_run_dir(toy_pair_quick, tmp_path, monkeypatch):
+    import dataclasses
+
+    from posttrain_probe import demo
+
+    monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
+    ctx = demo.DemoContext(tmp_path / "demo", "quick", 0, False, 2, ("grpo", "clip_cov"), "cpu", toy=toy_pair_quick)
+    good = demo._rlvr_config
+
+    def config(ctx, loss):  # clip_cov gets a data file that does not exist, so its subprocess fails
+        cfg = good(ctx, loss)
+        return dataclasses.replace(cfg, data=str(tmp_path / "missing.jsonl")) if loss == "clip_cov" else cfg
+
+    monkeypatch.setattr(demo, "_rlvr_workers", lambda ctx, n: 2)
+    monkeypatch.setattr(demo, "_rlvr_config", config)
+    with pytest.raises(RuntimeError, match=r"RLVR run 'clip_cov' failed .*missing\.jsonl") as err:
+        demo._rlvr_runs(ctx)
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "demo" / "rlvr" / "clip_cov").exists()
