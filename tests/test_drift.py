@@ -30,6 +30,10 @@ def test_relative_weight_change_per_module(tmp_path):
     save_file(b, str(tmp_path / "b" / "model.safetensors"))
     change = relative_weight_change(tmp_path / "a", tmp_path / "b")
     assert change == {"embed": 0.0, "layers.0.mlp": pytest.approx(0.5)}
+    (tmp_path / "c").mkdir()
+    save_file({**b, "model.embed_tokens.weight": torch.ones(5, 4)}, str(tmp_path / "c" / "model.safetensors"))
+    with pytest.raises(ValueError, match="one architecture and vocabulary"):
+        relative_weight_change(tmp_path / "a", tmp_path / "c")
 
 
 def test_module_grouping():

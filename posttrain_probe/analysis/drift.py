@@ -60,6 +60,12 @@ def relative_weight_change(start_dir: str | Path, other_dir: str | Path) -> dict
     if set(a) != set(b):
         missing = sorted(set(a) ^ set(b))[:3]
         raise ValueError(f"checkpoints have different parameter names (e.g. {missing}); compare checkpoints of one run")
+    shapes = [k for k in a if a[k].shape != b[k].shape]
+    if shapes:
+        raise ValueError(
+            f"{shapes[0]} has shape {tuple(a[shapes[0]].shape)} vs {tuple(b[shapes[0]].shape)}; compare checkpoints "
+            "of one architecture and vocabulary"
+        )
     num: dict[str, float] = {}
     den: dict[str, float] = {}
     for k in a:
@@ -410,14 +416,16 @@ def compare_checkpoints(
 
 
 def load_series_model(path: str, backend: str, device: str | None, dtype: str | None, probes: _Probes):
-    """Load one checkpoint of the series; refuse one whose tokenizer differs from the start's."""
+    """Load one checkpoint of the series; refuse one whose vocabulary does not contain the start's with the same
+    ids (a post-trained tokenizer that only adds tokens is accepted, as in `load_pair`)."""
     from ..pair import load_model
 
     model = load_model(path, backend=backend, device=device, dtype=dtype)
-    h = model.provenance.get("tokenizer_sha256")
-    probes.tokenizer_sha256 = probes.tokenizer_sha256 or h
-    if h != probes.tokenizer_sha256:
-        raise ValueError(f"{path} has another tokenizer than the start model; compare checkpoints of one model")
+    vocab = model.tokenizer.get_vocab()
+    if probes.vocab is None:
+        probes.vocab = vocab
+    elif any(vocab.get(t) != i for t, i in probes.vocab.items()):
+        raise ValueError(f"{path} tokenizes differently from the start model; compare checkpoints of one model")
     return model
 
 
@@ -427,7 +435,7 @@ class _Probes:
     def __init__(self, statements, harmful, harmless, cka_texts, facts, neuron_texts, cfg: DriftConfig) -> None:
         self.statements, self.harmful, self.harmless = statements, harmful, harmless
         self.cka_texts, self.facts, self.neuron_texts, self.cfg = cka_texts, facts, neuron_texts, cfg
-        self.tokenizer_sha256: str | None = None
+        self.vocab: dict[str, int] | None = None
         self.start_dir: str | None = None
         self.ref: dict[str, torch.Tensor] = {}
         self.weight_rows: list[dict] = []
