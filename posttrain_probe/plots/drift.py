@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from ..results import RunResult  # noqa: E402
-from . import write_figures  # noqa: E402
+from ..results import RunResult
+from . import write_figures
 
 
 def lined_up(result: RunResult) -> Figure:
@@ -77,7 +74,8 @@ def tracing_maps(result: RunResult) -> Figure:
     fig, axes = plt.subplots(len(kinds), 3, figsize=(11, 2.6 * len(kinds)), squeeze=False)
     for row, kind in zip(axes, kinds):
         maps = {
-            s: df[(df.kind == kind) & (df.step == s)].pivot(index="token_class", columns="layer", values="aie")
+            s: df[(df.kind == kind) & (df.step == s)]
+            .pivot(index="token_class", columns="layer", values="aie")
             .reindex(classes)
             .to_numpy()
             for s in (first, last)

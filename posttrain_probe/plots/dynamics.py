@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from ..results import RunResult  # noqa: E402
-from . import write_figures  # noqa: E402
+from ..results import RunResult
+from . import write_figures
 
 
 def curves(result: RunResult) -> Figure:
