@@ -51,6 +51,7 @@ def train(
     on_step=None,
     every: int = 0,
     autocast: torch.dtype | None = None,
+    progress: bool = True,
 ) -> list[float]:
     """AdamW with linear warm-up and cosine decay; returns the loss of every step.
 
@@ -82,7 +83,7 @@ def train(
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     losses: list[torch.Tensor] = []
-    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=1.0)
+    bar = tqdm(range(steps), desc=desc, leave=False, mininterval=1.0, disable=not progress)
     for step in bar:
         idx = torch.tensor(order[step * batch_size : (step + 1) * batch_size], device=ids.device)
         x = ids[idx]  # (B, T)
