@@ -242,6 +242,13 @@ def test_end_to_end_tables_and_invariants(tiny_run, tmp_path):
         sel = res.summary["selected"][role]
         vec = res.tensors[f"direction.{role}"]
         assert torch.equal(vec, res.tensors[f"candidates.{role}"][sel["layer"], sel["position"]])
+    # the diagnostics ran for both models and are saved
+    diag = res.summary["diagnostics"]
+    assert set(diag) == {"base", "post"}
+    assert diag["post"]["n_candidates"] == int((cand[cand.model == "post"].norm > 0).sum())
+    assert set(diag["post"]["addition_sweep"]["selected"]["induce_score"]) == {"1", "2", "4", "8"}
+    locus = res.tables["locus"]
+    assert set(locus.cells) == {"instruction", "post_instruction"} and len(locus) == 2 * 2 * (L + 1)
     write_run(tmp_path / "run", res)
     back = read_run(tmp_path / "run")
     assert back == res
@@ -335,3 +342,127 @@ def test_load_refusal_data_from_shared_splits():
     assert all(x.harmful for x in d.harmful_eval) and not any(x.harmful for x in d.harmless_eval)
     assert d.sources["advbench"].endswith("advbench.csv")
     assert np.unique([x.text for x in d.harmful_train]).size == 16
+
+
+# ---------------------------------------------------------------------------------------------- diagnostics
+
+
+def test_subspace_ablation_removes_the_whole_span_and_equals_row_ablation_for_one_vector(ckpts):
+    from posttrain_probe.probes._refusal_diagnostics import subspace_ablation
+
+    m = load_model(ckpts["llama"])
+    ids = torch.randint(4, 60, (2, 7), generator=torch.Generator().manual_seed(0))
+    v = torch.randn(3, m.d_model, generator=torch.Generator().manual_seed(1))
+    vecs = torch.cat([v, v[:1] + v[1:2], torch.zeros(1, m.d_model)])  # a dependent and a zero row are fine
+    sites = [f"{k}.{l}" for l in range(m.n_layers) for k in ("resid_pre", "resid_mid", "resid_post")]
+    out = m.run(ids, read=sites, interventions=subspace_ablation(vecs, m.n_layers))
+    for s in sites:
+        assert (out.cache[s] @ v.T).abs().max() <= 1e-4, s
+    one = m.run(ids, interventions=subspace_ablation(v[:1], m.n_layers)).logits
+    ref = m.run(ids, interventions=row_ablation(v[:1].expand(2, -1), m.n_layers)).logits
+    assert (one - ref).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="no non-zero"):
+        subspace_ablation(torch.zeros(2, m.d_model), m.n_layers)
+
+
+def test_length_matched_pairs():
+    from posttrain_probe.probes._refusal_diagnostics import length_matched_pairs
+    from posttrain_probe.probes._refusal_model import Prompts
+
+    def prompts(lengths):
+        T = max(lengths)
+        mask = torch.tensor([[0] * (T - n) + [1] * n for n in lengths])
+        return Prompts("chat", [""] * len(lengths), torch.ones_like(mask), mask)
+
+    got = length_matched_pairs(prompts([5, 6, 5, 5]), prompts([6, 5, 7]), 10)
+    assert got == [(0, 1), (1, 0)]  # one pair of length 5 (harmless row 1), one of length 6; length 7 unmatched
+    assert length_matched_pairs(prompts([5, 5, 6]), prompts([5, 5, 6]), 2) == [(0, 0), (2, 2)]  # round-robin
+
+
+def test_refusal_locus_is_exact_where_the_answer_is_fully_determined(ckpts):
+    # resid[0] at the instruction positions is the whole difference between the prompts (the template tokens
+    # after it are shared): share 1, and 0 at the post-instruction positions; at resid[L] the last position is
+    # the answer itself: share 1 there and 0 at the instruction positions.
+    from posttrain_probe.probes._refusal_diagnostics import refusal_locus
+
+    post = load_model(ckpts["post"])
+    h = format_prompts(post, "post", _instructions(["poison", "make"], True, "train"), "auto", "")
+    hl = format_prompts(post, "post", _instructions(["bake", "born"], False, "train"), "auto", "")
+    ids = refusal_start_token_ids(post.tokenizer, ("cannot help",))
+    loc = refusal_locus(post, h, hl, 2, ids, min_gap=0.0)
+    L = post.n_layers
+    assert loc["n_pairs"] == 4 and loc["gap"] != 0
+    assert loc["instruction"][0] == pytest.approx(1.0, abs=1e-3)
+    assert loc["post_instruction"][0] == pytest.approx(0.0, abs=1e-3)
+    assert loc["post_instruction"][L] == pytest.approx(1.0, abs=1e-3)
+    assert loc["instruction"][L] == pytest.approx(0.0, abs=1e-3)
+    flat = refusal_locus(post, h, hl, 2, ids)  # a random model does not refuse: no gap, no shares
+    assert abs(flat["gap"]) < 1.0 and all(math.isnan(x) for x in flat["instruction"])
+
+
+def _diag(bypass_all=4.65):
+    return {
+        "locus": {
+            "n_pairs": 25,
+            "gap": 15.4,
+            "instruction": [1.0, 0.97, 0.81, 0.54, 0.0],
+            "post_instruction": [0.0, 0.04, 0.19, 0.38, 1.0],
+        },
+        "n_candidates": 3,
+        "bypass_score_all_candidates": bypass_all,
+        "addition_sweep": {
+            "selected": {"layer": 1, "position": -1, "induce_score": {"1": -8.3, "2": -7.4}},
+            "best_induce": {"layer": 3, "position": -1, "induce_score": {"1": -3.05, "2": 3.6}},
+        },
+    }
+
+
+def test_diagnosis_note_only_for_a_refusing_model_whose_direction_fails_and_with_the_evidence():
+    from posttrain_probe.probes._refusal_diagnostics import diagnosis_note
+
+    rates = {
+        "harmful.baseline": {"post": 1.0, "base": 0.0},
+        "harmful.ablation": {"post->post": 1.0, "base->base": 0.0},
+        "harmless.addition": {"post->post": 0.0, "base->base": 0.0},
+    }
+    baseline = {"val_harmful_refusal_score": 6.74, "val_harmless_refusal_score": -8.94}
+    note = diagnosis_note("post", _diag(), baseline, rates)
+    assert "from 6.74 to 4.65 (> 0: still refusing)" in note and "span of all 3" in note
+    assert "1.00/0.97/0.81/0.54" in note and "0.00/0.04/0.19/0.38" in note
+    assert "reads it from the instruction itself" in note and "c=2: 3.60" in note
+    assert diagnosis_note("base", _diag(), baseline, rates) is None  # base does not refuse: nothing to explain
+    works = rates | {"harmful.ablation": {"post->post": 0.1}, "harmless.addition": {"post->post": 0.9}}
+    assert diagnosis_note("post", _diag(), baseline, works) is None
+    no_signal = _diag()
+    no_signal["locus"] = no_signal["locus"] | {"gap": 0.01, "instruction": [float("nan")] * 5}
+    note = diagnosis_note("post", no_signal, baseline, rates)
+    assert "Patching" not in note and "still refusing" in note  # only the evidence there is
+
+
+def test_refusal_verdict_says_why_ablation_does_not_bypass_when_the_diagnostics_show_it():
+    from posttrain_probe.results import RunResult
+    from posttrain_probe.verdicts import refusal_verdicts
+
+    summary = {
+        "cosine_selected_directions": 0.0,
+        "refusal_rate": {
+            "harmful.baseline": {"post": 1.0},
+            "harmful.ablation": {"post->post": 1.0},
+            "harmless.addition": {"post->post": 0.0, "base->post": 0.0},
+        },
+        "selected": {"post": {"val_harmful_refusal_score": 6.74}},
+    }
+    res = RunResult(analysis="refusal", config={}, summary=summary)
+    plain = {v["claim"]: v for v in refusal_verdicts(res)}
+    abl = plain["ablating the refusal direction bypasses refusal in the post model"]
+    assert abl["verdict"] == "not reproduced" and "property of the model" not in abl["evidence"]
+    res.summary["diagnostics"] = {"post": _diag()}
+    why = {v["claim"]: v for v in refusal_verdicts(res)}
+    abl = why["ablating the refusal direction bypasses refusal in the post model"]
+    assert abl["verdict"] == "not reproduced" and "property of the model" in abl["evidence"]
+    assert "4.65" in abl["evidence"] and "1.00/0.97/0.81/0.54" in abl["evidence"]
+    fwd = why["the base refusal direction transfers poorly to the post model (forward)"]
+    assert fwd["verdict"] == "inconclusive" and "c=2 3.60" in fwd["evidence"]
+    res.summary["diagnostics"] = {"post": _diag(bypass_all=-2.0)}  # the span does bypass: no such claim
+    claims = {v["claim"]: v["evidence"] for v in refusal_verdicts(res)}
+    assert "property of the model" not in claims["ablating the refusal direction bypasses refusal in the post model"]

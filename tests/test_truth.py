@@ -353,6 +353,12 @@ def test_run_truth_end_to_end_writes_a_readable_run_dir(pair, tmp_path):
         and back.summary["band"][-1] == back.summary["probe_layer"]
     )
     assert any("P(TRUE) − P(FALSE)" in n for n in back.notes)
+    # the patching check of the intervened cells ran for both models and is saved
+    reach = back.summary["intervention_reach"]
+    assert set(reach) == {"base", "post"} and reach["base"]["band"] == back.summary["band"]
+    assert len(reach["base"]["last_position_share"]) == L1
+    ir = back.tables["intervention_reach"]
+    assert set(ir.cells) == {"band_statement_tokens", "last_position"} and set(ir.model) == {"base", "post"}
     # the activations are reused when model + data match, and the analysis does not change
     again = run_truth(pair, _statements(), cfg, reuse_from=out)
     assert again.summary["activations_reused"] == {"base": True, "post": True}
@@ -446,3 +452,86 @@ def test_intervention_statements_are_split_equally_over_datasets_and_classes():
     assert sorted(got) == sorted([(d, y) for d in ("big", "small") for y in (1, 1, 0, 0)])
     only_big = intervention_rows(st, test, {"big": []}, TruthConfig(n_intervene=8))  # no shots for "small"
     assert len(only_big) == 8 and all(st[i].dataset == "big" for i in only_big)
+
+
+# ---------------------------------------------------------------------------------------------- reach check
+
+
+def _reach_prompts(pair):
+    """Few-shot prompts of statements that differ only in their second-last token ('river' / 'bread'), so true and
+    false prompts of a pair have the same length and statement positions."""
+    fmt = FewShotFormat()
+    shots = [("two lives in bread .", 1), ("six lives in city .", 0)]
+    stmts = [("one lives in river .", 1), ("one lives in bread .", 0), ("nine lives in city .", 1)]
+    stmts += [("nine lives in country .", 0)]
+    built = [fmt.build(s, shots) for s, _ in stmts]
+    return [b[0] for b in built], [b[1] for b in built], [y for _, y in stmts]
+
+
+def test_reach_check_is_zero_where_the_answer_cannot_look_and_one_where_it_is_the_whole_difference(pair):
+    from posttrain_probe.probes._truth_reach import patch_reach
+
+    texts, spans, labels = _reach_prompts(pair)
+    ans = answer_token_ids(pair.tokenizer)
+    L = pair.base.n_layers
+    fake_pd = [1.0 if y else -1.0 for y in labels]  # the clean pd only selects correctly judged prompts
+    kw = dict(true_id=ans["true"]["id"], false_id=ans["false"]["id"])
+    # resid[L] at the statement tokens: after the last block nothing reads them, so the share is exactly 0
+    after = patch_reach(pair.base, pair.tokenizer, texts, spans, labels, ["d"] * 4, fake_pd, [L], **kw)
+    assert after["n_pairs"] == 2  # 'river'/'bread' and 'city'/'country' pairs (equal lengths), same group
+    assert after["band_cells_share"] == pytest.approx(0.0, abs=1e-6)
+    # the last position: a no-op at resid[0] (both prompts end with ':'), the whole answer at resid[L]
+    assert after["last_position_share"][0] == pytest.approx(0.0, abs=1e-6)
+    assert after["last_position_share"][L] == pytest.approx(1.0, abs=1e-4)
+    # resid[0] at the last two statement tokens holds every token the two prompts differ in: share 1
+    emb = patch_reach(pair.base, pair.tokenizer, texts, spans, labels, ["d"] * 4, fake_pd, [0], **kw)
+    assert emb["band_cells_share"] == pytest.approx(1.0, abs=1e-3)
+    # no correctly judged pair: nothing to patch, NaN shares rather than a number
+    none = patch_reach(pair.base, pair.tokenizer, texts, spans, labels, ["d"] * 4, [-1.0] * 4, [0], **kw)
+    assert none["n_pairs"] == 0 and math.isnan(none["band_cells_share"])
+    # prompts of different groups (datasets: different shots) are never paired
+    split = patch_reach(pair.base, pair.tokenizer, texts, spans, labels, ["a", "b", "a", "b"], fake_pd, [0], **kw)
+    assert split["n_pairs"] == 0
+
+
+def test_matched_pairs_need_equal_length_positions_and_group():
+    from posttrain_probe.probes._truth_reach import matched_pairs
+
+    pos = torch.tensor([[3, 4], [3, 4], [5, 6], [3, 4], [3, 4]])
+    got = matched_pairs([1, 0, 0, 1, 0], ["a"] * 5, [0.5, -0.5, -0.5, 0.5, 0.2], [6, 6, 8, 6, 6], pos, 10)
+    assert got == [(0, 1)]  # row 2: other length; row 4: judged wrongly (pd > 0 on a false statement)
+    assert matched_pairs([1, 0, 1, 0], ["a"] * 4, [1, -1, 1, -1], [6] * 4, pos[:4] * 0, 1) == [(0, 1)]
+
+
+def test_reach_note_names_the_null_as_a_property_of_the_model_only_with_the_evidence():
+    from posttrain_probe.probes._truth_reach import reach_note
+
+    reach = {"n_pairs": 32, "band": [2, 3], "n_last": 2, "band_cells_share": -5e-5,
+             "last_position_share": [0.0, 0.0, 0.32, 0.79, 1.0]}
+    note = reach_note("base", reach, own_nie=8.5e-5)
+    assert "property of the model" in note and "0.000 of the P(TRUE)" in note and "resid[2..3]" in note
+    assert "0.00/0.00/0.32/0.79/1.00" in note and "last position already carries 0.79" in note
+    assert reach_note("base", reach, own_nie=0.3) is None  # the intervention works: nothing to explain
+    assert reach_note("base", reach | {"band_cells_share": 0.6}, own_nie=0.0) is None  # the cells matter
+    assert reach_note("base", reach | {"n_pairs": 0}, own_nie=0.0) is None
+    assert reach_note("base", reach, own_nie=float("nan")) is None
+
+
+def test_truth_verdict_says_why_the_nie_is_null_when_the_reach_check_shows_it():
+    from posttrain_probe.results import RunResult
+    from posttrain_probe.verdicts import truth_verdicts
+
+    reach = {"n_pairs": 32, "band": [2, 3], "n_last": 2, "band_cells_share": 1e-4,
+             "last_position_share": [0.0, 0.0, 0.3, 0.8, 1.0]}
+    summary = {"probe_layer": 3, "cosine_at_probe_layer": {"mass_mean": 0.95},
+               "test_acc_at_probe_layer": {"base.logistic": 0.9, "post.logistic": 0.9},
+               "nie": {"base->base": 1e-4, "post->post": 3e-5, "base->post": -5e-5}}
+    res = RunResult(analysis="truth", config={}, summary=summary, tables={}, tensors={})
+    plain = truth_verdicts(res)[1]
+    assert plain["verdict"] == "inconclusive" and "property of the model" not in plain["evidence"]
+    res.summary["intervention_reach"] = {"base": reach, "post": reach}
+    why = truth_verdicts(res)[1]
+    assert why["verdict"] == "inconclusive" and "property of the model" in why["evidence"]
+    assert "base 0.000, post 0.000" in why["evidence"]
+    res.summary["intervention_reach"]["post"] = reach | {"band_cells_share": 0.5}
+    assert "property of the model" not in truth_verdicts(res)[1]["evidence"]  # one model reads the cells

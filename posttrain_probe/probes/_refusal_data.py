@@ -45,6 +45,8 @@ class RefusalConfig:
     seed: int = 0
     random_control: bool = True
     check_orthogonalization: bool = True
+    diagnostics: bool = True  # where refusal lives, all-candidate ablation, addition sweep (_refusal_diagnostics)
+    diagnostic_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -70,6 +72,7 @@ class RefusalConfig:
             raise ValueError(f"kl_max={self.kl_max} must be > 0 (SPEC default 0.1)")
         if not 0 < self.max_layer_frac <= 1:
             raise ValueError(f"max_layer_frac={self.max_layer_frac} must be in (0, 1] (SPEC default 0.8)")
+        self.diagnostic_scales = tuple(float(c) for c in self.diagnostic_scales)
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ValueError("max_new_tokens and batch_size must be ≥ 1")
 

@@ -12,6 +12,7 @@ import torch
 from ._truth_data import unk_fraction
 from ._truth_model import check_prompt_lengths, max_token_length, prob_diff_under_addition, render_prompt
 from ._truth_probes import PROBE_KINDS, LinearProbe, cosine, fit_probe, nie_summary
+from ._truth_reach import patch_reach
 
 ROLES = ("base", "post")
 
@@ -239,6 +240,37 @@ def run_interventions(pair, statements, rows, shots, deltas, band, answers, cfg)
         for keys, g in frame.groupby(["direction_from", "applied_to", "dataset"], sort=True)
     ]
     return frame, pd.DataFrame(summary_rows), pd.DataFrame(by_ds), cells
+
+
+def intervention_reach(pair, statements, rows, shots, band, answers, cfg, per_stmt: pd.DataFrame):
+    """`patch_reach` for each model on the intervention prompts (clean pd from `per_stmt`): does the answer
+    read the cells the intervention writes? Returns ({role: reach dict}, long table)."""
+    reach, table = {}, []
+    for role in ROLES:
+        rendered, tok = render_fewshot(pair, role, statements, rows, shots, cfg)
+        clean = per_stmt[per_stmt.applied_to == role].drop_duplicates("statement").set_index("statement").pd
+        reach[role] = patch_reach(
+            pair.models()[role],
+            tok,
+            [r[0] for r in rendered],
+            [r[1] for r in rendered],
+            [statements[i].label for i in rows],
+            [statements[i].dataset for i in rows],
+            [float(clean[i]) for i in rows],
+            band,
+            answers["true"]["id"],
+            answers["false"]["id"],
+            add_special_tokens=rendered[0][2],
+            max_pairs=cfg.reach_pairs,
+        )
+        r = reach[role]
+        n = r["n_pairs"]
+        table.append(dict(model=role, cells="band_statement_tokens", layer=-1, share=r["band_cells_share"], n_pairs=n))
+        table += [
+            dict(model=role, cells="last_position", layer=l, share=v, n_pairs=n)
+            for l, v in enumerate(r["last_position_share"])
+        ]
+    return reach, pd.DataFrame(table)
 
 
 def _nie_of(g: pd.DataFrame) -> dict[str, float]:

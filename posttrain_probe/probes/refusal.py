@@ -15,7 +15,12 @@ What `run_refusal` computes, for each model with its own prompt format (base:
   on harmless prompts, for baseline / ablation / addition. base → post is forward transfer, post → base
   backward transfer;
 - cosines of the two models' candidates per layer; optionally, that weight orthogonalization gives the
-  logits of runtime ablation (max |Δlogit| recorded).
+  logits of runtime ablation (max |Δlogit| recorded);
+- diagnostics (`_refusal_diagnostics`) that tell a failed method from a model whose refusal is not mediated by
+  one direction: where refusal lives (harmful residuals patched into length-matched harmless prompts at the
+  instruction vs the post-instruction positions, per layer), the bypass score with the span of every candidate
+  ablated, and the induce score of the addition at several coefficients; a note states the evidence when a
+  refusing model's own direction neither bypasses nor induces refusal.
 
 The refusal score is log p(R) − log(1 − p(R)) where R is the set of first tokens of the refusal phrases
 (written bare and after a space). Prefix matching strips leading whitespace. Choices the SPEC leaves open:
@@ -45,7 +50,9 @@ from ._refusal_core import (
     select_candidate,
 )
 from ._refusal_data import ANALYSIS, FORMATS, ROLES, RefusalConfig, RefusalData, load_refusal_data
-from ._refusal_eval import evaluate, orthogonalization_gap, prepare_model, score_candidates
+from ._refusal_diagnostics import diagnose, diagnosis_note, locus_table
+from ._refusal_eval import _fmt, evaluate, orthogonalization_gap, prepare_model, score_candidates
+from ._refusal_model import format_prompts
 
 # ---------------------------------------------------------------------------------------------- the run
 
@@ -83,6 +90,15 @@ def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
         }
         cand_tables.append(table)
     candidates = pd.concat(cand_tables, ignore_index=True)
+    diagnostics = {}
+    if cfg.diagnostics:
+        for r, st in states.items():
+            t = candidates[candidates.model == r]
+            train = [
+                format_prompts(st.model, r, xs, _fmt(cfg, r), cfg.base_template)
+                for xs in (data.harmful_train, data.harmless_train)
+            ]
+            diagnostics[r] = diagnose(st, t, *train, cfg.diagnostic_scales, cfg.batch_size)
     evaluation, generations = evaluate(states, chosen, data, cfg)
 
     b, p_ = states["base"], states["post"]
@@ -117,18 +133,21 @@ def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
                 "was taken"
             )
     summary = _summary(sel_summary, evaluation, cos_rows, chosen, states, ortho, L)
+    tables = {"candidates": candidates, "evaluation": evaluation, "generations": generations, "cosines": cos_rows}
+    if diagnostics:
+        summary["diagnostics"] = diagnostics
+        tables["locus"] = pd.concat([locus_table(r, d["locus"]) for r, d in diagnostics.items()], ignore_index=True)
+        for r, d in diagnostics.items():
+            note = diagnosis_note(r, d, baselines[r], summary["refusal_rate"], cfg.add_scale)
+            if note:
+                notes.append(note)
     tensors = {f"candidates.{r}": states[r].candidates for r in ROLES}
     tensors |= {f"direction.{r}": chosen[r][0] for r in ROLES}
     return RunResult(
         analysis=ANALYSIS,
         config=asdict(cfg),
         summary=summary,
-        tables={
-            "candidates": candidates,
-            "evaluation": evaluation,
-            "generations": generations,
-            "cosines": cos_rows,
-        },
+        tables=tables,
         tensors=tensors,
         provenance={
             **pair.provenance(),
@@ -262,6 +281,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refusal-phrases", nargs="+", default=None, help="prefixes that count as a refusal")
     p.add_argument("--no-random-control", action="store_true")
     p.add_argument("--no-orthogonalization-check", action="store_true")
+    p.add_argument("--no-diagnostics", action="store_true", help="skip the locus / all-candidate / sweep checks")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cli_refusal)
 
@@ -287,6 +307,7 @@ def _cli_refusal(args: argparse.Namespace) -> int:
         seed=args.seed,
         random_control=not args.no_random_control,
         check_orthogonalization=not args.no_orthogonalization_check,
+        diagnostics=not args.no_diagnostics,
         progress=not args.no_progress,
     )
     data = load_refusal_data(

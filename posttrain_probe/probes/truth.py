@@ -11,7 +11,10 @@ What `run_truth` computes (all on byte-identical statements for both models):
 - the few-shot TRUE/FALSE intervention: δ = ((μ_true − μ_false)·d̂) d̂ from the probe layer, added on false and
   subtracted on true statements at resid[l0..probe layer], at the last two statement tokens; metric
   P(TRUE) − P(FALSE) of the next token; NIE per SPEC for the 2×2 direction-from × applied-to table, plus a
-  random direction of the same norm as a control.
+  random direction of the same norm as a control;
+- whether the answer reads the intervened cells at all (`_truth_reach`): the full residual of correctly judged
+  true prompts patched into matched false prompts at those cells, and at the last position per layer; a note
+  says when an NIE ≈ 0 comes from cells the model never reads rather than from the direction.
 
 Choices the SPEC leaves open: the probe layer (default: the layer in 1..L−1 with the best mean held-out
 accuracy of the two models for `direction_probe`, shared so the 2×2 table compares like with like; layer L
@@ -54,6 +57,7 @@ from ._truth_data import (
 )
 from ._truth_model import PROMPT_FORMATS, answer_token_ids, collect_last_token_acts
 from ._truth_probes import PROBE_KINDS
+from ._truth_reach import reach_note
 from ._truth_tables import (
     ROLES,
     build_notes,
@@ -63,6 +67,7 @@ from ._truth_tables import (
     default_band,
     fewshot_shots,
     fit_all,
+    intervention_reach,
     intervention_rows,
     lodo_table,
     run_interventions,
@@ -96,6 +101,7 @@ class TruthConfig:
     post_format: str = "raw"
     lodo: str = "all"
     random_control: bool = True
+    reach_pairs: int = 32  # matched true/false pairs for the patching check of the intervened cells; 0 = off
     keep_activations: bool = True
     progress: bool = True
 
@@ -104,6 +110,8 @@ class TruthConfig:
             raise ValueError(f"test_frac must be in (0, 1), got {self.test_frac}; 0.2 holds out a fifth")
         if self.max_per_dataset is not None and self.max_per_dataset < 4:
             raise ValueError(f"max_per_dataset must be >= 4 or None, got {self.max_per_dataset}")
+        if self.reach_pairs < 0:
+            raise ValueError(f"reach_pairs must be >= 0 (0 turns the patching check off), got {self.reach_pairs}")
         for name in ("batch_size", "max_iter", "n_intervene"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -200,9 +208,14 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
     deltas = {r: torch.from_numpy(fits[(r, cfg.direction_probe, lp)].delta).float() for r in ROLES}
 
     notes: list[str] = []
+    reach: dict[str, dict] = {}
     if rows:
         per_stmt, nie, nie_ds, cells = run_interventions(pair, statements, rows, shots, deltas, band, answers, cfg)
         tables |= {"nie": nie, "nie_by_dataset": nie_ds, "intervention_pd": per_stmt}
+        if cfg.reach_pairs:
+            reach, tables["intervention_reach"] = intervention_reach(
+                pair, statements, rows, shots, band, answers, cfg, per_stmt
+            )
     else:
         cells = {}
         notes.append("no dataset could supply few-shot examples and held-out statements: no intervention was run")
@@ -225,6 +238,12 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
         "longest_fewshot_prompt_tokens": longest_prompt,
     }
     notes += build_notes(pair, summary, statements)
+    if reach:
+        summary["intervention_reach"] = reach
+        for role in ROLES:
+            note = reach_note(role, reach[role], summary["nie"].get(f"{role}->{role}", float("nan")))
+            if note:
+                notes.append(note)
     tensors: dict[str, torch.Tensor] = {}
     for role in ROLES:
         L1 = acts_np[role].shape[1]
@@ -344,6 +363,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
         ("scale", float),
         ("n_shots", int),
         ("n_intervene", int),
+        ("reach_pairs", int),
         ("C", float),
     ):
         p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
@@ -370,6 +390,7 @@ def _cli_truth(args: argparse.Namespace) -> int:
         scale=args.scale,
         n_shots=args.n_shots,
         n_intervene=args.n_intervene,
+        reach_pairs=args.reach_pairs,
         post_format=args.post_format,
         lodo=args.lodo,
         progress=not args.no_progress,
@@ -404,6 +425,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     if "nie" in summary:
         lines.append("NIE (direction→model): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["nie"].items()))
         lines.append("few-shot accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["fewshot_accuracy"].items()))
+    for role, r in summary.get("intervention_reach", {}).items():
+        if r.get("n_pairs"):
+            lines.append(
+                f"{role}: true→false patch of the intervened cells restores {r['band_cells_share']:.3f} of the gap "
+                f"({r['n_pairs']} pairs); the last position: "
+                + "/".join(f"{v:.2f}" for v in r["last_position_share"])
+            )
     return "\n".join(lines)
 
 
