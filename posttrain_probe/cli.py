@@ -223,6 +223,7 @@ PLUGINS = (
     "posttrain_probe.probes.tracing",
     "posttrain_probe.probes.patching",
     "posttrain_probe.analysis.drift_cli",
+    "posttrain_probe.plots.export",
 )
 
 
