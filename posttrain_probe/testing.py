@@ -6,6 +6,7 @@ Tests, benchmarks and examples use them to exercise the exact code path of a hub
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,13 +20,15 @@ _WORDS = (
 ).split()
 
 
-def tiny_tokenizer(n_extra_words: int = 60, added_specials: tuple[str, ...] = ()):
-    """A word-level `PreTrainedTokenizerFast` with bos/eos/pad/unk, digits, punctuation and newline tokens."""
+def tiny_tokenizer(n_extra_words: int = 60, added_specials: tuple[str, ...] = (), words: Sequence[str] = ()):
+    """A word-level `PreTrainedTokenizerFast` with bos/eos/pad/unk, digits, punctuation and newline tokens, plus
+    `words` (e.g. the answers of a real data set, so a test can score them)."""
     from tokenizers import Regex, Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<pad>", "<s>", "</s>"]
-    words = specials + [str(d) for d in range(10)] + ["\n"] + _WORDS + [f"w{i}" for i in range(n_extra_words)]
+    base = specials + [str(d) for d in range(10)] + ["\n"] + list(_WORDS) + [f"w{i}" for i in range(n_extra_words)]
+    words = base + [w for w in words if w and not any(c.isspace() for c in w)]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -46,7 +49,14 @@ def tiny_tokenizer(n_extra_words: int = 60, added_specials: tuple[str, ...] = ()
     return fast
 
 
-def tiny_config(family: str, vocab_size: int, d_model: int = 32, n_layers: int = 2, d_mlp: int | None = None):
+def tiny_config(
+    family: str,
+    vocab_size: int,
+    d_model: int = 32,
+    n_layers: int = 2,
+    d_mlp: int | None = None,
+    max_positions: int = 128,
+):
     """A small config of a real architecture (`family` in FAMILIES)."""
     from transformers import Gemma2Config, GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config
 
@@ -54,7 +64,7 @@ def tiny_config(family: str, vocab_size: int, d_model: int = 32, n_layers: int =
     common = dict(vocab_size=vocab_size, bos_token_id=2, eos_token_id=3, pad_token_id=1)
     if family == "gpt2":
         return GPT2Config(
-            n_embd=d_model, n_layer=n_layers, n_head=4, n_inner=d_mlp, n_positions=128, **common
+            n_embd=d_model, n_layer=n_layers, n_head=4, n_inner=d_mlp, n_positions=max_positions, **common
         )
     kw = dict(
         hidden_size=d_model,
@@ -62,7 +72,7 @@ def tiny_config(family: str, vocab_size: int, d_model: int = 32, n_layers: int =
         num_hidden_layers=n_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=max_positions,
         **common,
     )
     if family == "llama":
@@ -86,15 +96,18 @@ def make_tiny_checkpoint(
     vocab_extra: int = 60,
     added_specials: tuple[str, ...] = (),
     chat_template: str | None = None,
+    words: Sequence[str] = (),
+    max_positions: int = 128,
 ) -> Path:
-    """Write a random-init checkpoint of `family` with a tiny tokenizer to `out_dir`; return the path."""
+    """Write a random-init checkpoint of `family` with a tiny tokenizer (plus `words`) to `out_dir`; return the
+    path. `max_positions` is the context length."""
     from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
-    tok = tiny_tokenizer(vocab_extra, added_specials)
+    tok = tiny_tokenizer(vocab_extra, added_specials, words)
     if chat_template:
         tok.chat_template = chat_template
-    cfg = tiny_config(family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp)
+    cfg = tiny_config(family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp, max_positions=max_positions)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     model.eval()
