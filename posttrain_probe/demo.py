@@ -105,7 +105,8 @@ def _refusal(ctx: DemoContext):
     from .probes.refusal import RefusalConfig, load_refusal_data, run_refusal
 
     data = load_refusal_data(ctx.toy.data_dir, seed=ctx.seed)
-    return run_refusal(ctx.load_pair(), data, RefusalConfig(seed=ctx.seed))
+    # the quick preset is a smoke test: skip the where-does-refusal-live diagnostics (patching sweeps, ~4 s)
+    return run_refusal(ctx.load_pair(), data, RefusalConfig(seed=ctx.seed, diagnostics=not ctx.quick))
 
 
 RLVR_LOSSES = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "steer")
@@ -136,8 +137,9 @@ def _rlvr_config(ctx: DemoContext, loss: str):
 
 def _rlvr_workers(ctx: DemoContext, n_pending: int) -> int:
     """Parallel RLVR runs: one single-threaded process per core on CPU (a d128 model keeps one core busy, and two
-    2-thread runs on 2 cores would spin-wait on each other), one at a time on a GPU."""
-    if ctx.device != "cpu" or n_pending < 2:
+    2-thread runs on 2 cores would spin-wait on each other), one at a time on a GPU and for the quick preset (whose
+    runs are shorter than a process's start-up)."""
+    if ctx.device != "cpu" or ctx.quick or n_pending < 2:
         return 1
     return max(1, min(os.cpu_count() or 1, n_pending))
 

@@ -86,3 +86,17 @@ def test_a_failing_parallel_rlvr_run_raises_one_line_and_leaves_no_run_dir(toy_p
         demo._rlvr_runs(ctx)
     assert "\n" not in str(err.value)
     assert not (tmp_path / "demo" / "rlvr" / "clip_cov").exists()
+
+
+def test_parallel_rlvr_runs_finish_in_their_own_processes(toy_pair_quick, tmp_path, monkeypatch):
+    from posttrain_probe import demo
+
+    monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
+    ctx = demo.DemoContext(tmp_path / "demo", "quick", 0, False, 2, ("grpo", "steer"), "cpu", toy=toy_pair_quick)
+    monkeypatch.setattr(demo, "_rlvr_workers", lambda ctx, n: 2)
+    runs = demo._rlvr_runs(ctx)
+    assert [r.name for r in runs] == ["grpo", "steer"]
+    for r in runs:
+        assert len((r / "metrics.jsonl").read_text().splitlines()) == 2
+        assert (r.parent / f"{r.name}.yaml").exists()
+    assert set(ctx.timings) == {"rlvr_grpo", "rlvr_steer"}
