@@ -204,3 +204,15 @@ def test_real_rlvr_configs_follow_the_pair(tmp_path):
     assert "<|eot_id|>" in rlvr_config(llama, "steer").stop_tokens
     with pytest.raises(ValueError, match="unknown loss"):
         rlvr_config(llama, "ppo")
+
+
+def test_figures_only_keeps_the_matching_names_and_refuses_a_pattern_that_matches_nothing(toy_runs, tmp_path):
+    from posttrain_probe.plots.export import make_figures
+
+    out, _ = toy_runs
+    results = _results_only(out / "rlvr_dynamics", tmp_path / "results")
+    paths = make_figures(results, tmp_path / "f", dpi=40, only=["rlvr_dynamics__curves", "*entropy_law"])
+    assert sorted(p.name for p in paths) == ["rlvr_dynamics__curves.png", "rlvr_dynamics__entropy_law.png"]
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == sorted(p.name for p in paths)
+    with pytest.raises(ValueError, match="--only truth__nope matched no figure"):
+        make_figures(results, tmp_path / "g", dpi=40, only=["truth__nope"])

@@ -9,10 +9,12 @@ added (`<analysis>__<a_b>__<figure>.<fmt>` for `a/b/`), so the names stay stable
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import os
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 from posttrain_probe.results import is_run_dir, read_run
@@ -42,9 +44,19 @@ def plot_module(analysis: str):
     return importlib.import_module(spec[0]) if spec else None
 
 
-def make_figures(results_dir: str | Path, out_dir: str | Path, fmt: str = "png", dpi: int = 130) -> list[Path]:
+def make_figures(
+    results_dir: str | Path,
+    out_dir: str | Path,
+    fmt: str = "png",
+    dpi: int = 130,
+    only: Sequence[str] | None = None,
+) -> list[Path]:
     """Draw the figures of every run directory under `results_dir` into `out_dir`; returns the written paths.
-    Run directories of an analysis without figures are skipped; a folder with no run directory is an error."""
+    `only` keeps the figures whose name matches one of its glob patterns (e.g. `rlvr_dynamics__*`); a pattern
+    that matches nothing is an error. Run directories of an analysis without figures are skipped; a folder with
+    no run directory is an error."""
+    import matplotlib.pyplot as plt
+
     root = Path(results_dir)
     runs = [(rd, read_run(rd)) for rd in find_run_dirs(root)]
     if not runs:
@@ -59,8 +71,14 @@ def make_figures(results_dir: str | Path, out_dir: str | Path, fmt: str = "png",
         if count[res.analysis] > 1:
             rel = rd.relative_to(root).as_posix().replace("/", "_") or rd.name
             prefix = f"{res.analysis}__{rel}"
-        figs = mod.figures(res)
-        paths += write_figures({f"{prefix}__{name}": fig for name, fig in figs.items()}, out_dir, fmt, dpi)
+        figs = {f"{prefix}__{name}": fig for name, fig in mod.figures(res).items()}
+        if only:
+            for name in [n for n in figs if not any(fnmatch.fnmatch(n, pat) for pat in only)]:
+                plt.close(figs.pop(name))
+        paths += write_figures(figs, out_dir, fmt, dpi)
+    unmatched = [pat for pat in only or () if not any(fnmatch.fnmatch(p.stem, pat) for p in paths)]
+    if unmatched:
+        raise ValueError(f"--only {' '.join(unmatched)} matched no figure; names look like rlvr_dynamics__curves")
     return paths
 
 
@@ -71,13 +89,16 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="figures", help="folder for the figures (default: figures/)")
     p.add_argument("--format", default="png", choices=["png", "pdf", "svg"])
     p.add_argument("--dpi", type=int, default=130)
+    p.add_argument(
+        "--only", nargs="+", default=None, metavar="PATTERN", help="keep figures whose name matches a glob pattern"
+    )
     p.set_defaults(func=_cli_figures)
 
 
 def _cli_figures(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise ValueError(f"--dpi {args.dpi} is too small; use e.g. 130")
-    paths = make_figures(args.results, args.out, args.format, args.dpi)
+    paths = make_figures(args.results, args.out, args.format, args.dpi, only=args.only)
     for p in paths:
         print(p)
     print(f"wrote {len(paths)} figures to {args.out}", file=sys.stderr)
