@@ -308,19 +308,44 @@ def _refusal_locus_evidence(diag: dict[str, Any], selected: dict[str, Any]) -> s
         "> 0: still refusing)" + (". " + where.rstrip(".") if where else "")
     )
 
+
 VERDICTS = {
-    "refusal": refusal_verdicts,
+    "causal_tracing": tracing_verdicts,
+    "truth_patching": patching_verdicts,
     "truth": truth_verdicts,
+    "refusal": refusal_verdicts,
     "neurons": neuron_verdicts,
     "rlvr_dynamics": dynamics_verdicts,
 }
 
 
+def new_knowledge_verdicts(toy_report: dict[str, Any]) -> list[dict[str, str]]:
+    """Du et al.'s 'develops new knowledge representations', from the toy build's recall of facts taught only in SFT."""
+    fr = toy_report.get("fact_recall", {})
+    if "post_sft_new_facts" not in fr:
+        return []
+    base, post = fr["base_sft_new_facts"], fr["post_sft_new_facts"]
+    verdict = "reproduced" if post >= 0.5 and post - base >= 0.3 else "not reproduced"
+    return [
+        _v(
+            "Du et al. 2025",
+            "post-training develops new knowledge (facts taught only in SFT are recalled by post, not by base)",
+            verdict,
+            f"recall of {fr.get('n_sft_new', '?')} SFT-only facts: base {base:.2f}, post {post:.2f}; of pretraining "
+            f"facts: base {fr.get('base_pretrain_facts', float('nan')):.2f}, post "
+            f"{fr.get('post_pretrain_facts', float('nan')):.2f} (reproduced: post ≥ 0.5 and ≥ base + 0.3)",
+        )
+    ]
+
+
 def verdicts(results: dict[str, RunResult], toy_report: dict[str, Any] | None = None) -> list[dict[str, str]]:
-    """All verdicts that the given results support, in a fixed order."""
+    """All verdicts that the given results (and the toy build's report, when given) support, in a fixed order:
+    knowledge, truth, refusal, confidence (Du et al.), then entropy dynamics (Cui et al., Hao et al.)."""
+    by_analysis = {res.analysis: res for res in results.values()}
     out: list[dict[str, str]] = []
-    for res in results.values():
-        fn = VERDICTS.get(res.analysis)
-        if fn is not None:
-            out += fn(res)
+    for analysis, fn in VERDICTS.items():
+        if analysis in by_analysis:
+            out += fn(by_analysis[analysis])
+        if analysis == "truth_patching" and toy_report:
+            out += new_knowledge_verdicts(toy_report)
     return out

@@ -100,3 +100,37 @@ def test_parallel_rlvr_runs_finish_in_their_own_processes(toy_pair_quick, tmp_pa
         assert len((r / "metrics.jsonl").read_text().splitlines()) == 2
         assert (r.parent / f"{r.name}.yaml").exists()
     assert set(ctx.timings) == {"rlvr_grpo", "rlvr_steer"}
+
+
+def test_every_probe_and_the_toy_report_reach_the_verdicts_in_paper_order():
+    from posttrain_probe.verdicts import verdicts
+
+    tracing = RunResult(
+        "causal_tracing",
+        {},
+        {
+            "n_common": 40,
+            "n_known": {"base": 41, "post": 40},
+            "pearson_base_post": {"resid": {"class_map": 0.95}, "mlp": {"class_map": 0.6}},
+        },
+    )
+    patching = RunResult(
+        "truth_patching",
+        {},
+        {
+            "accuracy": {"base": 0.9, "post": 0.85},
+            "comparisons": {"base_to_post_vs_post": {"pearson": 0.9}, "base_vs_post": {"pearson": 0.8}},
+        },
+    )
+    toy = {"fact_recall": {"base_sft_new_facts": 0.05, "post_sft_new_facts": 0.8, "n_sft_new": 20}}
+    out = verdicts({"dynamics": _dyn(0.2, 0.3), "patching": patching, "tracing": tracing}, toy)
+    claims = [(v["claim"].split(" (")[0], v["verdict"]) for v in out]
+    assert claims[:3] == [
+        ("post-training does not move where facts are stored", "mixed"),  # mlp 0.6 < 0.8
+        ("post-training adapts base representations", "reproduced"),
+        ("post-training develops new knowledge", "reproduced"),
+    ]
+    assert all(v["paper"].startswith("Cui") or v["paper"].startswith("Hao") for v in out[3:])
+    assert verdicts({}, {"fact_recall": {"base_sft_new_facts": 0.6, "post_sft_new_facts": 0.7}})[0]["verdict"] == (
+        "not reproduced"
+    )
