@@ -191,6 +191,7 @@ def test_mismatched_pairs_raise_one_error_naming_every_difference(ckpts, tmp_pat
 
 def test_bad_sources_give_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # read at import: set it too (no retries)
     with pytest.raises(ModelLoadError, match="not found"):
         load_model(str(tmp_path / "missing" / "dir"))
     with pytest.raises(ModelLoadError, match="no config.json"):
