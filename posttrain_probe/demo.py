@@ -212,8 +212,8 @@ def _dynamics(ctx: DemoContext):
 
 
 def _drift(ctx: DemoContext):
-    from .analysis.drift import compare_checkpoints
-    from .data import load_instructions, load_statements
+    from .analysis.drift import DriftConfig, compare_checkpoints
+    from .data import load_facts, load_instructions, load_statements
     from .rlvr.checkpoint import list_checkpoints
 
     run = ctx.out / "rlvr" / "grpo"
@@ -222,7 +222,15 @@ def _drift(ctx: DemoContext):
     statements = [s for s in load_statements(data / "statements.csv") if s.extra.get("family") == "comparison"][:200]
     harmful = [i.text for i in load_instructions(data / "harmful.json", harmful=True)]
     harmless = [i.text for i in load_instructions(data / "harmless.json", harmful=False)]
-    texts = (data / "corpus.txt").read_text().splitlines()[:64]
+    corpus = (data / "corpus.txt").read_text().splitlines()
+    texts = corpus[:64]
+    facts = [f for f in load_facts(data / "facts.json") if f.split == "pretrain"]
+    cfg = DriftConfig(
+        tracing_window=max(1, round(ctx.toy.config.n_layers / 5)),  # as in the tracing step
+        max_facts=20 if ctx.quick else 50,
+        tracing_samples=3 if ctx.quick else 5,
+        seed=ctx.seed,
+    )
     return compare_checkpoints(
         str(ctx.toy.post_dir),
         ckpts,
@@ -231,6 +239,9 @@ def _drift(ctx: DemoContext):
         harmless=harmless,
         cka_texts=texts,
         metrics_jsonl=run / "metrics.jsonl",
+        facts=facts,
+        neuron_texts=corpus[64:512],
+        config=cfg,
         device=ctx.device,
         dtype="float32",
     )
