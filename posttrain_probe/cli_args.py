@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib
+import sys
 from pathlib import Path
 
 
@@ -26,3 +28,15 @@ def fresh_out_dir(args: argparse.Namespace, hint: str = "pass --force or another
     if out.exists() and not args.force:
         raise FileExistsError(f"run dir {out} already exists; {hint}")
     return out
+
+
+def finish_run(args: argparse.Namespace, out: Path, plots: str, summary: str) -> int:
+    """After the run dir is written: its figures, drawn from the saved result, when --figures; the summary on stdout
+    and the run dir on stderr. Returns the exit code (0)."""
+    if args.figures:
+        from .results import read_run
+
+        importlib.import_module(plots).save_figures(read_run(out), out / "figures")
+    print(summary)
+    print(f"wrote {out}", file=sys.stderr)
+    return 0

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from posttrain_probe.cli_args import fresh_out_dir
+from posttrain_probe.cli_args import finish_run, fresh_out_dir
 
 from .drift import TRACING_KINDS, DriftConfig
 
@@ -142,7 +141,7 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli_compare(args: argparse.Namespace) -> int:
-    from posttrain_probe.results import read_run, write_run
+    from posttrain_probe.results import write_run
 
     from .drift import compare_checkpoints
 
@@ -195,13 +194,7 @@ def _cli_compare(args: argparse.Namespace) -> int:
     )
     result.config["data_sources"] = inputs.sources
     write_run(out, result, overwrite=args.force)
-    if args.figures:
-        from posttrain_probe.plots.drift import save_figures
-
-        save_figures(read_run(out), out / "figures")
-    print(format_summary(result.summary))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return finish_run(args, out, "posttrain_probe.plots.drift", format_summary(result.summary))
 
 
 def format_summary(summary: dict) -> str:

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
+from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
+from posttrain_probe.results import RunResult, RunTimer, write_run
 from posttrain_probe.utils.io import sha256_text
 
 from ._neurons_ablate import ablation_effects, reference_means
@@ -381,13 +381,7 @@ def _cli_neurons(args: argparse.Namespace) -> int:
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
     result = run_neurons(pair, texts, cfg, text_source=source)
     write_run(out, result, overwrite=args.force)
-    if args.figures:
-        from posttrain_probe.plots.neurons import save_figures
-
-        save_figures(read_run(out), out / "figures")
-    print(format_summary(result.summary))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return finish_run(args, out, "posttrain_probe.plots.neurons", format_summary(result.summary))
 
 
 def _cli_series(args: argparse.Namespace) -> int:

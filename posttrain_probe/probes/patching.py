@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +27,10 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
+from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
+from posttrain_probe.results import RunResult, RunTimer, write_run
 
 from ._patching_pairs import (
     EncodedPair,
@@ -281,10 +280,4 @@ def _cli_patch(args: argparse.Namespace) -> int:
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
     result = run_patching(pair, statements, cfg, data_source=str(source))
     write_run(out, result, overwrite=args.force)
-    if args.figures:
-        from posttrain_probe.plots.patching import save_figures
-
-        save_figures(read_run(out), out / "figures")
-    print(format_summary(result.summary))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return finish_run(args, out, "posttrain_probe.plots.patching", format_summary(result.summary))

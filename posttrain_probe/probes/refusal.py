@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
+from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.pair import ModelPair
-from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
+from posttrain_probe.results import RunResult, RunTimer, write_run
 
 from ._refusal_core import (
     DEFAULT_REFUSAL_PHRASES,
@@ -328,13 +327,7 @@ def _cli_refusal(args: argparse.Namespace) -> int:
                 metadata={"analysis": ANALYSIS, "selected": result.summary["selected"][role]},
                 overwrite=True,
             )
-    if args.figures:
-        from posttrain_probe.plots.refusal import save_figures
-
-        save_figures(read_run(out), out / "figures")
-    print(format_summary(result.summary))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return finish_run(args, out, "posttrain_probe.plots.refusal", format_summary(result.summary))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
+from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.data import Fact
 from posttrain_probe.pair import ModelPair
-from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
+from posttrain_probe.results import RunResult, RunTimer, write_run
 
 from ._tracing_batch import KINDS, resolve_kv_reuse
 from ._tracing_core import (
@@ -237,10 +236,4 @@ def _cli_trace(args: argparse.Namespace) -> int:
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
     result = run_tracing(pair, facts, cfg, reference_texts=reference, data_source=str(source))
     write_run(out, result, overwrite=args.force)
-    if args.figures:
-        from posttrain_probe.plots.tracing import save_figures
-
-        save_figures(read_run(out), out / "figures")
-    print(format_summary(result.summary))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return finish_run(args, out, "posttrain_probe.plots.tracing", format_summary(result.summary))

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,11 +38,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from posttrain_probe.cli_args import add_pair_arguments, fresh_out_dir
+from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import ModelPair
 from posttrain_probe.pair.prompts import FewShotPrompt
-from posttrain_probe.results import RunResult, RunTimer, read_run, write_run
+from posttrain_probe.results import RunResult, RunTimer, write_run
 from posttrain_probe.utils.io import sha256_text
 
 from ._truth_data import (
@@ -403,13 +402,7 @@ def _cli_truth(args: argparse.Namespace) -> int:
     result = run_truth(pair, statements, cfg, reuse_from=reuse, data_sources=sources)
     write_run(out, result, overwrite=args.force)
     save_truth_vectors(result, pair, out / "steering")
-    if args.figures:
-        from posttrain_probe.plots.truth import save_figures
-
-        save_figures(read_run(out), out / "figures")
-    print(format_summary(result.summary))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return finish_run(args, out, "posttrain_probe.plots.truth", format_summary(result.summary))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
