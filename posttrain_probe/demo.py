@@ -136,7 +136,7 @@ def _rlvr_config(ctx: DemoContext, loss: str):
 
 
 def _rlvr_workers(ctx: DemoContext, n_pending: int) -> int:
-    """Parallel RLVR runs: one single-threaded process per core on CPU (a d128 model keeps one core busy, and two
+    """Parallel RLVR workers: one single-threaded process per core on CPU (a d128 model keeps one core busy, and two
     2-thread runs on 2 cores would spin-wait on each other), one at a time on a GPU. Measured on the quick preset
     (2 cores): six 12-step runs took 52 s this way and 92 s one after another in-process."""
     if ctx.device != "cpu" or n_pending < 2:
@@ -144,17 +144,21 @@ def _rlvr_workers(ctx: DemoContext, n_pending: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_pending))
 
 
-def _train_in_subprocess(cfg, rd: Path) -> subprocess.Popen:
-    """`posttrain-probe rlvr train` on a YAML copy of `cfg`; both the copy and the run's stderr stay beside the run
-    directory (rlvr/<loss>.yaml, rlvr/<loss>.log)."""
+def _start_worker(jobs: list[tuple[str, Path]], ctx: DemoContext, log: Path) -> subprocess.Popen:
+    """One process (`python -m posttrain_probe.rlvr.batch`) that trains `jobs` one after another, each exactly as
+    `posttrain-probe rlvr train` would from a YAML copy of its config kept beside the run (rlvr/<loss>.yaml); the
+    worker's stderr goes to `log`."""
     import yaml
 
-    cfg_file = rd.parent / f"{rd.name}.yaml"
-    cfg_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    env = dict(os.environ, OMP_NUM_THREADS=str(cfg.threads or 1))
-    cmd = [sys.executable, "-m", "posttrain_probe.cli", "rlvr", "train", "--config", str(cfg_file), "--out", str(rd)]
-    with open(rd.parent / f"{rd.name}.log", "w") as log:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    cmd = [sys.executable, "-m", "posttrain_probe.rlvr.batch"]
+    for loss, rd in jobs:
+        cfg = dataclasses.replace(_rlvr_config(ctx, loss), threads=1)
+        cfg_file = rd.parent / f"{rd.name}.yaml"
+        cfg_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        cmd += [str(cfg_file), str(rd)]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    with open(log, "w") as err:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
 
 
 def _rlvr_runs(ctx: DemoContext) -> list[Path]:
@@ -176,32 +180,40 @@ def _rlvr_runs(ctx: DemoContext) -> list[Path]:
             ctx.timings[f"rlvr_{loss}"] = time.perf_counter() - t
         return runs
     (ctx.out / "rlvr").mkdir(parents=True, exist_ok=True)
-    running: dict[str, tuple[subprocess.Popen, float, Path]] = {}
-    queue = list(pending)
+    # runs dealt round-robin to the workers; each worker trains its share in one process (one interpreter start)
+    shares = [pending[i::workers] for i in range(workers)]
+    procs = [(_start_worker(share, ctx, ctx.out / "rlvr" / f"worker{i}.log"), share) for i, share in enumerate(shares)]
+    done: set[Path] = set()
     try:
-        while queue or running:
-            while queue and len(running) < workers:
-                loss, rd = queue.pop(0)
-                cfg = dataclasses.replace(_rlvr_config(ctx, loss), threads=1)
-                running[loss] = (_train_in_subprocess(cfg, rd), time.perf_counter(), rd)
+        waiting = dict(enumerate(procs))
+        while waiting:
             time.sleep(0.2)
-            for loss, (proc, t, rd) in list(running.items()):
+            for i, (proc, share) in list(waiting.items()):
                 if proc.poll() is None:
                     continue
-                del running[loss]
-                err = (rd.parent / f"{rd.name}.log").read_text().strip().splitlines()
+                del waiting[i]
+                for line in proc.stdout.read().splitlines():
+                    out, _, seconds = line.rpartition("\t")
+                    for loss, rd in share:
+                        if str(rd) == out:
+                            ctx.timings[f"rlvr_{loss}"] = float(seconds)
+                            done.add(rd)
                 if proc.returncode != 0:
-                    shutil.rmtree(rd, ignore_errors=True)
+                    loss, rd = next((loss, rd) for loss, rd in share if rd not in done)
+                    err = (ctx.out / "rlvr" / f"worker{i}.log").read_text().strip().splitlines()
                     raise RuntimeError(
                         f"RLVR run {loss!r} failed (exit {proc.returncode}): {err[-1] if err else 'no message'}; "
                         f"rerun `posttrain-probe rlvr train --config {rd.parent / (rd.name + '.yaml')} --out {rd}`"
                     )
-                ctx.timings[f"rlvr_{loss}"] = time.perf_counter() - t
     finally:
-        for proc, _, rd in running.values():
-            proc.kill()
-            proc.wait()
-            shutil.rmtree(rd, ignore_errors=True)
+        for proc, share in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            for _, rd in share:
+                if rd not in done:
+                    shutil.rmtree(rd, ignore_errors=True)
     return runs
 
 

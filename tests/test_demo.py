@@ -134,3 +134,11 @@ def test_every_probe_and_the_toy_report_reach_the_verdicts_in_paper_order():
     assert verdicts({}, {"fact_recall": {"base_sft_new_facts": 0.6, "post_sft_new_facts": 0.7}})[0]["verdict"] == (
         "not reproduced"
     )
+
+
+def test_rlvr_batch_needs_config_and_out_pairs(capsys):
+    from posttrain_probe.rlvr import batch
+
+    assert batch.main([]) == 2
+    assert batch.main(["only-a-config.yaml"]) == 2
+    assert "CONFIG OUT" in capsys.readouterr().err
