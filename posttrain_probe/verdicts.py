@@ -72,27 +72,45 @@ def _truth_reach_evidence(reach: dict[str, Any]) -> str:
     )
 
 
+def _share_with_controls(v: dict) -> str:
+    nan = float("nan")
+    return (
+        f"{v.get('share_both', nan):+.1%} (random controls {v.get('control_share_both_mean', nan):+.1%} "
+        f"± {v.get('control_share_both_std', nan):.1%})"
+    )
+
+
 def neuron_verdicts(res: RunResult) -> list[dict[str, str]]:
+    """Judged on total (mean-ablation) effects, the quantity of the claim; direct effects are listed. A null claim
+    needs resolution: when random neuron sets of the same size move the gap by ≥ 20% (control std), a share under
+    20% says nothing, so the verdict is inconclusive, as it is when there is no gap to explain."""
     s = res.summary
     shares = {k: v for k, v in s.get("explained_share", {}).items() if "_own_" in k}
-    if not shares:
+    judged = {k: v for k, v in shares.items() if k.endswith("_total")}
+    if not judged:
         return []
-    vals = [v.get("share_both", float("nan")) for v in shares.values()]
-    ctrl = [v.get("control_share_both_mean", float("nan")) for v in shares.values()]
-    m = max(abs(x) for x in vals)
+    m = max(abs(v.get("share_both", float("nan"))) for v in judged.values())
+    spread = max(v.get("control_share_both_std", float("nan")) for v in judged.values())
     verdict = "reproduced" if m < 0.2 else "not reproduced" if m > 0.5 else "mixed"
     gap = abs(s.get("post", {}).get("entropy", 0.0) - s.get("base", {}).get("entropy", 0.0))
+    why = ""
     if not gap > 0.01:
-        verdict = "inconclusive"  # no confidence difference to explain
+        verdict, why = "inconclusive", f"; the gap ({gap:.3f} nats) is too small to explain"
+    elif not spread < 0.2:
+        verdict, why = "inconclusive", (
+            f"; random sets move the gap by up to ±{spread:.0%} (control std of total effects), more than the 20% "
+            "the claim is judged at, so the measurement cannot resolve it"
+        )
     return [
         _v(
             "Du et al. 2025",
             "confidence differences between base and post are not explained by entropy neurons",
             verdict,
             "share of the base→post entropy gap removed by ablating the selected set: "
-            + ", ".join(f"{k} {v:+.1%} (random controls {c:+.1%})" for k, v, c in zip(shares, vals, ctrl))
+            + ", ".join(f"{k} {_share_with_controls(v)}" for k, v in shares.items())
             + f"; entropy base {s.get('base', {}).get('entropy', float('nan')):.3f}, post "
-            f"{s.get('post', {}).get('entropy', float('nan')):.3f} nats (reproduced: |share| < 20%)",
+            f"{s.get('post', {}).get('entropy', float('nan')):.3f} nats (reproduced: |share of total effect| < 20%)"
+            + why,
         )
     ]
 

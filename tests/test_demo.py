@@ -142,3 +142,32 @@ def test_rlvr_batch_needs_config_and_out_pairs(capsys):
     assert batch.main([]) == 2
     assert batch.main(["only-a-config.yaml"]) == 2
     assert "CONFIG OUT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("gap", "total_share", "control_std", "expected"),
+    [
+        (0.05, 0.05, 0.10, "reproduced"),  # small share, resolvable
+        (0.05, 0.80, 0.10, "not reproduced"),  # the selected neurons carry most of the gap
+        (0.05, 0.30, 0.10, "mixed"),
+        (0.05, 0.05, 0.37, "inconclusive"),  # random sets swing the gap more than the 20% threshold
+        (0.005, 0.05, 0.10, "inconclusive"),  # no gap to explain
+    ],
+)
+def test_entropy_neuron_verdict_needs_a_gap_and_resolution(gap, total_share, control_std, expected):
+    from posttrain_probe.verdicts import neuron_verdicts
+
+    direct = {"share_both": 0.9, "control_share_both_mean": 0.0, "control_share_both_std": 0.9}  # listed, not judged
+    total = {"share_both": total_share, "control_share_both_mean": 0.0, "control_share_both_std": control_std}
+    res = RunResult(
+        "entropy_neurons",
+        {},
+        {
+            "explained_share": {"du_own_total": total, "du_own_direct": direct, "du_base_total": direct},
+            "base": {"entropy": 1.0},
+            "post": {"entropy": 1.0 + gap},
+        },
+    )
+    (v,) = neuron_verdicts(res)
+    assert v["verdict"] == expected
+    assert "du_own_direct" in v["evidence"] and "du_base_total" not in v["evidence"]

@@ -26,7 +26,7 @@ class ToyWorldConfig:
     n_countries: int = 8
     judged_people_frac: float = 0.5  # people whose fact statements get TRUE/FALSE judgements in pretraining
     # corpus (number of documents per family in pretraining)
-    fact_exposures: int = 14  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
+    fact_exposures: int = 40  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
     n_comparisons: int = 6000
     n_arithmetic: int = 6000
     arithmetic_wrong_frac: float = 0.3
@@ -47,7 +47,7 @@ class ToyWorldConfig:
     d_mlp: int = 512
     max_len: int = 64
     # training
-    pretrain_epochs: float = 12.0
+    pretrain_epochs: float = 7.0
     sft_epochs: float = 1.0
     batch_size: int = 32
     lr: float = 3e-3
