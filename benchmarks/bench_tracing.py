@@ -105,11 +105,7 @@ def _raw_floor(path, facts, n, kinds, window, per_batch, max_tokens):
 
     hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     L = hf.config.num_hidden_layers
-    sets = [
-        (k, tuple([l]) if k == "resid" else tuple(window_layers(l, L, window)))
-        for k in kinds
-        for l in range(L)
-    ]
+    sets = [(k, tuple([l]) if k == "resid" else tuple(window_layers(l, L, window))) for k in kinds for l in range(L)]
     uniq = list(dict.fromkeys(sets))  # the distinct restorations our engine runs (same dedupe, same skips)
     ours = minimal = 0
     t0 = time.perf_counter()
@@ -200,16 +196,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     naive = [
-        trace_fact_naive(m, f, sigma, n, kinds, args.window, seed, positions=range(f.subject[0], f.n_tokens))[
-            0
-        ]
+        trace_fact_naive(m, f, sigma, n, kinds, args.window, seed, positions=range(f.subject[0], f.n_tokens))[0]
         for f in prepared
     ]
     out["naive_s"] = time.perf_counter() - t0
     out["naive_max_abs_diff"] = max(
-        float((tr.ie[k][j, : f.n_tokens] - naive[j][k]).abs().max())
-        for j, f in enumerate(prepared)
-        for k in kinds
+        float((tr.ie[k][j, : f.n_tokens] - naive[j][k]).abs().max()) for j, f in enumerate(prepared) for k in kinds
     )
     if not args.skip_tl:
         bridge = load_model(path, backend="bridge").bridge
@@ -225,9 +217,7 @@ def main() -> None:
     out["ours_over_raw_same_batches"] = out["ours_s"] / raw_s
     out["minimal_work_fraction"] = minimal / work
     out["ours_over_floor_estimate"] = out["ours_s"] / (raw_s * minimal / work)
-    print(
-        json.dumps({k: v if "diff" in k or not isinstance(v, float) else round(v, 4) for k, v in out.items()})
-    )
+    print(json.dumps({k: v if "diff" in k or not isinstance(v, float) else round(v, 4) for k, v in out.items()}))
     tmp.cleanup()
 
 

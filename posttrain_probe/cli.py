@@ -181,8 +181,10 @@ def _dynamics(sub):
         res = analyze_runs(args.runs)
         write_run(args.out, res, overwrite=args.force)
         for run_name, s in res.summary.items():
-            print(f"{run_name:14} entropy {s['entropy_first']:.3f}→{s['entropy_last']:.3f}  accuracy "
-                  f"{s['accuracy_first']:.3f}→{s['accuracy_last']:.3f}  law R² {s['law_r2']:.2f}")
+            print(
+                f"{run_name:14} entropy {s['entropy_first']:.3f}→{s['entropy_last']:.3f}  accuracy "
+                f"{s['accuracy_first']:.3f}→{s['accuracy_last']:.3f}  law R² {s['law_r2']:.2f}"
+            )
         return 0
 
     p.set_defaults(func=run)

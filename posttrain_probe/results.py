@@ -141,17 +141,13 @@ class RunResult:
         if not isinstance(other, RunResult):
             return NotImplemented
         jsonish = ("analysis", "config", "summary", "provenance", "seeds", "notes", "meta")
-        if not all(
-            _json_equal(to_jsonable(getattr(self, k)), to_jsonable(getattr(other, k))) for k in jsonish
-        ):
+        if not all(_json_equal(to_jsonable(getattr(self, k)), to_jsonable(getattr(other, k))) for k in jsonish):
             return False
         if self.tables.keys() != other.tables.keys() or self.tensors.keys() != other.tensors.keys():
             return False
         for k, df in self.tables.items():
             o = other.tables[k]
-            if not (
-                df.equals(o) and list(df.dtypes) == list(o.dtypes) and list(df.columns) == list(o.columns)
-            ):
+            if not (df.equals(o) and list(df.dtypes) == list(o.dtypes) and list(df.columns) == list(o.columns)):
                 return False
             if list(df.index.names) != list(o.index.names):
                 return False
@@ -190,9 +186,7 @@ class RunTimer:
     def record_into(self, result: RunResult) -> RunResult:
         if self.started_at is None:
             raise RunDirError("RunTimer.record_into called before the timer was entered; use it as `with`")
-        result.meta.update(
-            started_at=self.started_at, finished_at=self.finished_at, duration_s=self.duration_s
-        )
+        result.meta.update(started_at=self.started_at, finished_at=self.finished_at, duration_s=self.duration_s)
         return result
 
 
@@ -316,15 +310,11 @@ def write_run(out_dir: str | Path, result: RunResult, overwrite: bool = False) -
     is written, so a bad result leaves nothing behind."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(
-            f"run dir {out_dir} already exists; pass overwrite=True (CLI: --force) or another dir"
-        )
+        raise FileExistsError(f"run dir {out_dir} already exists; pass overwrite=True (CLI: --force) or another dir")
     if out_dir.exists() and not (out_dir.is_dir() and (is_run_dir(out_dir) or not any(out_dir.iterdir()))):
         raise RunDirError(f"refusing to overwrite {out_dir}: it is not a run dir; choose another output dir")
     if not isinstance(result.analysis, str) or not _TABLE_NAME.fullmatch(result.analysis):
-        raise RunDirError(
-            f"analysis name {result.analysis!r} must be a non-empty identifier like 'causal_tracing'"
-        )
+        raise RunDirError(f"analysis name {result.analysis!r} must be a non-empty identifier like 'causal_tracing'")
     if not all(isinstance(n, str) for n in result.notes):
         raise RunDirError("notes must be a list of strings")
     body = {k: to_jsonable(getattr(result, k), k) for k in ("config", "provenance", "seeds", "summary")}
@@ -448,14 +438,10 @@ def read_run(run_dir: str | Path) -> RunResult:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
         if header.get("analysis") != doc["analysis"]:
-            raise RunDirError(
-                f"{path}: header names analysis {header.get('analysis')!r}, not {doc['analysis']!r}"
-            )
+            raise RunDirError(f"{path}: header names analysis {header.get('analysis')!r}, not {doc['analysis']!r}")
         loaded = load_file(str(path))
         if set(loaded) != set(doc["tensors"]):
-            raise RunDirError(
-                f"{path}: tensors {sorted(loaded)} do not match result.json {sorted(doc['tensors'])}"
-            )
+            raise RunDirError(f"{path}: tensors {sorted(loaded)} do not match result.json {sorted(doc['tensors'])}")
         for n, spec in doc["tensors"].items():
             t = loaded[n]
             if list(t.shape) != spec["shape"] or _dtype_name(t.dtype) != spec["dtype"]:

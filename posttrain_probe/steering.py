@@ -70,9 +70,7 @@ def tensor_sha256(t: torch.Tensor) -> str:
 def _parse_positions(rule: str) -> tuple[str, int]:
     m = _POS_RE.match(str(rule))
     if not m:
-        raise ValueError(
-            f"unknown positions rule {rule!r}; use 'all', 'last', 'last:<k>' (k ≥ 1) or 'prompt'"
-        )
+        raise ValueError(f"unknown positions rule {rule!r}; use 'all', 'last', 'last:<k>' (k ≥ 1) or 'prompt'")
     if m.group(2) is not None:
         k = int(m.group(2))
         if k < 1:
@@ -177,9 +175,7 @@ class SteeringVector:
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}"
-            )
+            raise ValueError(f"unknown normalization {self.normalization!r}; choose one of {', '.join(NORMALIZATIONS)}")
         if self.mode == "ablate" and float(self.vector.norm()) == 0.0:
             raise ValueError("cannot ablate a zero vector; pass a non-zero direction")
         self.scale = float(self.scale)
@@ -300,22 +296,16 @@ class SteeringVector:
         st_path, js_path = cls._paths(path)
         for p in (st_path, js_path):
             if not p.exists():
-                raise FileNotFoundError(
-                    f"{p} not found; a steering vector is <path>.safetensors + <path>.json"
-                )
+                raise FileNotFoundError(f"{p} not found; a steering vector is <path>.safetensors + <path>.json")
         doc = json.loads(js_path.read_text(encoding="utf-8"))
         if doc.get("format") != FORMAT:
-            raise ValueError(
-                f"{js_path} is not a steering vector ({FORMAT}); got format {doc.get('format')!r}"
-            )
+            raise ValueError(f"{js_path} is not a steering vector ({FORMAT}); got format {doc.get('format')!r}")
         tensors = load_file(str(st_path))
         if set(tensors) != {"vector"}:
             raise ValueError(f"{st_path} should hold one tensor named 'vector', found {sorted(tensors)}")
         v = tensors["vector"]
         if tensor_sha256(v) != doc["vector_sha256"]:
-            raise ValueError(
-                f"{st_path} does not match the hash in {js_path.name}; the pair of files is mixed up"
-            )
+            raise ValueError(f"{st_path} does not match the hash in {js_path.name}; the pair of files is mixed up")
         return cls(
             v,
             doc["site"],
@@ -343,9 +333,7 @@ class SteeringVector:
             and ident["tokenizer_sha256"]
             and ident["tokenizer_sha256"] != m["tokenizer_sha256"]
         ):
-            diffs.append(
-                f"tokenizer hash {ident['tokenizer_sha256'][:12]}… ≠ {str(m['tokenizer_sha256'])[:12]}…"
-            )
+            diffs.append(f"tokenizer hash {ident['tokenizer_sha256'][:12]}… ≠ {str(m['tokenizer_sha256'])[:12]}…")
         return diffs
 
     def layers_for(self, n_layers: int) -> list[int]:

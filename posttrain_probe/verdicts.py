@@ -97,9 +97,12 @@ def neuron_verdicts(res: RunResult) -> list[dict[str, str]]:
     if not gap > 0.01:
         verdict, why = "inconclusive", f"; the gap ({gap:.3f} nats) is too small to explain"
     elif not spread < 0.2:
-        verdict, why = "inconclusive", (
-            f"; random sets move the gap by up to ±{spread:.0%} (control std of total effects), more than the 20% "
-            "the claim is judged at, so the measurement cannot resolve it"
+        verdict, why = (
+            "inconclusive",
+            (
+                f"; random sets move the gap by up to ±{spread:.0%} (control std of total effects), more than the 20% "
+                "the claim is judged at, so the measurement cannot resolve it"
+            ),
         )
     return [
         _v(

@@ -93,9 +93,7 @@ def test_last_boxed(text, expected):
     assert last_boxed(text) == expected
 
 
-@pytest.mark.parametrize(
-    "value, expected", [(1, 1), (0, 0), (True, 1), ("FALSE", 0), (" true ", 1), ("1", 1)]
-)
+@pytest.mark.parametrize("value, expected", [(1, 1), (0, 0), (True, 1), ("FALSE", 0), (" true ", 1), ("1", 1)])
 def test_parse_label_accepts_common_spellings(value, expected):
     assert parse_label(value) == expected
 
@@ -238,8 +236,7 @@ def test_instructions_toy_folder_splits_extras_and_balance(tmp_path):
         for i in range(8)
     ]
     harmless = [
-        {"instruction": f"bake bread {i}", "category": None, "split": "train" if i < 3 else "val"}
-        for i in range(5)
+        {"instruction": f"bake bread {i}", "category": None, "split": "train" if i < 3 else "val"} for i in range(5)
     ]
     (tmp_path / "harmful.json").write_text(json.dumps(harmful))
     (tmp_path / "harmless.json").write_text(json.dumps(harmless))
@@ -391,14 +388,10 @@ def test_hub_rows_map_like_local_rows(monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
     probs = load_problems("owner/gsm:main:test")
-    assert (
-        calls[-1] == ("owner/gsm", "main", "test") and probs[0].answer == "1234" and probs[0].task == "gsm8k"
-    )
+    assert calls[-1] == ("owner/gsm", "main", "test") and probs[0].answer == "1234" and probs[0].task == "gsm8k"
     facts = load_facts("owner/facts", split="train")
     assert calls[-1] == ("owner/facts", None, "train")
-    assert facts == [
-        Fact("Ana lives in", "Ana", " Brell", attribute="Brell", id="4", split="train", extra={"x": 1})
-    ]
+    assert facts == [Fact("Ana lives in", "Ana", " Brell", attribute="Brell", id="4", split="train", extra={"x": 1})]
     stm = load_statements("owner/cities")
     assert stm == [Statement(text="A, B.", label=1, dataset="cities", extra={"city": "B"})]
     with pytest.raises(DataSourceError, match="owner/multi:test") as e:

@@ -24,10 +24,7 @@ def ckpts(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(ckpts):
     """Freshly loaded HF models (a backend may have swapped modules of its own copy)."""
-    return {
-        f: AutoModelForCausalLM.from_pretrained(p, attn_implementation="eager").eval()
-        for f, p in ckpts.items()
-    }
+    return {f: AutoModelForCausalLM.from_pretrained(p, attn_implementation="eager").eval() for f, p in ckpts.items()}
 
 
 def test_position_ids_from_mask_hand_computed():
@@ -68,9 +65,7 @@ def test_eos_stops_rows_and_pads_like_hf(ckpts, reference):
 def test_interventions_act_on_every_step_and_must_be_position_free(ckpts):
     m = load_model(ckpts["llama"], backend="bridge")
     ids, mask = encode(m.tokenizer, PROMPTS, padding_side="left")
-    push = Add(
-        "resid_pre.1", vector=torch.randn(m.d_model, generator=torch.Generator().manual_seed(0)), scale=8.0
-    )
+    push = Add("resid_pre.1", vector=torch.randn(m.d_model, generator=torch.Generator().manual_seed(0)), scale=8.0)
     plain = greedy_generate(m, ids, mask, max_new_tokens=6, eos_token_id=[])
     steered = greedy_generate(m, ids, mask, max_new_tokens=6, interventions=[push], eos_token_id=[])
     assert not torch.equal(plain.tokens, steered.tokens)

@@ -217,9 +217,7 @@ def test_next_token_stats_uniform_and_peaked_logits():
     ids = torch.tensor([[0, 4, 2]])
     h, loss, valid = next_token_stats(logits, ids, torch.ones(1, 3))
     assert h[0, 0].item() == pytest.approx(math.log(V)) and loss[0, 0].item() == pytest.approx(math.log(V))
-    assert h[0, 1].item() == pytest.approx(0.0, abs=1e-6) and loss[0, 1].item() == pytest.approx(
-        0.0, abs=1e-6
-    )
+    assert h[0, 1].item() == pytest.approx(0.0, abs=1e-6) and loss[0, 1].item() == pytest.approx(0.0, abs=1e-6)
     _, _, valid = next_token_stats(logits, ids, torch.tensor([[1, 1, 0]]))
     assert valid.tolist() == [[True, False]]
 
@@ -311,9 +309,7 @@ def test_run_writes_screens_selections_effects_and_shares(tiny_run):
     assert back == result
     s = back.summary
     assert PLANTED in s["selection"]["post"]["null"] and PLANTED in s["selection"]["post"]["du"]
-    assert s["iou"]["null"] == pytest.approx(
-        iou(s["selection"]["base"]["null"], s["selection"]["post"]["null"])
-    )
+    assert s["iou"]["null"] == pytest.approx(iou(s["selection"]["base"]["null"], s["selection"]["post"]["null"]))
     eff = back.tables["effects"]
     assert set(eff.group) >= {"du+null", "control", "other_model", "own"}
     # the same neurons are ablated in both models and read side by side
@@ -327,13 +323,9 @@ def test_run_writes_screens_selections_effects_and_shares(tiny_run):
     ctrl = back.tables["controls"]
     scr = back.tables["screen"]
     for r in ctrl.itertuples():
-        dec = scr[
-            (scr.role == r.role) & (scr.layer == s["layer"]) & (scr.neuron == r.control)
-        ].norm_decile.item()
+        dec = scr[(scr.role == r.role) & (scr.layer == s["layer"]) & (scr.neuron == r.control)].norm_decile.item()
         assert dec == r.decile
-    assert (
-        sorted(set(scr.layer)) == [0, 1] and (scr[scr.layer == 0][["rank_du", "rank_null"]] == -1).all().all()
-    )
+    assert sorted(set(scr.layer)) == [0, 1] and (scr[scr.layer == 0][["rank_du", "rank_null"]] == -1).all().all()
     share = back.tables["explained_share"]
     np.testing.assert_allclose(share.share_both, share.share_post + share.share_base, rtol=1e-9)
     planted_row = eff[(eff.role == "post") & (eff.condition == str(PLANTED))].iloc[0]
@@ -345,13 +337,9 @@ def test_explained_share_against_hand_numbers():
         rows = []
         for rule in ("du", "null"):
             rows.append({"kind": "set", "condition": f"{rule}_set", "dH_total": d_own, "dH_direct": 0.0})
-            rows.append(
-                {"kind": "set", "condition": f"{rule}_set_other", "dH_total": d_other, "dH_direct": 0.0}
-            )
+            rows.append({"kind": "set", "condition": f"{rule}_set_other", "dH_total": d_other, "dH_direct": 0.0})
             for j, d in enumerate(d_ctrl):
-                rows.append(
-                    {"kind": "set", "condition": f"{rule}_set_control_{j}", "dH_total": d, "dH_direct": 0}
-                )
+                rows.append({"kind": "set", "condition": f"{rule}_set_control_{j}", "dH_total": d, "dH_direct": 0})
         return pd.DataFrame(rows)
 
     # post is 0.5 nats less uncertain; its own set raises it by 0.4 (base's set by 0.2); base's own set

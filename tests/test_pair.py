@@ -81,14 +81,10 @@ def test_patching_clean_into_clean_and_adding_zero_change_nothing(models, family
     m = models[(family, backend)]
     sites = [s for s in every_site(m) if s != "logits"]
     clean = m.run(IDS, read=sites)
-    patched = m.run(
-        IDS, interventions=[Patch(s, value=clean.cache[s][:, [1, 4]], positions=[1, 4]) for s in sites]
-    )
+    patched = m.run(IDS, interventions=[Patch(s, value=clean.cache[s][:, [1, 4]], positions=[1, 4]) for s in sites])
     # the bridge rebuilds the final norm from a written scale: equal up to float rounding
     assert (patched.logits - clean.logits).abs().max().item() <= 1e-5
-    zero = [
-        Add(s, vector=torch.zeros(clean.cache[s].shape[-1]), scale=3.0) for s in sites if "scale" not in s
-    ]
+    zero = [Add(s, vector=torch.zeros(clean.cache[s].shape[-1]), scale=3.0) for s in sites if "scale" not in s]
     added = m.run(IDS, interventions=zero)
     assert (added.logits - clean.logits).abs().max().item() == 0.0
     assert all(len(r) == 1 and r[0].n_cells == IDS.numel() for r in added.receipts)
@@ -165,9 +161,7 @@ def test_site_names_are_validated():
 
 
 def test_pair_parity_and_provenance(ckpts, tmp_path):
-    post = make_tiny_checkpoint(
-        "llama", tmp_path / "post", seed=1, added_specials=("<|user|>", "<|assistant|>")
-    )
+    post = make_tiny_checkpoint("llama", tmp_path / "post", seed=1, added_specials=("<|user|>", "<|assistant|>"))
     pair = load_pair(ckpts["llama"], post, backend="nnsight")
     assert pair.parity.ok and pair.parity.added_tokens == ["<|user|>", "<|assistant|>"]
     prov = pair.provenance()

@@ -138,9 +138,7 @@ def encoded(ckpt):
 def test_batched_maps_equal_one_forward_per_patch_and_last_cell_is_the_full_gap(ckpt, encoded):
     m = load_model(ckpt, backend="nnsight")
     t_id, f_id, _ = label_token_ids(m.tokenizer, " TRUE", " FALSE")
-    maps, lds = patch_maps(
-        {"base": m}, encoded, t_id, f_id, [("base", "base")], {"base": True}, progress=False
-    )
+    maps, lds = patch_maps({"base": m}, encoded, t_id, f_id, [("base", "base")], {"base": True}, progress=False)
     L = m.n_layers
     biggest = 0.0
     scored = torch.tensor([[t_id, f_id]])
@@ -169,9 +167,7 @@ def test_bridge_nnsight_and_identical_cross_model_maps_agree(ckpt, encoded):
 
 def test_run_patching_end_to_end_and_cli(tmp_path, ckpt):
     pair = load_pair(ckpt, ckpt, backend="nnsight")
-    res = run_patching(
-        pair, _statements(), PatchingConfig(n_shots=2, n_boot=30, min_gap=-1e9, progress=False)
-    )
+    res = run_patching(pair, _statements(), PatchingConfig(n_shots=2, n_boot=30, min_gap=-1e9, progress=False))
     s = res.summary
     assert s["n_pairs_used"]["common"] == s["pair_counts"]["n_encoded"] > 0
     c = s["comparisons"]["base_vs_post"]
@@ -202,9 +198,7 @@ def test_run_patching_end_to_end_and_cli(tmp_path, ckpt):
 def test_pairs_from_cities_csv_via_the_shared_loader():
     root = shared_data_dir()
     if root is None or not (root / "geometry_of_truth" / "cities.csv").is_file():
-        pytest.skip(
-            "shared data folder with geometry_of_truth/cities.csv not found (set POSTTRAIN_PROBE_DATA)"
-        )
+        pytest.skip("shared data folder with geometry_of_truth/cities.csv not found (set POSTTRAIN_PROBE_DATA)")
     st = load_statements(root / "geometry_of_truth" / "cities.csv")
     correct = {s.extra["city"]: s.extra["correct_country"] for s in st}
     pairs, counts = build_pairs(st, tiny_tokenizer(), max_pairs=20)

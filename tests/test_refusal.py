@@ -200,9 +200,7 @@ def test_post_instruction_tokens_per_template(ckpts):
 
 
 def _instructions(words, harmful, split):
-    return [
-        Instruction(f"how do I {w} the {o}", harmful, split=split) for w in words for o in ("river", "city")
-    ]
+    return [Instruction(f"how do I {w} the {o}", harmful, split=split) for w in words for o in ("river", "city")]
 
 
 @pytest.fixture(scope="module")
@@ -217,9 +215,7 @@ def tiny_run(ckpts):
         _instructions(bad[:1], True, "heldout"),
         _instructions(good[:1], False, "heldout"),
     )
-    cfg = RefusalConfig(
-        refusal_phrases=("cannot help", "sure"), max_new_tokens=3, batch_size=8, progress=False
-    )
+    cfg = RefusalConfig(refusal_phrases=("cannot help", "sure"), max_new_tokens=3, batch_size=8, progress=False)
     return pair, run_refusal(pair, data, cfg)
 
 

@@ -29,10 +29,7 @@ def ckpts(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf(ckpts):
-    return {
-        k: AutoModelForCausalLM.from_pretrained(v, attn_implementation="eager").eval()
-        for k, v in ckpts.items()
-    }
+    return {k: AutoModelForCausalLM.from_pretrained(v, attn_implementation="eager").eval() for k, v in ckpts.items()}
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +39,7 @@ def hooked(ckpts):
 
 def _vec(model, seed=0, **kw):
     g = torch.Generator().manual_seed(seed)
-    d = (
-        model.get_input_embeddings().weight.shape[1]
-        if hasattr(model, "get_input_embeddings")
-        else model.d_model
-    )
+    d = model.get_input_embeddings().weight.shape[1] if hasattr(model, "get_input_embeddings") else model.d_model
     return SteeringVector.from_model(torch.randn(d, generator=g), model, **kw)
 
 
@@ -236,12 +229,8 @@ def test_bad_inputs_raise_clear_errors(hooked):
         SteeringVector(torch.randn(2, m.d_model), "resid_pre", 0)
     with pytest.raises(ValueError, match="d_model is 32"):
         SteeringVector.from_model(torch.randn(7), m, site="resid_pre", layer=0)
-    unit = SteeringVector.from_model(
-        3 * torch.ones(m.d_model), m, site="resid_pre", layer=0, normalization="unit"
-    )
-    assert abs(float(unit.vector.norm()) - 1) < 1e-6 and unit.metadata["raw_norm"] == pytest.approx(
-        3 * m.d_model**0.5
-    )
+    unit = SteeringVector.from_model(3 * torch.ones(m.d_model), m, site="resid_pre", layer=0, normalization="unit")
+    assert abs(float(unit.vector.norm()) - 1) < 1e-6 and unit.metadata["raw_norm"] == pytest.approx(3 * m.d_model**0.5)
 
 
 def test_tokenizer_hash_ignores_the_padding_state_of_the_last_call(ckpts, hf):

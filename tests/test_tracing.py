@@ -195,9 +195,7 @@ def test_batched_tracing_equals_one_forward_per_patch(models):
     prepared, skipped = prepare_facts(m.tokenizer, _facts(m)[:3])
     assert not skipped
     sigma = 3 * embedding_std(m, [f.fact.subject for f in prepared])
-    tr = trace_model(
-        m, prepared, sigma, n_samples=3, window=3, kv_reuse=True, progress=False, max_batch_tokens=64
-    )
+    tr = trace_model(m, prepared, sigma, n_samples=3, window=3, kv_reuse=True, progress=False, max_batch_tokens=64)
     biggest = 0.0
     for j, f in enumerate(prepared):
         ie, p_clean, p_corr = trace_fact_naive(m, f, sigma, n_samples=3, window=3)
@@ -235,9 +233,7 @@ def test_restoring_every_position_reproduces_the_clean_probability(models):
     assert (p_corr - p_clean).abs().max() > 1e-3  # the noise does change the prediction
     for l in range(L):
         patch = [(f"resid_post.{l}", list(range(T)), clean.cache[f"resid_post.{l}"])]
-        assert torch.allclose(
-            restore_naive(m, ids, ans, noise, patch)[:, 0].exp(), torch.tensor(p_clean), atol=1e-5
-        )
+        assert torch.allclose(restore_naive(m, ids, ans, noise, patch)[:, 0].exp(), torch.tensor(p_clean), atol=1e-5)
     # the batched map's (last token, last layer) cell restores everything the prediction depends on
     tr = trace_model(m, [f], 0.5, n_samples=4, window=1, progress=False)
     cell = tr.ie["resid"][0, T - 1, L - 1] + tr.p_corrupted[0]

@@ -233,9 +233,7 @@ def _statements() -> list[Statement]:
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("truth")
-    return make_tiny_checkpoint("llama", root / "base", seed=0), make_tiny_checkpoint(
-        "llama", root / "post", seed=1
-    )
+    return make_tiny_checkpoint("llama", root / "base", seed=0), make_tiny_checkpoint("llama", root / "post", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -269,9 +267,7 @@ def _fewshot_batch(pair):
 def test_adding_with_scale_zero_is_the_identity(pair):
     texts, spans, t, f = _fewshot_batch(pair)
     delta = torch.randn(pair.base.d_model, generator=torch.Generator().manual_seed(0)) * 5
-    clean, _ = prob_diff_under_addition(
-        pair.base, texts, spans, [1, -1, 1], None, [1, 2], t, f, progress=False
-    )
+    clean, _ = prob_diff_under_addition(pair.base, texts, spans, [1, -1, 1], None, [1, 2], t, f, progress=False)
     zero, cells = prob_diff_under_addition(
         pair.base, texts, spans, [1, -1, 1], delta, [1, 2], t, f, scale=0.0, progress=False
     )
@@ -348,10 +344,7 @@ def test_run_truth_end_to_end_writes_a_readable_run_dir(pair, tmp_path):
     assert back.tensors["activations.post"].shape == (len(_statements()), L1, pair.base.d_model)
     la = back.tables["layer_accuracy"]
     assert len(la) == 2 * 2 * L1 and la.test_acc.between(0, 1).all()
-    assert (
-        back.summary["probe_layer"] in range(1, L1)
-        and back.summary["band"][-1] == back.summary["probe_layer"]
-    )
+    assert back.summary["probe_layer"] in range(1, L1) and back.summary["band"][-1] == back.summary["probe_layer"]
     assert any("P(TRUE) − P(FALSE)" in n for n in back.notes)
     # the patching check of the intervened cells ran for both models and is saved
     reach = back.summary["intervention_reach"]
@@ -443,9 +436,7 @@ def test_prompts_longer_than_the_context_are_refused_before_any_model_runs(pair,
 def test_intervention_statements_are_split_equally_over_datasets_and_classes():
     from posttrain_probe.probes._truth_tables import intervention_rows
 
-    st = [Statement(f"s{i}", i % 2, "big") for i in range(40)] + [
-        Statement(f"t{i}", i % 2, "small") for i in range(8)
-    ]
+    st = [Statement(f"s{i}", i % 2, "big") for i in range(40)] + [Statement(f"t{i}", i % 2, "small") for i in range(8)]
     test = np.ones(len(st), dtype=bool)
     rows = intervention_rows(st, test, {"big": [], "small": []}, TruthConfig(n_intervene=8))
     got = [(st[i].dataset, st[i].label) for i in rows]
@@ -506,8 +497,13 @@ def test_matched_pairs_need_equal_length_positions_and_group():
 def test_reach_note_names_the_null_as_a_property_of_the_model_only_with_the_evidence():
     from posttrain_probe.probes._truth_reach import reach_note
 
-    reach = {"n_pairs": 32, "band": [2, 3], "n_last": 2, "band_cells_share": -5e-5,
-             "last_position_share": [0.0, 0.0, 0.32, 0.79, 1.0]}
+    reach = {
+        "n_pairs": 32,
+        "band": [2, 3],
+        "n_last": 2,
+        "band_cells_share": -5e-5,
+        "last_position_share": [0.0, 0.0, 0.32, 0.79, 1.0],
+    }
     note = reach_note("base", reach, own_nie=8.5e-5)
     assert "property of the model" in note and "0.000 of the P(TRUE)" in note and "resid[2..3]" in note
     assert "0.00/0.00/0.32/0.79/1.00" in note and "last position already carries 0.79" in note
@@ -521,11 +517,19 @@ def test_truth_verdict_says_why_the_nie_is_null_when_the_reach_check_shows_it():
     from posttrain_probe.results import RunResult
     from posttrain_probe.verdicts import truth_verdicts
 
-    reach = {"n_pairs": 32, "band": [2, 3], "n_last": 2, "band_cells_share": 1e-4,
-             "last_position_share": [0.0, 0.0, 0.3, 0.8, 1.0]}
-    summary = {"probe_layer": 3, "cosine_at_probe_layer": {"mass_mean": 0.95},
-               "test_acc_at_probe_layer": {"base.logistic": 0.9, "post.logistic": 0.9},
-               "nie": {"base->base": 1e-4, "post->post": 3e-5, "base->post": -5e-5}}
+    reach = {
+        "n_pairs": 32,
+        "band": [2, 3],
+        "n_last": 2,
+        "band_cells_share": 1e-4,
+        "last_position_share": [0.0, 0.0, 0.3, 0.8, 1.0],
+    }
+    summary = {
+        "probe_layer": 3,
+        "cosine_at_probe_layer": {"mass_mean": 0.95},
+        "test_acc_at_probe_layer": {"base.logistic": 0.9, "post.logistic": 0.9},
+        "nie": {"base->base": 1e-4, "post->post": 3e-5, "base->post": -5e-5},
+    }
     res = RunResult(analysis="truth", config={}, summary=summary, tables={}, tensors={})
     plain = truth_verdicts(res)[1]
     assert plain["verdict"] == "inconclusive" and "property of the model" not in plain["evidence"]

@@ -272,7 +272,14 @@ class _Tracer:
 
         c = self.cfg
         trace = trace_model(
-            model, self.facts, self.sigma, c.tracing_samples, c.tracing_kinds, c.tracing_window, c.seed, self.kv,
+            model,
+            self.facts,
+            self.sigma,
+            c.tracing_samples,
+            c.tracing_kinds,
+            c.tracing_window,
+            c.seed,
+            self.kv,
             progress=False,
         )
         p, top = clean_answer_probs(model, self.facts)

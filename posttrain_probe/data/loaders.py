@@ -84,9 +84,7 @@ def resolve_source(source: str | os.PathLike) -> Path | HubId:
     if path.exists():
         return path
     if _looks_like_path(text):
-        raise DataSourceError(
-            f"{text}: no such file or folder; check the path (hub ids look like 'owner/name')"
-        )
+        raise DataSourceError(f"{text}: no such file or folder; check the path (hub ids look like 'owner/name')")
     parts = text.split(":")
     if len(parts) > 3 or not all(parts) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", parts[0]):
         raise DataSourceError(
@@ -103,9 +101,7 @@ def _hub_rows(hub: HubId, split: str | None = None) -> list[dict[str, Any]]:
     try:
         import datasets
     except ImportError as e:
-        raise DataSourceError(
-            f"{hub} is not a local path and the `datasets` package is missing; {fix}"
-        ) from e
+        raise DataSourceError(f"{hub} is not a local path and the `datasets` package is missing; {fix}") from e
     split = hub.split or split
     try:
         ds = datasets.load_dataset(hub.name, hub.config, split=split)
@@ -117,9 +113,7 @@ def _hub_rows(hub: HubId, split: str | None = None) -> list[dict[str, Any]]:
         ) from e
     if isinstance(ds, datasets.DatasetDict):
         if len(ds) != 1:
-            raise DataSourceError(
-                f"hub data set {hub} has splits {sorted(ds)}; add one, e.g. '{hub.name}:test'"
-            )
+            raise DataSourceError(f"hub data set {hub} has splits {sorted(ds)}; add one, e.g. '{hub.name}:test'")
         ds = next(iter(ds.values()))
     return [dict(row) for row in ds]
 
@@ -135,16 +129,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of one .json / .jsonl / .csv file as dicts (empty csv cells → None)."""
     suffix = path.suffix.lower()
     if suffix not in _FORMATS:
-        raise DataSourceError(
-            f"{path}: unknown file format {suffix or '(none)'!r}; use .json, .jsonl or .csv"
-        )
+        raise DataSourceError(f"{path}: unknown file format {suffix or '(none)'!r}; use .json, .jsonl or .csv")
     if suffix == ".csv":
         import pandas as pd
 
         try:
-            df = pd.read_csv(
-                path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False, na_values=[""]
-            )
+            df = pd.read_csv(path, dtype={c: str for c in _TEXT_COLUMNS}, keep_default_na=False, na_values=[""])
         except (ValueError, pd.errors.ParserError) as e:
             raise DataSourceError(f"{path}: not a readable csv ({str(e).splitlines()[0]})") from e
         return [{str(k): _clean(v) for k, v in row.items()} for row in df.to_dict("records")]
@@ -197,9 +187,7 @@ def _opt_str(value: Any) -> str | None:
 # ---------------------------------------------------------------------------------------------- facts
 
 
-def _fact_from_row(
-    row: dict[str, Any], i: int, origin: str, leading_space: LeadingSpace, split: str | None
-) -> Fact:
+def _fact_from_row(row: dict[str, Any], i: int, origin: str, leading_space: LeadingSpace, split: str | None) -> Fact:
     row = dict(row)
     subject, attribute = row.pop("subject", None), row.pop("attribute", None)
     template, prompt = row.pop("template", None), row.pop("prompt", None)
@@ -317,9 +305,7 @@ def _instruction_from_row(
     row = dict(row)
     key = next((k for k in ("instruction", "goal", "prompt") if k in row), None)
     if key is None:
-        raise DataSourceError(
-            f"{origin}: needs an 'instruction' (or AdvBench 'goal') field, found {sorted(row)}"
-        )
+        raise DataSourceError(f"{origin}: needs an 'instruction' (or AdvBench 'goal') field, found {sorted(row)}")
     text = row.pop(key)
     category = row.pop("category", None)
     row_split = row.pop("split", None)
@@ -356,17 +342,12 @@ def load_instructions(
     out: list[Instruction] = []
     if isinstance(src, HubId):
         rows = _hub_rows(src, split)
-        out = [
-            _instruction_from_row(r, i, str(src), harmful, src.split or split, str(src))
-            for i, r in enumerate(rows)
-        ]
+        out = [_instruction_from_row(r, i, str(src), harmful, src.split or split, str(src)) for i, r in enumerate(rows)]
     else:
         paths = [p for p in _files(src) if _is_set_file(p, harmful)] if src.is_dir() else [src]
         if not paths:
             kind = "harmful" if harmful else "harmless"
-            raise DataSourceError(
-                f"{src}: no {kind}*.json/.jsonl/.csv files in this folder; pass a file path"
-            )
+            raise DataSourceError(f"{src}: no {kind}*.json/.jsonl/.csv files in this folder; pass a file path")
         for path in paths:
             stem_split = _split_from_stem(path.stem)
             out += [
@@ -395,16 +376,12 @@ def load_refusal_splits(folder: str | os.PathLike, limit: int | None = None) -> 
     harmful.json / harmless.json with a "split" key); `limit` caps each list (first items)."""
     path = resolve_source(folder)
     if isinstance(path, HubId) or not path.is_dir():
-        raise DataSourceError(
-            f"{folder}: load_refusal_splits needs a local folder of harmful*/harmless* files"
-        )
+        raise DataSourceError(f"{folder}: load_refusal_splits needs a local folder of harmful*/harmless* files")
     parts = {}
     for harmful in (True, False):
         for split in ("train", "val"):
             parts[(harmful, split)] = load_instructions(path, harmful, limit=limit, split=split)
-    return RefusalSplits(
-        parts[(True, "train")], parts[(False, "train")], parts[(True, "val")], parts[(False, "val")]
-    )
+    return RefusalSplits(parts[(True, "train")], parts[(False, "train")], parts[(True, "val")], parts[(False, "val")])
 
 
 def sample_records(records: Sequence[R], n: int, seed: int = 0) -> list[R]:
@@ -417,9 +394,7 @@ def sample_records(records: Sequence[R], n: int, seed: int = 0) -> list[R]:
     return [records[i] for i in keep]
 
 
-def check_balanced(
-    harmful: Sequence[Instruction], harmless: Sequence[Instruction], max_ratio: float = 3.0
-) -> float:
+def check_balanced(harmful: Sequence[Instruction], harmless: Sequence[Instruction], max_ratio: float = 3.0) -> float:
     """Refuse harmful/harmless sets that are empty, mislabelled or of very different sizes; return the
     size ratio (larger / smaller). Mean-difference directions from lopsided sets are dominated by one
     set's noise, so the caller must subsample (`balance_sizes`) or set `limit=`."""
@@ -535,8 +510,7 @@ def load_problems(
         stem_task = path.stem if path.stem in KNOWN_TASKS else None
         default_split = _split_from_stem(path.stem)
         out = [
-            _problem_from_row(r, i, str(path), task, default_split, stem_task)
-            for i, r in enumerate(read_rows(path))
+            _problem_from_row(r, i, str(path), task, default_split, stem_task) for i, r in enumerate(read_rows(path))
         ]
     if split is not None:
         have = sorted({str(p.split) for p in out})
@@ -545,9 +519,7 @@ def load_problems(
     return _finish(out, "problems", source, limit)
 
 
-def load_gsm8k(
-    source: str | os.PathLike, limit: int | None = None, split: str | None = None
-) -> list[Problem]:
+def load_gsm8k(source: str | os.PathLike, limit: int | None = None, split: str | None = None) -> list[Problem]:
     """GSM8K problems (task "gsm8k"); see `load_problems`."""
     return load_problems(source, task="gsm8k", limit=limit, split=split)
 

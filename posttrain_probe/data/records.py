@@ -215,11 +215,8 @@ class Problem:
         if self.task == "countdown":
             nums, target = self.extra.get("numbers"), self.extra.get("target")
             if not (isinstance(nums, list) and nums and all(isinstance(n, int) for n in nums)):
-                raise RecordError(
-                    f"countdown Problem {self.id!r}: extra['numbers'] must be a non-empty list of ints"
-                )
+                raise RecordError(f"countdown Problem {self.id!r}: extra['numbers'] must be a non-empty list of ints")
             if not isinstance(target, int) or str(target) != self.answer:
                 raise RecordError(
-                    f"countdown Problem {self.id!r}: extra['target'] must be an int equal to "
-                    f"answer {self.answer!r}"
+                    f"countdown Problem {self.id!r}: extra['target'] must be an int equal to answer {self.answer!r}"
                 )

@@ -44,9 +44,7 @@ class _Plan:
         for i, iv in enumerate(self.ivs):
             site = parse_site(iv.site, n_layers)
             if site.kind == "logits":
-                raise ValueError(
-                    "logits are read-only; intervene on resid_post.<last layer> or final_norm_scale"
-                )
+                raise ValueError("logits are read-only; intervene on resid_post.<last layer> or final_norm_scale")
             self.by_site[site].append(i)
         self.cache: dict[str, torch.Tensor] = {}
         touched = set(self.read) | set(self.by_site)

@@ -92,9 +92,7 @@ class Edit(Intervention):
             raise ValueError(f"Edit at {self.site} has no fn; pass fn=<callable>")
         out = self.fn(x)
         if out.shape != x.shape:
-            raise ValueError(
-                f"Edit fn at {self.site} changed the shape {tuple(x.shape)} -> {tuple(out.shape)}"
-            )
+            raise ValueError(f"Edit fn at {self.site} changed the shape {tuple(x.shape)} -> {tuple(out.shape)}")
         return out
 
 
@@ -132,9 +130,7 @@ def _index(x: torch.Tensor, rows: Rows, positions: Positions, site: str) -> tupl
     dev = x.device
     r = torch.arange(B, device=dev) if rows is None else torch.as_tensor(rows, device=dev, dtype=torch.long)
     if r.ndim != 1 or (r.numel() and (r.min() < 0 or r.max() >= B)):
-        raise IndexError(
-            f"rows {r.tolist()} out of range for batch size {B} at {site}; pass row indices 0..{B - 1}"
-        )
+        raise IndexError(f"rows {r.tolist()} out of range for batch size {B} at {site}; pass row indices 0..{B - 1}")
     if positions is None:
         p = torch.arange(T, device=dev).expand(len(r), T)
     else:
@@ -161,9 +157,7 @@ def apply_intervention(x: torch.Tensor, iv: Intervention) -> tuple[torch.Tensor,
     after = iv.transform(before)
     out = x.clone()
     out[ri, pi] = after.to(out.dtype)
-    receipt = Receipt(
-        iv.site, iv.kind, int(ri.numel()), before.detach().float().norm(), after.detach().float().norm()
-    )
+    receipt = Receipt(iv.site, iv.kind, int(ri.numel()), before.detach().float().norm(), after.detach().float().norm())
     return out, receipt
 
 

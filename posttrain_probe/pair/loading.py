@@ -48,12 +48,7 @@ def resolve_device(device: str | None) -> str:
 
 
 def _looks_like_path(src: str) -> bool:
-    return (
-        src.startswith(("/", "./", "../", "~"))
-        or src.count("/") > 1
-        or os.sep in src
-        and src.count(os.sep) > 1
-    )
+    return src.startswith(("/", "./", "../", "~")) or src.count("/") > 1 or os.sep in src and src.count(os.sep) > 1
 
 
 def resolve_source(src: str | os.PathLike) -> tuple[str, dict[str, Any]]:
@@ -70,9 +65,7 @@ def resolve_source(src: str | os.PathLike) -> tuple[str, dict[str, Any]]:
         elif len(parts) == 3:
             preset, role = parts[1], parts[2]
         else:
-            raise ModelLoadError(
-                f"bad toy-world alias {src!r}; write toyworld:base or toyworld:<preset>:post"
-            )
+            raise ModelLoadError(f"bad toy-world alias {src!r}; write toyworld:base or toyworld:<preset>:post")
         if role not in ("base", "post"):
             raise ModelLoadError(f"bad toy-world role {role!r} in {src!r}; use base or post")
         from ..toyworld import build
@@ -276,9 +269,7 @@ def load_model(
             ) from None
         raise ModelLoadError(f"could not load {source}: {msg}") from None
     except Exception as e:  # corrupt weights and similar surface as various exception types
-        raise ModelLoadError(
-            f"could not load {source}: {type(e).__name__}: {str(e).splitlines()[0]}"
-        ) from None
+        raise ModelLoadError(f"could not load {source}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     finally:
         if bars_were_on:
             hf_logging.enable_progress_bar()

@@ -78,9 +78,7 @@ class FewShotPrompt:
         if self.true_label == self.false_label:
             raise ValueError(f"true_label and false_label are both {self.true_label!r}; pass two different labels")
 
-    def build(
-        self, statement: str, shots: Sequence[tuple[str, int]] | None = None
-    ) -> tuple[str, tuple[int, int]]:
+    def build(self, statement: str, shots: Sequence[tuple[str, int]] | None = None) -> tuple[str, tuple[int, int]]:
         """The prompt for `statement` (with `shots`, default: the bound ones) and the statement's span."""
         return few_shot_true_false(
             statement,

@@ -180,9 +180,7 @@ def ablation_effects(
         for c0 in range(0, C, per_fwd):
             g = min(per_fwd, C - c0)
             rows = masks[c0 : c0 + g].repeat_interleave(b, 0)  # (g·b, M) [cond][text]
-            ivs = _ablation_interventions(
-                layer, rows.repeat(2, 1), means, range(g * b, 2 * g * b), scale.repeat(g, 1)
-            )
+            ivs = _ablation_interventions(layer, rows.repeat(2, 1), means, range(g * b, 2 * g * b), scale.repeat(g, 1))
             res = model.run(ids.repeat(2 * g, 1), am.repeat(2 * g, 1), interventions=ivs)
             h, loss, v = next_token_stats(res.logits, ids.repeat(2 * g, 1), am.repeat(2 * g, 1))
             dh = h - h0.repeat(2 * g, 1)

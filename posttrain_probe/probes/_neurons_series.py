@@ -52,9 +52,7 @@ def screen_checkpoints(
         sl = df[df.layer == lay].reset_index(drop=True)
         for rule, sel in (("du", select_du(sl, top_frac, n_select)), ("null", select_null(sl, n_null))):
             rank = {n: r for r, n in enumerate(sel)}
-            df[f"rank_{rule}"] = np.where(
-                df.layer == lay, df.neuron.map(lambda n, rank=rank: rank.get(n, -1)), -1
-            )
+            df[f"rank_{rule}"] = np.where(df.layer == lay, df.neuron.map(lambda n, rank=rank: rank.get(n, -1)), -1)
         dirs = {l: neuron_directions(arch, l, fold_final_norm).double() for l in layers}
         if first is None:
             first = dirs

@@ -85,9 +85,7 @@ def effects_table(
         if kind == "single":
             group = single_group(neurons[0], own, other, controls)
         else:
-            group = (
-                "control" if "_control_" in name else ("other_model" if name.endswith("_other") else "own")
-            )
+            group = "control" if "_control_" in name else ("other_model" if name.endswith("_other") else "own")
         row: dict[str, Any] = {
             "role": role,
             "condition": name,
@@ -106,9 +104,7 @@ def effects_table(
     return pd.DataFrame(rows)
 
 
-def side_by_side(
-    effects: dict[str, pd.DataFrame], selections: dict[str, dict[str, list[int]]]
-) -> pd.DataFrame:
+def side_by_side(effects: dict[str, pd.DataFrame], selections: dict[str, dict[str, list[int]]]) -> pd.DataFrame:
     """Every neuron selected in either model, its single-neuron effects in base and in post."""
     cols = ["norm", "dH_total", "dH_direct", "dH_via_norm", "dL_total", "dL_direct", "absdH_total"]
     frames = []
@@ -257,9 +253,7 @@ def build_summary(per: dict[str, dict[str, Any]], k: int, share: pd.DataFrame, m
     }
     d0, d1 = per["base"]["directions"].double(), per["post"]["directions"].double()
     s["same_index_cosine_mean"] = float(torch.nn.functional.cosine_similarity(d0, d1, dim=1).mean())
-    s["matched_to_same_index"] = {
-        r: float(matching[matching.from_role == r].same_index.mean()) for r in ROLES
-    }
+    s["matched_to_same_index"] = {r: float(matching[matching.from_role == r].same_index.mean()) for r in ROLES}
     return s
 
 

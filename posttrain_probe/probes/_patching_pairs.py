@@ -104,10 +104,7 @@ def build_pairs(
     rows = [
         s
         for s in statements
-        if s.label == 1
-        and s.extra.get(subj_col)
-        and s.extra.get(obj_col)
-        and s.text.count(str(s.extra[subj_col])) == 1
+        if s.label == 1 and s.extra.get(subj_col) and s.extra.get(obj_col) and s.text.count(str(s.extra[subj_col])) == 1
     ]
     rng = random.Random(seed)
     rng.shuffle(rows)
@@ -149,9 +146,7 @@ def build_pairs(
     return pairs, counts
 
 
-def choose_shots(
-    statements: Sequence[Statement], n_shots: int = 4, seed: int = 0
-) -> tuple[tuple[str, int], ...]:
+def choose_shots(statements: Sequence[Statement], n_shots: int = 4, seed: int = 0) -> tuple[tuple[str, int], ...]:
     """`n_shots` of `statements` (half true, half false; seeded, shuffled) for the few-shot prefix."""
     rng = random.Random(seed + 7919)
     pool: dict[int, list[str]] = {1: [], 0: []}
@@ -162,9 +157,7 @@ def choose_shots(
         raise ValueError(
             f"not enough true and false statements for {n_shots} few-shot examples; lower n_shots or add data"
         )
-    shots = [(t, 1) for t in rng.sample(pool[1], n_true)] + [
-        (t, 0) for t in rng.sample(pool[0], n_shots - n_true)
-    ]
+    shots = [(t, 1) for t in rng.sample(pool[1], n_true)] + [(t, 0) for t in rng.sample(pool[0], n_shots - n_true)]
     rng.shuffle(shots)
     return tuple(shots)
 

@@ -48,9 +48,7 @@ def assemble_result(pair, cfg, encoded, maps, lds, dirs) -> RunResult:
         for scope, keep in (("own", valid[dst]), ("common", both)):
             sel = keep.nonzero().flatten().tolist()
             per = (
-                torch.stack([class_means(maps[name][i, : encoded[i].n_tokens], masks[i]) for i in sel])
-                if sel
-                else None
+                torch.stack([class_means(maps[name][i, : encoded[i].n_tokens], masks[i]) for i in sel]) if sel else None
             )
             mean_gap = float(gap[dst][sel].mean()) if sel else math.nan
             if per is None:
@@ -84,14 +82,11 @@ def assemble_result(pair, cfg, encoded, maps, lds, dirs) -> RunResult:
             "common": int(both.sum()),
         },
         "accuracy": {
-            r: float(
-                ((lds[f"ld_true.{r}"] > 0).float().mean() + (lds[f"ld_false.{r}"] < 0).float().mean()) / 2
-            )
+            r: float(((lds[f"ld_true.{r}"] > 0).float().mean() + (lds[f"ld_false.{r}"] < 0).float().mean()) / 2)
             for r in ROLES
         },
         "mean_ld": {
-            r: {"true": float(lds[f"ld_true.{r}"].mean()), "false": float(lds[f"ld_false.{r}"].mean())}
-            for r in ROLES
+            r: {"true": float(lds[f"ld_true.{r}"].mean()), "false": float(lds[f"ld_false.{r}"].mean())} for r in ROLES
         },
         "position_classes": class_names,
         "n_layers": pair.base.n_layers,
@@ -130,10 +125,8 @@ def assemble_result(pair, cfg, encoded, maps, lds, dirs) -> RunResult:
             "patched site: resid_post.l (block l output) at one token; "
             "effect = (LD_patched − LD_false) / mean "
             "(LD_true − LD_false) of the receiving model over the pairs used",
-            "maps are averaged per position class; subject classes follow ROME, "
-            "'last' is the final prompt token",
-            "both models see the same raw few-shot prompt (no chat template), "
-            "so positions align across models",
+            "maps are averaged per position class; subject classes follow ROME, 'last' is the final prompt token",
+            "both models see the same raw few-shot prompt (no chat template), so positions align across models",
         ],
     )
 

@@ -139,9 +139,7 @@ def row_ablation(directions: torch.Tensor, n_layers: int) -> list[Edit]:
     """Directional ablation x ← x − (x·r̂_b) r̂_b with one direction per batch row b (rows with a zero
     direction are untouched), at resid_pre, resid_mid and resid_post of every layer, every position."""
     norms = directions.float().norm(dim=-1, keepdim=True)
-    unit = torch.where(
-        norms > 0, directions.float() / norms.clamp_min(1e-30), torch.zeros_like(directions.float())
-    )
+    unit = torch.where(norms > 0, directions.float() / norms.clamp_min(1e-30), torch.zeros_like(directions.float()))
 
     def fn(x: torch.Tensor) -> torch.Tensor:  # x: (B, T, D)
         r = unit.to(x.device)

@@ -54,17 +54,13 @@ class RefusalConfig:
             if getattr(self, name) not in FORMATS:
                 raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(FORMATS)}")
         if "{instruction}" not in self.base_template:
-            raise ValueError(
-                "base_template must contain '{instruction}', e.g. 'User: {instruction}\\nAssistant:'"
-            )
+            raise ValueError("base_template must contain '{instruction}', e.g. 'User: {instruction}\\nAssistant:'")
         for name in ("n_train", "n_val", "n_eval"):
             v = getattr(self, name)
             if v is not None and v < 2:
                 raise ValueError(f"{name}={v}: need at least 2 instructions per class (or None for all)")
         self.refusal_phrases = tuple(self.refusal_phrases)
-        if not self.refusal_phrases or not all(
-            isinstance(p, str) and p.strip() for p in self.refusal_phrases
-        ):
+        if not self.refusal_phrases or not all(isinstance(p, str) and p.strip() for p in self.refusal_phrases):
             raise ValueError("refusal_phrases must be a non-empty list of non-empty strings")
         if self.score_phrases is not None:
             self.score_phrases = tuple(self.score_phrases)

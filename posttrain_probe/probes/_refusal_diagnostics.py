@@ -255,6 +255,7 @@ def diagnosis_note(role: str, diag: dict, baseline: dict, rates: dict, add_scale
         )
     return " ".join(lines)
 
+
 __all__ = [
     "diagnose",
     "diagnosis_note",

@@ -59,9 +59,7 @@ def _fmt(cfg: RefusalConfig, role: str) -> str:
 
 def prepare_model(role: str, model: HookedModel, data: RefusalData, cfg: RefusalConfig) -> ModelState:
     fmt = _fmt(cfg, role)
-    post_tokens = post_instruction_tokens(
-        model, role, data.harmful_train + data.harmless_train, fmt, cfg.base_template
-    )
+    post_tokens = post_instruction_tokens(model, role, data.harmful_train + data.harmless_train, fmt, cfg.base_template)
     P = len(post_tokens)
     tr_h = format_prompts(model, role, data.harmful_train, fmt, cfg.base_template)
     tr_hl = format_prompts(model, role, data.harmless_train, fmt, cfg.base_template)
@@ -176,14 +174,8 @@ def evaluate(
             conds += [(f"random_{to}", c) for c in ("ablation", "addition")]
         baseline_first = None
         for src, cond in _bar(conds, cfg, f"evaluate on {to}"):
-            ivs = (
-                []
-                if cond == "baseline"
-                else _direction_ivs(*sources[src], cond, st.model.n_layers, cfg.add_scale)
-            )
-            texts, first = generate_batched(
-                st.model, st.eval_prompts, ivs, cfg.max_new_tokens, cfg.batch_size
-            )
+            ivs = [] if cond == "baseline" else _direction_ivs(*sources[src], cond, st.model.n_layers, cfg.add_scale)
+            texts, first = generate_batched(st.model, st.eval_prompts, ivs, cfg.max_new_tokens, cfg.batch_size)
             if baseline_first is None:
                 baseline_first = first
             refused = np.array([is_refusal(t, cfg.refusal_phrases) for t in texts])
@@ -229,9 +221,7 @@ def orthogonalization_gap(st: ModelState, vec: torch.Tensor, n_prompts: int = 16
     hf, _ = orthogonalized_copy(st.model, vec)
     ids = st.eval_prompts.input_ids[:n_prompts].to(st.model.device)
     mask = st.eval_prompts.attention_mask[:n_prompts].to(st.model.device)
-    runtime = st.model.run(
-        ids, mask, interventions=row_ablation(vec.expand(ids.shape[0], -1), st.model.n_layers)
-    )
+    runtime = st.model.run(ids, mask, interventions=row_ablation(vec.expand(ids.shape[0], -1), st.model.n_layers))
     ortho = hf(input_ids=ids, attention_mask=mask).logits
     real = mask.bool()
     gap = (ortho.float() - runtime.logits.float()).abs()[real].max()

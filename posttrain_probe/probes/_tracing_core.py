@@ -70,9 +70,7 @@ def prepare_facts(
                 raise ValueError(f"prompt has {len(ids)} tokens, more than the model's {max_tokens}")
             tok, by_prefix = answer_token(tokenizer, f.prompt, f.answer)
             if tok == getattr(tokenizer, "unk_token_id", None):
-                raise ValueError(
-                    f"the answer {f.answer!r} starts with the unknown token; it cannot be scored"
-                )
+                raise ValueError(f"the answer {f.answer!r} starts with the unknown token; it cannot be scored")
         except (SubjectNotFoundError, ValueError) as e:
             skipped.append({"index": i, "id": f.id, "reason": f"{type(e).__name__}: {e}"})
             continue
@@ -85,9 +83,7 @@ def _groups(facts: Sequence[PreparedFact], per_batch: int) -> list[list[int]]:
     by_len: dict[int, list[int]] = defaultdict(list)
     for i, f in enumerate(facts):
         by_len[f.n_tokens].append(i)
-    return [
-        idx[j : j + per_batch] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), per_batch)
-    ]
+    return [idx[j : j + per_batch] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), per_batch)]
 
 
 @torch.no_grad()
@@ -99,9 +95,7 @@ def embedding_std(model: HookedModel, texts: Sequence[str], tokenizer=None, batc
         raise ValueError("no reference texts to measure the embedding std; pass non-empty texts")
     vals = []
     for b in range(0, len(texts), batch_size):
-        enc = tok(
-            list(texts[b : b + batch_size]), add_special_tokens=False, padding=True, return_tensors="pt"
-        )
+        enc = tok(list(texts[b : b + batch_size]), add_special_tokens=False, padding=True, return_tensors="pt")
         if enc["input_ids"].shape[1] == 0:
             continue
         x = model.run(enc["input_ids"], enc["attention_mask"], read=[NOISE_SITE]).cache[NOISE_SITE]
@@ -191,9 +185,7 @@ def trace_model(
         ids = torch.stack([facts[i].ids for i in idx])  # (F, T)
         ans = torch.tensor([[facts[i].answer_id] for i in idx])  # (F, 1)
         clean = model.run(ids, read=reads, logits_to_keep=1)
-        p_clean[idx] = (
-            torch.softmax(clean.logits[:, -1].float(), -1).gather(1, ans.to(clean.logits.device))[:, 0].cpu()
-        )
+        p_clean[idx] = torch.softmax(clean.logits[:, -1].float(), -1).gather(1, ans.to(clean.logits.device))[:, 0].cpu()
         noise = torch.cat([_noise_full(facts[i], n, D, sigma, seed) for i in idx])  # (F·n, T, D)
         ans_n = ans.repeat_interleave(n, 0)  # (F·n, 1)
         rec = run_receiver(model, ids.repeat_interleave(n, 0), ans_n, {NOISE_SITE: noise}, kv_reuse)
@@ -201,9 +193,7 @@ def trace_model(
         p_corr[idx] = pc
         parts = []
         for f, i in enumerate(idx):
-            grid = torch.cartesian_prod(
-                torch.arange(n), torch.arange(facts[i].subject[0], T), torch.arange(len(uniq))
-            )
+            grid = torch.cartesian_prod(torch.arange(n), torch.arange(facts[i].subject[0], T), torch.arange(len(uniq)))
             grid = grid[~(last_only[grid[:, 2]] & (grid[:, 1] < T - 1))]
             parts.append(torch.cat([(f * n + grid[:, :1]), torch.full_like(grid[:, :1], f), grid[:, 1:]], 1))
         g = torch.cat(parts)  # (R, 4): item, source, position, unique site set

@@ -66,9 +66,7 @@ def assemble_result(pair, facts, prepared, skipped, clean, known, common, traces
     class_maps = {(r, k): _class_maps(traces[r], by_index, k) for r in ROLES for k in cfg.kinds}
     for s_i, scope in enumerate(("own", "common")):
         for r_i, r in enumerate(ROLES):
-            keep = torch.tensor(
-                [fi in common or scope == "own" for fi in traces[r].fact_index], dtype=torch.bool
-            )
+            keep = torch.tensor([fi in common or scope == "own" for fi in traces[r].fact_index], dtype=torch.bool)
             order = torch.tensor([fi for fi in traces[r].fact_index]).argsort()
             for k_i, k in enumerate(cfg.kinds):
                 per = class_maps[(r, k)][order][keep[order]]
@@ -79,9 +77,7 @@ def assemble_result(pair, facts, prepared, skipped, clean, known, common, traces
         for r in ROLES:
             tr = traces[r]
             sel = sorted((fi, j) for j, fi in enumerate(tr.fact_index) if fi in common)
-            maps[r] = (
-                class_maps[(r, k)][[j for _, j in sel]] if sel else torch.empty(0, len(TOKEN_CLASSES), L)
-            )
+            maps[r] = class_maps[(r, k)][[j for _, j in sel]] if sel else torch.empty(0, len(TOKEN_CLASSES), L)
         diff = maps["base"] - maps["post"]
         mean, lo, hi, n = _summaries(diff, cfg, 1000 + k_i)
         _store(tensors, rows, aie, "common", "base_minus_post", k, mean, lo, hi, n)
@@ -109,12 +105,8 @@ def assemble_result(pair, facts, prepared, skipped, clean, known, common, traces
         "pearson_base_post": corr,
         "peak": peaks,
         "mlp_peak": {r: peaks.get(r, {}).get("mlp") for r in ROLES},
-        "aie": {
-            s: {r: {k: v.tolist() for k, v in d.items()} for r, d in sd.items()} for s, sd in aie.items()
-        },
-        "p_clean_mean": {
-            r: float(traces[r].p_clean.mean()) if len(traces[r].fact_index) else None for r in ROLES
-        },
+        "aie": {s: {r: {k: v.tolist() for k, v in d.items()} for r, d in sd.items()} for s, sd in aie.items()},
+        "p_clean_mean": {r: float(traces[r].p_clean.mean()) if len(traces[r].fact_index) else None for r in ROLES},
         "p_corrupted_mean": {
             r: float(traces[r].p_corrupted.mean()) if len(traces[r].fact_index) else None for r in ROLES
         },
@@ -191,13 +183,10 @@ def _notes(cfg: TracingConfig, n_layers: int, skipped: list, prepared: list) -> 
             "those maps vary little with the layer; rerun with a smaller --window to localize by layer"
         )
     if skipped:
-        notes.append(
-            f"{len(skipped)} facts skipped (subject not aligned or prompt too long); see table 'skipped'"
-        )
+        notes.append(f"{len(skipped)} facts skipped (subject not aligned or prompt too long); see table 'skipped'")
     n_alone = sum(not f.answer_by_prefix for f in prepared)
     if n_alone:
         notes.append(
-            f"{n_alone} answers did not tokenize as a continuation of the prompt; "
-            "their first token alone was used"
+            f"{n_alone} answers did not tokenize as a continuation of the prompt; their first token alone was used"
         )
     return notes

@@ -102,9 +102,7 @@ def token_class_masks(n_tokens: int, subj_start: int, subj_end: int) -> torch.Te
     subject belong to none.
     """
     if not 0 <= subj_start < subj_end <= n_tokens:
-        raise ValueError(
-            f"subject span [{subj_start}, {subj_end}) is not inside a prompt of {n_tokens} tokens"
-        )
+        raise ValueError(f"subject span [{subj_start}, {subj_end}) is not inside a prompt of {n_tokens} tokens")
     m = torch.zeros(len(TOKEN_CLASSES), n_tokens, dtype=torch.bool)
     m[0, subj_start] = True
     m[1, subj_start + 1 : subj_end - 1] = True

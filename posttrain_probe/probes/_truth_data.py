@@ -76,9 +76,7 @@ def subsample(statements: list[Statement], max_per_dataset: int | None, seed: in
     return [statements[i] for i in sorted(keep)]
 
 
-def split_statements(
-    statements: list[Statement], test_frac: float, seed: int
-) -> tuple[np.ndarray, dict[str, str]]:
+def split_statements(statements: list[Statement], test_frac: float, seed: int) -> tuple[np.ndarray, dict[str, str]]:
     """is_test mask: a dataset whose every row has an extra "split" uses it (anything but "train" is
     held out); the others get a seeded stratified split. Also returns the split source per dataset."""
     ds = np.array([s.dataset for s in statements])

@@ -46,9 +46,7 @@ def answer_token_ids(tokenizer, true_text: str = " TRUE", false_text: str = " FA
         if not ids:
             raise ValueError(f"the answer {text!r} encodes to no tokens; choose another answer text")
         if ids[0] == getattr(tokenizer, "unk_token_id", None):
-            raise ValueError(
-                f"the answer {text!r} is an unknown token for this tokenizer; pass another label"
-            )
+            raise ValueError(f"the answer {text!r} is an unknown token for this tokenizer; pass another label")
         out[key] = {
             "text": text,
             "id": int(ids[0]),
@@ -57,8 +55,7 @@ def answer_token_ids(tokenizer, true_text: str = " TRUE", false_text: str = " FA
         }
     if out["true"]["id"] == out["false"]["id"]:
         raise ValueError(
-            f"{true_text!r} and {false_text!r} start with the same token; "
-            "choose answers whose first tokens differ"
+            f"{true_text!r} and {false_text!r} start with the same token; choose answers whose first tokens differ"
         )
     return out
 
@@ -155,9 +152,7 @@ def collect_last_token_acts(
     return out
 
 
-def render_prompt(
-    content: str, span: tuple[int, int], fmt: str, tokenizer
-) -> tuple[str, tuple[int, int], bool]:
+def render_prompt(content: str, span: tuple[int, int], fmt: str, tokenizer) -> tuple[str, tuple[int, int], bool]:
     """The text a model sees for `content` under `fmt` ('raw': as is; 'chat': the tokenizer's chat template as
     a user turn), the statement span inside it, and whether the tokenizer should add special tokens."""
     if fmt not in PROMPT_FORMATS:
@@ -208,9 +203,7 @@ def prob_diff_under_addition(
         ivs = []
         if delta is not None:
             vec = signs_t[torch.as_tensor(rows)][:, None, None] * delta.float()[None, None, :]  # (R, 1, D)
-            ivs = [
-                Add(site_for_layer(l, model.n_layers), vector=vec, scale=scale, positions=pos) for l in layers
-            ]
+            ivs = [Add(site_for_layer(l, model.n_layers), vector=vec, scale=scale, positions=pos) for l in layers]
         out = model.run(ids, mask, interventions=ivs)
         cells += sum(r.n_cells for rec in out.receipts for r in rec)
         last = mask.sum(1) - 1

@@ -110,9 +110,7 @@ class LinearProbe:
     def decision(self, X) -> np.ndarray:
         X = as_numpy(X)
         if X.ndim != 2 or X.shape[1] != self.coef.shape[0]:
-            raise ProbeDataError(
-                f"activations of shape {X.shape} do not fit a probe of width {self.coef.shape[0]}"
-            )
+            raise ProbeDataError(f"activations of shape {X.shape} do not fit a probe of width {self.coef.shape[0]}")
         return X @ self.coef + self.intercept
 
     def predict(self, X) -> np.ndarray:

@@ -108,9 +108,7 @@ def patch_reach(
         pd_t.append(prob_diff(true_run.logits[r, last.to(true_run.logits.device)], true_id, false_id).cpu().numpy())
         pd_f.append(run([]))
         cells = pos[fi]  # (R, n_last); identical to pos[ti] by the pairing
-        band_pd.append(
-            run([Patch(s, positions=cells, value=true_run.cache[s][r[:, None], cells]) for s in band_sites])
-        )
+        band_pd.append(run([Patch(s, positions=cells, value=true_run.cache[s][r[:, None], cells]) for s in band_sites]))
         for j, s in enumerate(sites):
             at = last[:, None]
             last_pd[j].append(run([Patch(s, positions=at, value=true_run.cache[s][r[:, None], at])]))
@@ -152,5 +150,6 @@ def _num(x: float, digits: int = 3) -> str:
     """x rounded, without the minus sign of a value that rounds to zero."""
     out = f"{x:.{digits}f}"
     return out[1:] if out.startswith("-") and float(out) == 0 else out
+
 
 __all__ = ["matched_pairs", "patch_reach", "reach_note"]

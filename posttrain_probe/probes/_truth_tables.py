@@ -136,9 +136,7 @@ def fewshot_shots(statements, train, cfg) -> dict[str, list[tuple[str, int]]]:
         rng = np.random.default_rng([cfg.seed, k])
         pick = []
         for label, n in ((1, (cfg.n_shots + 1) // 2), (0, cfg.n_shots // 2)):
-            cell = [
-                i for i, s in enumerate(statements) if train[i] and s.dataset == name and s.label == label
-            ]
+            cell = [i for i, s in enumerate(statements) if train[i] and s.dataset == name and s.label == label]
             if len(cell) < n:
                 break
             pick += rng.permutation(cell)[:n].tolist()
@@ -170,8 +168,7 @@ def render_fewshot(pair, role, statements, rows, shots, cfg):
     fmt = cfg.base_format if role == "base" else cfg.post_format
     tok = model.tokenizer if fmt == "chat" else pair.tokenizer
     rendered = [
-        render_prompt(*cfg.fewshot.build(statements[i].text, shots[statements[i].dataset]), fmt, tok)
-        for i in rows
+        render_prompt(*cfg.fewshot.build(statements[i].text, shots[statements[i].dataset]), fmt, tok) for i in rows
     ]
     return rendered, tok
 
@@ -207,9 +204,7 @@ def run_interventions(pair, statements, rows, shots, deltas, band, answers, cfg)
             progress=cfg.progress,
             tokenizer=tok,
         )
-        base_pd, _ = prob_diff_under_addition(
-            model, texts, spans, signs, None, band, desc=f"{applied} clean", **kw
-        )
+        base_pd, _ = prob_diff_under_addition(model, texts, spans, signs, None, band, desc=f"{applied} clean", **kw)
         sources = dict(deltas)
         if cfg.random_control:
             g = torch.Generator().manual_seed(cfg.seed + 2)
@@ -310,9 +305,7 @@ def build_summary(
         "test_acc_at_probe_layer": {f"{r.model}.{r.probe}": float(r.test_acc) for r in at_lp.itertuples()},
         "cosine_at_probe_layer": {r.probe: float(r.cosine) for r in cos[cos.layer == lp].itertuples()},
         "delta_norm": {r: float(d.norm()) for r, d in deltas.items()},
-        "resid_norm_at_probe_layer": {
-            r: float(np.linalg.norm(a[:, lp], axis=1).mean()) for r, a in acts.items()
-        },
+        "resid_norm_at_probe_layer": {r: float(np.linalg.norm(a[:, lp], axis=1).mean()) for r, a in acts.items()},
         "intervention_cells": cells,
     }
     if "nie" in tables:
@@ -337,9 +330,7 @@ def build_notes(pair, summary, statements) -> list[str]:
         unk = unk_fraction(pair.tokenizer, [s.text for s in statements if s.dataset == name])
         summary["datasets"][name]["unk_fraction"] = unk
         if unk > 0.2:
-            notes.append(
-                f"dataset {name}: {unk:.0%} of tokens are unknown to this tokenizer: its probes mean little"
-            )
+            notes.append(f"dataset {name}: {unk:.0%} of tokens are unknown to this tokenizer: its probes mean little")
     acc = summary.get("fewshot_accuracy", {})
     for role, a in acc.items():
         if a < 0.6:

@@ -422,8 +422,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         if r.get("n_pairs"):
             lines.append(
                 f"{role}: true→false patch of the intervened cells restores {r['band_cells_share']:.3f} of the gap "
-                f"({r['n_pairs']} pairs); the last position: "
-                + "/".join(f"{v:.2f}" for v in r["last_position_share"])
+                f"({r['n_pairs']} pairs); the last position: " + "/".join(f"{v:.2f}" for v in r["last_position_share"])
             )
     return "\n".join(lines)
 
