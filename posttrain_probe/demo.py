@@ -182,23 +182,28 @@ def _rlvr_runs(ctx: DemoContext) -> list[Path]:
         return runs
     (ctx.out / "rlvr").mkdir(parents=True, exist_ok=True)
     # runs dealt round-robin to the workers; each worker trains its share in one process (one interpreter start)
-    shares = [pending[i::workers] for i in range(workers)]
+    shares = [pending[i::workers] for i in range(min(workers, len(pending)))]
     procs = [(_start_worker(share, ctx, ctx.out / "rlvr" / f"worker{i}.log"), share) for i, share in enumerate(shares)]
     done: set[Path] = set()
+
+    def collect(proc: subprocess.Popen, share: list[tuple[str, Path]]) -> None:
+        """Runs the worker reported finished (`OUT<TAB>seconds` lines) count as done, with their times."""
+        for line in proc.stdout.read().splitlines():
+            out, _, seconds = line.rpartition("\t")
+            for loss, rd in share:
+                if str(rd) == out:
+                    ctx.timings[f"rlvr_{loss}"] = float(seconds)
+                    done.add(rd)
+
+    waiting = dict(enumerate(procs))  # workers whose output is not collected yet
     try:
-        waiting = dict(enumerate(procs))
         while waiting:
             time.sleep(0.2)
             for i, (proc, share) in list(waiting.items()):
                 if proc.poll() is None:
                     continue
                 del waiting[i]
-                for line in proc.stdout.read().splitlines():
-                    out, _, seconds = line.rpartition("\t")
-                    for loss, rd in share:
-                        if str(rd) == out:
-                            ctx.timings[f"rlvr_{loss}"] = float(seconds)
-                            done.add(rd)
+                collect(proc, share)
                 if proc.returncode != 0:
                     loss, rd = next((loss, rd) for loss, rd in share if rd not in done)
                     err = (ctx.out / "rlvr" / f"worker{i}.log").read_text().strip().splitlines()
@@ -207,10 +212,14 @@ def _rlvr_runs(ctx: DemoContext) -> list[Path]:
                         f"rerun `posttrain-probe rlvr train --config {rd.parent / (rd.name + '.yaml')} --out {rd}`"
                     )
     finally:
-        for proc, share in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        # stop what still runs (another worker failed, or Ctrl-C); runs it had finished are kept, so a rerun
+        # of the demo reuses them, and the unfinished ones are removed
+        for i, (proc, share) in enumerate(procs):
+            if i in waiting:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                collect(proc, share)
             proc.stdout.close()
             for _, rd in share:
                 if rd not in done:

@@ -88,6 +88,35 @@ def test_a_failing_parallel_rlvr_run_raises_one_line_and_leaves_no_run_dir(toy_p
     assert not (tmp_path / "demo" / "rlvr" / "clip_cov").exists()
 
 
+def test_a_failing_worker_keeps_the_runs_that_finished_and_removes_the_rest(toy_pair_quick, tmp_path, monkeypatch):
+    import dataclasses
+
+    from posttrain_probe import demo
+
+    monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
+    losses = ("grpo", "clip_cov", "steer")  # worker 0: grpo then steer (fails), worker 1: clip_cov
+    ctx = demo.DemoContext(tmp_path / "demo", "quick", 0, False, 2, losses, "cpu", toy=toy_pair_quick)
+    good = demo._rlvr_config
+
+    def config(ctx, loss):
+        cfg = good(ctx, loss)
+        return dataclasses.replace(cfg, data=str(tmp_path / "missing.jsonl")) if loss == "steer" else cfg
+
+    monkeypatch.setattr(demo, "_rlvr_workers", lambda ctx, n: 2)
+    monkeypatch.setattr(demo, "_rlvr_config", config)
+    with pytest.raises(RuntimeError, match=r"RLVR run 'steer' failed"):
+        demo._rlvr_runs(ctx)
+    rlvr = tmp_path / "demo" / "rlvr"
+    assert len((rlvr / "grpo" / "metrics.jsonl").read_text().splitlines()) == 2  # finished before steer failed
+    assert not (rlvr / "steer").exists()
+    if (rlvr / "clip_cov").exists():  # finished before the failure was seen, else killed and removed
+        assert len((rlvr / "clip_cov" / "metrics.jsonl").read_text().splitlines()) == 2
+    monkeypatch.setattr(demo, "_rlvr_config", good)
+    runs = demo._rlvr_runs(ctx)  # the rerun trains only what is missing
+    assert all(len((r / "metrics.jsonl").read_text().splitlines()) == 2 for r in runs)
+    assert "rlvr_steer" in ctx.timings
+
+
 def test_parallel_rlvr_runs_finish_in_their_own_processes(toy_pair_quick, tmp_path, monkeypatch):
     from posttrain_probe import demo
 
