@@ -245,15 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .cli_args import one_line_errors
+
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; no partial output was kept", file=sys.stderr)
-        return 130
-    except (ValueError, FileExistsError, FileNotFoundError, IndexError, RuntimeError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
+    return one_line_errors(lambda: args.func(args))
 
 
 if __name__ == "__main__":

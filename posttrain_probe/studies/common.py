@@ -20,6 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..cli_args import one_line_errors
+
 SIZES = ("smoke", "quick", "toy", "real")
 TOY_PRESETS = ("quick", "default", "large")
 
@@ -226,20 +228,16 @@ def run_script(
         add_arguments(parser)
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    try:
+
+    def body() -> int:
         study = study_from_args(name, args, configs, **{k: v for k, v in vars(args).items() if k not in _COMMON})
         print(f"{name}: {study.base} vs {study.post} ({study.size} sizes) -> {study.out}", file=sys.stderr)
-        dirs = run(study)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, FileExistsError, FileNotFoundError, IndexError, RuntimeError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 1
-    for d in dirs:
-        print(d)
-    print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    return 0
+        for d in run(study):
+            print(d)
+        print(f"{name}: done in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        return 0
+
+    return one_line_errors(body, interrupted="interrupted")
 
 
 _COMMON = {
