@@ -62,7 +62,7 @@ def _tl_loop(bridge, facts, sigma, n, seed, kinds):
     """ROME's loop through TL's generic_activation_patch; returns (seconds, resid IE maps)."""
     from transformer_lens.patching import generic_activation_patch, layer_pos_patch_setter
 
-    from posttrain_probe.probes._tracing_core import _noise_full
+    from posttrain_probe.probes.tracing.core import _noise_full
 
     L = bridge.cfg.n_layers
     names = {"resid": "resid_post", "mlp": "mlp_out", "attn": "attn_out"}
@@ -100,8 +100,8 @@ def _raw_floor(path, facts, n, kinds, window, per_batch, max_tokens):
     """Seconds of raw HF forwards with our engine's batch shapes, and (our, minimal) token × layer work."""
     from transformers import AutoModelForCausalLM
 
-    from posttrain_probe.probes._tracing_batch import _cut_cache, window_layers
-    from posttrain_probe.probes._tracing_core import _groups
+    from posttrain_probe.pair.restore import _cut_cache, window_layers
+    from posttrain_probe.probes.tracing.core import _groups
 
     hf = AutoModelForCausalLM.from_pretrained(path, attn_implementation="eager").eval()
     L = hf.config.num_hidden_layers
@@ -147,8 +147,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from posttrain_probe.data import load_facts
     from posttrain_probe.pair import load_model
-    from posttrain_probe.probes._tracing_batch import KINDS, kv_cache_reuse_works
-    from posttrain_probe.probes._tracing_core import (
+    from posttrain_probe.pair.restore import KINDS, kv_cache_reuse_works
+    from posttrain_probe.probes.tracing.core import (
         embedding_std,
         prepare_facts,
         trace_fact_naive,

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import is_run_dir, read_run, write_run
-from .utils.io import safe_join, safe_name
+from posttrain_probe.results import is_run_dir, read_run, write_run
+from posttrain_probe.utils.io import safe_join, safe_name
 
 
 @dataclass
@@ -41,7 +41,7 @@ class DemoContext:
 
     def load_pair(self):
         if self.pair is None:
-            from .pair import load_pair
+            from posttrain_probe.pair import load_pair
 
             # fp32 on every device: the toy models are small, and bf16 weights would blur small ablation effects
             self.pair = load_pair(
@@ -51,8 +51,8 @@ class DemoContext:
 
 
 def _truth(ctx: DemoContext):
-    from .data import load_statements
-    from .probes.truth import TruthConfig, run_truth
+    from posttrain_probe.data import load_statements
+    from posttrain_probe.probes.truth import TruthConfig, run_truth
 
     cfg = TruthConfig(
         seed=ctx.seed, progress=False, max_per_dataset=300 if ctx.quick else 2000, n_intervene=40 if ctx.quick else 200
@@ -61,8 +61,8 @@ def _truth(ctx: DemoContext):
 
 
 def _tracing(ctx: DemoContext):
-    from .data import load_facts
-    from .probes.tracing import TracingConfig, run_tracing
+    from posttrain_probe.data import load_facts
+    from posttrain_probe.probes.tracing import TracingConfig, run_tracing
 
     facts = [f for f in load_facts(Path(ctx.toy.data_dir) / "facts.json") if f.split == "pretrain"]
     # ROME restores a window of 10 of GPT-2 XL's 48 layers (~1/5 of the depth); the same share of a 4-layer toy model
@@ -80,8 +80,8 @@ def _tracing(ctx: DemoContext):
 
 
 def _patching(ctx: DemoContext):
-    from .data import load_statements
-    from .probes.patching import PatchingConfig, run_patching
+    from posttrain_probe.data import load_statements
+    from posttrain_probe.probes.patching import PatchingConfig, run_patching
 
     statements = load_statements(Path(ctx.toy.data_dir) / "statements.csv")
     cfg = PatchingConfig(seed=ctx.seed, progress=False, max_pairs=40 if ctx.quick else 200)
@@ -89,7 +89,7 @@ def _patching(ctx: DemoContext):
 
 
 def _neurons(ctx: DemoContext):
-    from .probes.neurons import NeuronsConfig, load_texts, run_neurons
+    from posttrain_probe.probes.neurons import NeuronsConfig, load_texts, run_neurons
 
     cfg = NeuronsConfig(
         seed=ctx.seed,
@@ -102,7 +102,7 @@ def _neurons(ctx: DemoContext):
 
 
 def _refusal(ctx: DemoContext):
-    from .probes.refusal import RefusalConfig, load_refusal_data, run_refusal
+    from posttrain_probe.probes.refusal import RefusalConfig, load_refusal_data, run_refusal
 
     data = load_refusal_data(ctx.toy.data_dir, seed=ctx.seed)
     # the quick preset is a smoke test: skip the where-does-refusal-live diagnostics (patching sweeps, ~4 s)
@@ -113,7 +113,7 @@ RLVR_LOSSES = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "st
 
 
 def _rlvr_config(ctx: DemoContext, loss: str):
-    from .rlvr import RLVRConfig
+    from posttrain_probe.rlvr import RLVRConfig
 
     base = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "rlvr_toy_grpo.yaml"
     cfg = RLVRConfig.from_yaml(base) if base.exists() else RLVRConfig()
@@ -163,7 +163,7 @@ def _start_worker(jobs: list[tuple[str, Path]], ctx: DemoContext, log: Path) -> 
 
 
 def _rlvr_runs(ctx: DemoContext) -> list[Path]:
-    from .rlvr import train
+    from posttrain_probe.rlvr import train
 
     runs, pending = [], []
     for loss in ctx.losses or RLVR_LOSSES:
@@ -228,15 +228,15 @@ def _rlvr_runs(ctx: DemoContext) -> list[Path]:
 
 
 def _dynamics(ctx: DemoContext):
-    from .analysis.dynamics import analyze_runs
+    from posttrain_probe.analysis.dynamics import analyze_runs
 
     return analyze_runs(_rlvr_runs(ctx))
 
 
 def _drift(ctx: DemoContext):
-    from .analysis.drift import DriftConfig, compare_checkpoints
-    from .data import load_facts, load_instructions, load_statements
-    from .rlvr.checkpoint import list_checkpoints
+    from posttrain_probe.analysis.drift import DriftConfig, compare_checkpoints
+    from posttrain_probe.data import load_facts, load_instructions, load_statements
+    from posttrain_probe.rlvr.checkpoint import list_checkpoints
 
     run = ctx.out / "rlvr" / "grpo"
     ckpts = [str(p) for _, p in list_checkpoints(run)]
@@ -304,9 +304,9 @@ def run_demo(
     (default: 12 steps quick / 60 otherwise, all six losses)."""
     from tqdm.auto import tqdm
 
-    from .report import build_report
-    from .toyworld import PRESETS, build
-    from .utils.device import check_device, resolve_device
+    from posttrain_probe.report import build_report
+    from posttrain_probe.toyworld import PRESETS, build
+    from posttrain_probe.utils.device import check_device, resolve_device
 
     if preset is None:
         preset = "quick" if quick else "default"
@@ -331,7 +331,7 @@ def run_demo(
             ctx.timings[name] = time.perf_counter() - t
             _write_timings(ctx)
         run_dirs.append(rd)
-    from .verdicts import verdicts
+    from posttrain_probe.verdicts import verdicts
 
     results = {name: read_run(rd) for (name, _), rd in zip(STEPS, run_dirs)}
     report = build_report(

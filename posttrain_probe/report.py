@@ -17,38 +17,38 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .results import RunResult, read_run
-from .utils.io import atomic_write_text
+from posttrain_probe.results import RunResult, read_run
+from posttrain_probe.utils.io import atomic_write_text
 
 # analysis name -> (plot module, what the analysis asks, how to read its figures)
 ANALYSES: dict[str, tuple[str, str, str]] = {
     "causal_tracing": (
-        "posttrain_probe.plots.tracing",
+        "posttrain_probe.probes.tracing.figures",
         "Where are facts stored, and did post-training move them? (ROME causal tracing)",
         "Heat maps show the average indirect effect of restoring the clean state at each (token, layer) in a run "
         "whose subject embeddings were noised. Meng et al. find an MLP peak at the last subject token in early-"
         "middle layers; Du et al. find the same map in base and post-trained models.",
     ),
     "truth_patching": (
-        "posttrain_probe.plots.patching",
+        "posttrain_probe.probes.patching.figures",
         "Does the post-trained model read truth from the same places, and do activations transfer across models?",
         "Each map is the normalised change of logit(TRUE)−logit(FALSE) when the true run's residual at (token, "
         "layer) is patched into the false run. Cross-model patching moves activations between base and post.",
     ),
     "truth": (
-        "posttrain_probe.plots.truth",
+        "posttrain_probe.probes.truth.figures",
         "Is there a linear truth direction, and is it shared by base and post?",
         "Probe accuracy by layer for both models, cosine of their directions, and the normalised indirect effect "
         "of adding the direction from one model to the other (2×2).",
     ),
     "refusal": (
-        "posttrain_probe.plots.refusal",
+        "posttrain_probe.probes.refusal.figures",
         "Is refusal mediated by one direction, and does the base model's direction transfer to the post model?",
         "Refusal rates under directional ablation and activation addition for every direction→model combination, "
         "cosines per layer and KL on harmless prompts.",
     ),
     "neurons": (
-        "posttrain_probe.plots.neurons",
+        "posttrain_probe.probes.neurons.figures",
         "Do entropy (confidence-regulation) neurons explain the confidence difference between base and post?",
         "Norm vs LogitVar of last-layer neurons (selection marked); total vs direct effects of mean ablation "
         "against random neurons of matched norm.",

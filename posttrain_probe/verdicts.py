@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import RunResult
+from posttrain_probe.results import RunResult
 
 
 def _v(paper: str, claim: str, verdict: str, evidence: str) -> dict[str, str]:
@@ -316,7 +316,7 @@ def refusal_verdicts(res: RunResult) -> list[dict[str, str]]:
 def _refusal_locus_evidence(diag: dict[str, Any], selected: dict[str, Any]) -> str:
     """Why ablation did not bypass, when the run's diagnostics show that no candidate direction (nor their
     span) mediates refusal in this model."""
-    from .probes._refusal_diagnostics import locus_summary
+    from posttrain_probe.probes.refusal.diagnostics import locus_summary
 
     all_c = diag.get("bypass_score_all_candidates", float("nan"))
     if not all_c > 0:

@@ -124,7 +124,7 @@ def test_neuron_effect_rows_from_ablation_stats():
     import numpy as np
 
     from posttrain_probe.analysis.drift import neuron_effect_rows
-    from posttrain_probe.probes._neurons_ablate import AblationStats
+    from posttrain_probe.probes.neurons.ablate import AblationStats
 
     effects = np.zeros((2, 2, 3, 2))  # (condition, copy, metric, text)
     effects[0, 0, 0] = [0.2, 0.4]  # dH total of set 0, per text

@@ -17,14 +17,25 @@ from transformers import AutoModelForCausalLM
 from posttrain_probe.pair import load_model, load_pair
 from posttrain_probe.pair.arch import discover
 from posttrain_probe.paths import shared_data_dir
-from posttrain_probe.probes._neurons_ablate import (
+from posttrain_probe.probes.neurons import (
+    NeuronsConfig,
+    add_cli,
+    default_text_source,
+    explained_share,
+    load_texts,
+    run_neurons,
+    screen_checkpoints,
+    selection_overlap,
+    split_texts,
+)
+from posttrain_probe.probes.neurons.ablate import (
     AblationStats,
     ablation_effects,
     mean_ablation_logits,
     next_token_stats,
     reference_means,
 )
-from posttrain_probe.probes._neurons_screen import (
+from posttrain_probe.probes.neurons.screen import (
     NormFoldError,
     control_sets,
     iou,
@@ -39,17 +50,6 @@ from posttrain_probe.probes._neurons_screen import (
     select_du,
     select_null,
     unembed_spectrum,
-)
-from posttrain_probe.probes.neurons import (
-    NeuronsConfig,
-    add_cli,
-    default_text_source,
-    explained_share,
-    load_texts,
-    run_neurons,
-    screen_checkpoints,
-    selection_overlap,
-    split_texts,
 )
 from posttrain_probe.results import read_run, write_run
 from posttrain_probe.testing import _WORDS, make_tiny_checkpoint
@@ -441,7 +441,7 @@ def test_series_cli_writes_screens_and_overlap(tmp_path, tiny, planted):
 
 
 def test_figures_come_from_the_saved_run(tiny_run):
-    from posttrain_probe.plots.neurons import figures
+    from posttrain_probe.probes.neurons.figures import figures
 
     _, back = tiny_run
     figs = figures(back)

@@ -12,22 +12,22 @@ import torch
 
 from posttrain_probe.data import Statement, load_statements
 from posttrain_probe.pair import load_model, load_pair
+from posttrain_probe.pair.restore import restore_naive
 from posttrain_probe.paths import shared_data_dir
-from posttrain_probe.probes._patching_pairs import (
-    FewShotPrompt,
-    build_pairs,
-    choose_shots,
-    encode_pair,
-    position_classes,
-    true_objects,
-)
-from posttrain_probe.probes._tracing_batch import restore_naive
 from posttrain_probe.probes.patching import (
     PatchingConfig,
     add_cli,
     label_token_ids,
     patch_maps,
     run_patching,
+)
+from posttrain_probe.probes.patching.pairs import (
+    FewShotPrompt,
+    build_pairs,
+    choose_shots,
+    encode_pair,
+    position_classes,
+    true_objects,
 )
 from posttrain_probe.results import read_run, write_run
 from posttrain_probe.testing import make_tiny_checkpoint, tiny_tokenizer
@@ -176,7 +176,7 @@ def test_run_patching_end_to_end_and_cli(tmp_path, ckpt):
     write_run(tmp_path / "run", res)
     back = read_run(tmp_path / "run")
     assert back.tensors["map.common.base_to_post"].shape == (len(s["position_classes"]), pair.base.n_layers)
-    from posttrain_probe.plots.patching import save_figures
+    from posttrain_probe.probes.patching.figures import save_figures
 
     assert all(p.stat().st_size > 0 for p in save_figures(back, tmp_path / "figs"))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from posttrain_probe.pair.prompts import FewShotPrompt, few_shot_true_false
-from posttrain_probe.probes import _patching_pairs, _truth_model
 from posttrain_probe.probes.patching import PatchingConfig
+from posttrain_probe.probes.patching import pairs as _patching_pairs
 from posttrain_probe.probes.truth import TruthConfig
+from posttrain_probe.probes.truth import model as _truth_model
 
 SHOTS = (("Paris is in France.", 1), ("Rome is in Spain.", 0))
 

@@ -17,7 +17,15 @@ from transformers import AutoModelForCausalLM
 from posttrain_probe.data import Instruction
 from posttrain_probe.pair import Add, UnsupportedArchitectureError, load_model, load_pair
 from posttrain_probe.paths import shared_data_dir
-from posttrain_probe.probes._refusal_core import (
+from posttrain_probe.probes.refusal import (
+    RefusalConfig,
+    RefusalData,
+    add_cli,
+    load_refusal_data,
+    run_refusal,
+    save_refusal_vectors,
+)
+from posttrain_probe.probes.refusal.core import (
     cosine,
     diff_in_means,
     is_refusal,
@@ -28,16 +36,8 @@ from posttrain_probe.probes._refusal_core import (
     row_addition,
     select_candidate,
 )
-from posttrain_probe.probes._refusal_model import format_prompts, post_instruction_tokens
-from posttrain_probe.probes._refusal_orthogonalize import export_orthogonalized, orthogonalized_copy
-from posttrain_probe.probes.refusal import (
-    RefusalConfig,
-    RefusalData,
-    add_cli,
-    load_refusal_data,
-    run_refusal,
-    save_refusal_vectors,
-)
+from posttrain_probe.probes.refusal.model import format_prompts, post_instruction_tokens
+from posttrain_probe.probes.refusal.orthogonalize import export_orthogonalized, orthogonalized_copy
 from posttrain_probe.results import read_run, write_run
 from posttrain_probe.steering import SteeringVector
 from posttrain_probe.testing import make_tiny_checkpoint
@@ -248,7 +248,7 @@ def test_end_to_end_tables_and_invariants(tiny_run, tmp_path):
     write_run(tmp_path / "run", res)
     back = read_run(tmp_path / "run")
     assert back == res
-    from posttrain_probe.plots.refusal import save_figures
+    from posttrain_probe.probes.refusal.figures import save_figures
 
     paths = save_figures(back, tmp_path / "figs")
     assert len(paths) == 4 and all(p.stat().st_size > 0 for p in paths)
@@ -344,7 +344,7 @@ def test_load_refusal_data_from_shared_splits():
 
 
 def test_subspace_ablation_removes_the_whole_span_and_equals_row_ablation_for_one_vector(ckpts):
-    from posttrain_probe.probes._refusal_diagnostics import subspace_ablation
+    from posttrain_probe.probes.refusal.diagnostics import subspace_ablation
 
     m = load_model(ckpts["llama"])
     ids = torch.randint(4, 60, (2, 7), generator=torch.Generator().manual_seed(0))
@@ -362,8 +362,8 @@ def test_subspace_ablation_removes_the_whole_span_and_equals_row_ablation_for_on
 
 
 def test_length_matched_pairs():
-    from posttrain_probe.probes._refusal_diagnostics import length_matched_pairs
-    from posttrain_probe.probes._refusal_model import Prompts
+    from posttrain_probe.probes.refusal.diagnostics import length_matched_pairs
+    from posttrain_probe.probes.refusal.model import Prompts
 
     def prompts(lengths):
         T = max(lengths)
@@ -379,7 +379,7 @@ def test_refusal_locus_is_exact_where_the_answer_is_fully_determined(ckpts):
     # resid[0] at the instruction positions is the whole difference between the prompts (the template tokens
     # after it are shared): share 1, and 0 at the post-instruction positions; at resid[L] the last position is
     # the answer itself: share 1 there and 0 at the instruction positions.
-    from posttrain_probe.probes._refusal_diagnostics import refusal_locus
+    from posttrain_probe.probes.refusal.diagnostics import refusal_locus
 
     post = load_model(ckpts["post"])
     h = format_prompts(post, "post", _instructions(["poison", "make"], True, "train"), "auto", "")
@@ -414,7 +414,7 @@ def _diag(bypass_all=4.65):
 
 
 def test_diagnosis_note_only_for_a_refusing_model_whose_direction_fails_and_with_the_evidence():
-    from posttrain_probe.probes._refusal_diagnostics import diagnosis_note
+    from posttrain_probe.probes.refusal.diagnostics import diagnosis_note
 
     rates = {
         "harmful.baseline": {"post": 1.0, "base": 0.0},

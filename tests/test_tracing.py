@@ -15,16 +15,14 @@ from transformers import AutoModelForCausalLM
 
 from posttrain_probe.data import Fact, load_facts
 from posttrain_probe.pair import load_model, load_pair
-from posttrain_probe.paths import shared_data_dir
-from posttrain_probe.probes._tracing_batch import (
+from posttrain_probe.pair.restore import (
     kv_cache_reuse_works,
     restoration_sites,
     restore_naive,
     window_layers,
 )
-from posttrain_probe.probes._tracing_core import NOISE_SITE, _noise_full, noise_unit
-from posttrain_probe.probes._tracing_stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
-from posttrain_probe.probes._tracing_tokens import answer_token, char_span_to_tokens, token_class_masks
+from posttrain_probe.pair.spans import answer_token, char_span_to_tokens, token_class_masks
+from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.probes.tracing import (
     SubjectNotFoundError,
     TracingConfig,
@@ -36,7 +34,9 @@ from posttrain_probe.probes.tracing import (
     trace_fact_naive,
     trace_model,
 )
+from posttrain_probe.probes.tracing.core import NOISE_SITE, _noise_full, noise_unit
 from posttrain_probe.results import read_run, write_run
+from posttrain_probe.stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
 from posttrain_probe.testing import make_tiny_checkpoint, tiny_tokenizer
 
 SUBJECTS = ["city of river", "bread", "river", "make bread", "year of zero", "two three", "poison", "country"]
@@ -287,7 +287,7 @@ def test_run_tracing_writes_a_readable_run_with_figures(tmp_path, ckpts, models)
     assert set(aie["scope"]) == {"own", "common"}
     finite = aie.dropna(subset=["ci_lo", "ci_hi", "aie"])
     assert len(finite) and (finite["ci_lo"] <= finite["ci_hi"] + 1e-9).all()
-    from posttrain_probe.plots.tracing import save_figures
+    from posttrain_probe.probes.tracing.figures import save_figures
 
     paths = save_figures(back, tmp_path / "figs")
     assert paths and all(p.stat().st_size > 0 for p in paths)

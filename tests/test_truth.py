@@ -18,16 +18,15 @@ from transformers import AutoModelForCausalLM
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import load_pair
 from posttrain_probe.paths import shared_data_dir
-from posttrain_probe.probes._truth_model import (
-    FewShotFormat,
-    answer_token_ids,
-    collect_last_token_acts,
-    encode_with_spans,
-    layer_sites,
-    prob_diff_under_addition,
-    site_for_layer,
+from posttrain_probe.probes.truth import (
+    TruthConfig,
+    add_cli,
+    choose_probe_layer,
+    default_band,
+    load_truth_statements,
+    run_truth,
 )
-from posttrain_probe.probes._truth_probes import (
+from posttrain_probe.probes.truth.fit import (
     ProbeDataError,
     cosine,
     fit_logistic,
@@ -38,13 +37,14 @@ from posttrain_probe.probes._truth_probes import (
     stratified_split,
     truth_delta,
 )
-from posttrain_probe.probes.truth import (
-    TruthConfig,
-    add_cli,
-    choose_probe_layer,
-    default_band,
-    load_truth_statements,
-    run_truth,
+from posttrain_probe.probes.truth.model import (
+    FewShotFormat,
+    answer_token_ids,
+    collect_last_token_acts,
+    encode_with_spans,
+    layer_sites,
+    prob_diff_under_addition,
+    site_for_layer,
 )
 from posttrain_probe.results import read_run, write_run
 from posttrain_probe.testing import make_tiny_checkpoint, tiny_tokenizer
@@ -302,7 +302,7 @@ def test_intervention_adds_on_false_and_subtracts_on_true_statements(pair):
     # With no suffix the metric is read at the statement's last token; adding a large multiple of
     # W_U[:, TRUE] − W_U[:, FALSE] after the last block there must raise P(TRUE) − P(FALSE) (the final RMSNorm
     # of the tiny model has unit weights), and subtracting it must lower it.
-    from posttrain_probe.probes._truth_tables import run_interventions
+    from posttrain_probe.probes.truth.tables import run_interventions
 
     W = pair.base.arch.unembed_weights()  # (D, V)
     ans = answer_token_ids(pair.tokenizer)
@@ -361,7 +361,7 @@ def test_run_truth_end_to_end_writes_a_readable_run_dir(pair, tmp_path):
     )
     assert other.summary["activations_reused"] == {"base": False, "post": False}
 
-    from posttrain_probe.plots.truth import save_figures
+    from posttrain_probe.probes.truth.figures import save_figures
 
     paths = save_figures(back, tmp_path / "figs")
     assert {p.stem for p in paths} >= {"truth_accuracy_by_layer", "truth_cosine", "truth_nie", "truth_lodo"}
@@ -434,7 +434,7 @@ def test_prompts_longer_than_the_context_are_refused_before_any_model_runs(pair,
 
 
 def test_intervention_statements_are_split_equally_over_datasets_and_classes():
-    from posttrain_probe.probes._truth_tables import intervention_rows
+    from posttrain_probe.probes.truth.tables import intervention_rows
 
     st = [Statement(f"s{i}", i % 2, "big") for i in range(40)] + [Statement(f"t{i}", i % 2, "small") for i in range(8)]
     test = np.ones(len(st), dtype=bool)
@@ -460,7 +460,7 @@ def _reach_prompts(pair):
 
 
 def test_reach_check_is_zero_where_the_answer_cannot_look_and_one_where_it_is_the_whole_difference(pair):
-    from posttrain_probe.probes._truth_reach import patch_reach
+    from posttrain_probe.probes.truth.reach import patch_reach
 
     texts, spans, labels = _reach_prompts(pair)
     ans = answer_token_ids(pair.tokenizer)
@@ -486,7 +486,7 @@ def test_reach_check_is_zero_where_the_answer_cannot_look_and_one_where_it_is_th
 
 
 def test_matched_pairs_need_equal_length_positions_and_group():
-    from posttrain_probe.probes._truth_reach import matched_pairs
+    from posttrain_probe.probes.truth.reach import matched_pairs
 
     pos = torch.tensor([[3, 4], [3, 4], [5, 6], [3, 4], [3, 4]])
     got = matched_pairs([1, 0, 0, 1, 0], ["a"] * 5, [0.5, -0.5, -0.5, 0.5, 0.2], [6, 6, 8, 6, 6], pos, 10)
@@ -495,7 +495,7 @@ def test_matched_pairs_need_equal_length_positions_and_group():
 
 
 def test_reach_note_names_the_null_as_a_property_of_the_model_only_with_the_evidence():
-    from posttrain_probe.probes._truth_reach import reach_note
+    from posttrain_probe.probes.truth.reach import reach_note
 
     reach = {
         "n_pairs": 32,

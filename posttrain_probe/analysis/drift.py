@@ -106,7 +106,7 @@ def tracing_map_change(start: torch.Tensor, other: torch.Tensor) -> dict[str, fl
     None when the map has no finite cell)."""
     if start.shape != other.shape:
         raise ValueError(f"maps of shapes {tuple(start.shape)} and {tuple(other.shape)}; trace the same facts")
-    from ..probes._tracing_stats import argmax_2d, pearson
+    from posttrain_probe.stats import argmax_2d, pearson
 
     a, b = start.double(), other.double()
     ok = torch.isfinite(a) & torch.isfinite(b)
@@ -128,8 +128,8 @@ def tracing_map_change(start: torch.Tensor, other: torch.Tensor) -> dict[str, fl
 def mean_class_map(ie: torch.Tensor, n_tokens: Sequence[int], subjects: Sequence[tuple[int, int]]) -> torch.Tensor:
     """Average over facts of per-fact ROME token-class maps: ie (F, T_max, L) (NaN past each prompt's end),
     the facts' lengths and subject token spans → (C, L); a class no fact has stays NaN."""
-    from ..probes._tracing_stats import class_means, nanmean0
-    from ..probes._tracing_tokens import TOKEN_CLASSES, token_class_masks
+    from posttrain_probe.pair.spans import TOKEN_CLASSES, token_class_masks
+    from posttrain_probe.stats import class_means, nanmean0
 
     if ie.shape[0] == 0:
         return torch.full((len(TOKEN_CLASSES), ie.shape[-1]), math.nan)
@@ -141,7 +141,7 @@ def neuron_effect_rows(step: int, names: Sequence[str], neuron_sets: Sequence[Se
     """One row per ablated set from `AblationStats` (conditions in the order of `names`): token-weighted mean
     changes of entropy and loss, total and direct, their standard errors, the part of ΔH mediated by the final
     norm (total − direct), and the clean entropy and loss of the evaluation texts."""
-    from ..probes._neurons_ablate import COPIES, METRICS
+    from posttrain_probe.probes.neurons.ablate import COPIES, METRICS
 
     if len(names) != len(neuron_sets) or stats.effects.shape[0] != len(names):
         raise ValueError(
@@ -226,7 +226,7 @@ def _step_of(path: Path, index: int) -> int:
 @torch.no_grad()
 def _last_token_resid(model, texts: list[str], batch: int = 64) -> torch.Tensor:
     """resid_post of every layer at each text's last token: (N, L, D)."""
-    from ..pair import encode
+    from posttrain_probe.pair import encode
 
     out = []
     sites = [f"resid_post.{l}" for l in range(model.n_layers)]
@@ -241,8 +241,8 @@ class _Tracer:
     """Causal tracing of every checkpoint on the start model's facts, noise scale and seeded draws."""
 
     def __init__(self, start_model, facts: Sequence, cfg: DriftConfig) -> None:
-        from ..probes._tracing_batch import resolve_kv_reuse
-        from ..probes._tracing_core import clean_answer_probs, embedding_std, prepare_facts
+        from posttrain_probe.pair.restore import resolve_kv_reuse
+        from posttrain_probe.probes.tracing.core import clean_answer_probs, embedding_std, prepare_facts
 
         facts = list(facts)[: cfg.max_facts] if cfg.max_facts else list(facts)
         prepared, skipped = prepare_facts(start_model.tokenizer, facts, max_tokens=start_model.max_context)
@@ -267,8 +267,8 @@ class _Tracer:
         self.change_rows: list[dict] = []
 
     def add(self, step: int, model) -> None:
-        from ..probes._tracing_core import clean_answer_probs, trace_model
-        from ..probes._tracing_tokens import TOKEN_CLASSES
+        from posttrain_probe.pair.spans import TOKEN_CLASSES
+        from posttrain_probe.probes.tracing.core import clean_answer_probs, trace_model
 
         c = self.cfg
         trace = trace_model(
@@ -306,7 +306,7 @@ class _Tracer:
 
 
 def _encode_right(tokenizer, texts: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from ..pair import encode
+    from posttrain_probe.pair import encode
 
     ids, am = encode(tokenizer, list(texts), padding_side="right")
     ids, am = ids[:, :max_tokens], am[:, :max_tokens]
@@ -321,7 +321,7 @@ class _NeuronAblator:
     norm-matched random set on fixed evaluation texts (total and direct effects)."""
 
     def __init__(self, start_model, texts: Sequence[str], cfg: DriftConfig) -> None:
-        from ..probes.neurons import split_texts
+        from posttrain_probe.probes.neurons import split_texts
 
         ref, evl = split_texts(list(texts), cfg.n_ref, cfg.n_eval, cfg.seed)
         self.cfg = cfg
@@ -331,8 +331,8 @@ class _NeuronAblator:
         self.rows: list[dict] = []
 
     def add(self, step: int, model) -> None:
-        from ..probes._neurons_ablate import ablation_effects, reference_means
-        from ..probes._neurons_screen import control_sets, iou, screen_arch, select_du
+        from posttrain_probe.probes.neurons.ablate import ablation_effects, reference_means
+        from posttrain_probe.probes.neurons.screen import control_sets, iou, screen_arch, select_du
 
         c, L = self.cfg, model.n_layers
         if not -L <= c.neuron_layer < L:
@@ -378,7 +378,7 @@ def compare_checkpoints(
     (table neuron_effects); `screen_neurons` adds the weight screens' selection overlap. See the module
     docstring for the choices; `config` sets the probe sizes. Every checkpoint must share the start's tokenizer.
     """
-    from ..results import RunResult, RunTimer
+    from posttrain_probe.results import RunResult, RunTimer
 
     cfg = config or DriftConfig()
     if not checkpoints:
@@ -425,7 +425,7 @@ def compare_checkpoints(
 def load_series_model(path: str, backend: str, device: str | None, dtype: str | None, probes: _Probes):
     """Load one checkpoint of the series; refuse one whose vocabulary does not contain the start's with the same
     ids (a post-trained tokenizer that only adds tokens is accepted, as in `load_pair`)."""
-    from ..pair import load_model
+    from posttrain_probe.pair import load_model
 
     model = load_model(path, backend=backend, device=device, dtype=dtype)
     vocab = model.tokenizer.get_vocab()
@@ -452,7 +452,7 @@ class _Probes:
         self.ablator: _NeuronAblator | None = None
 
     def _features(self, model) -> dict[str, torch.Tensor]:
-        from ..pair import format_instruction, resolve_format
+        from posttrain_probe.pair import format_instruction, resolve_format
 
         feats: dict[str, torch.Tensor] = {}
         bs = self.cfg.batch_size
@@ -518,7 +518,7 @@ class _Probes:
 
 
 def _selection_overlap(series: list[tuple[int, str]], cfg: DriftConfig):
-    from ..probes.neurons import screen_checkpoints, selection_overlap
+    from posttrain_probe.probes.neurons import screen_checkpoints, selection_overlap
 
     screens = screen_checkpoints(
         [p for _, p in series], layer=cfg.neuron_layer, top_frac=cfg.top_frac, n_select=cfg.n_select

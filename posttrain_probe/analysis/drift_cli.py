@@ -9,9 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from posttrain_probe.analysis.drift import TRACING_KINDS, DriftConfig
 from posttrain_probe.cli_args import finish_run, fresh_out_dir
-
-from .drift import TRACING_KINDS, DriftConfig
 
 
 @dataclass
@@ -68,8 +67,8 @@ def load_drift_inputs(
     from the given sources, each defaulting to `default_sources(start)`."""
     from posttrain_probe.data import load_facts, load_refusal_splits, sample_records
     from posttrain_probe.data.defaults import default_sources
-    from posttrain_probe.probes._truth_data import load_truth_statements
     from posttrain_probe.probes.neurons import load_texts
+    from posttrain_probe.probes.truth.data import load_truth_statements
 
     found: list = []
 
@@ -141,9 +140,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 
 
 def _cli_compare(args: argparse.Namespace) -> int:
+    from posttrain_probe.analysis.drift import compare_checkpoints
     from posttrain_probe.results import write_run
-
-    from .drift import compare_checkpoints
 
     out = fresh_out_dir(args)
     checkpoints, run_metrics = expand_checkpoints(args.checkpoints)

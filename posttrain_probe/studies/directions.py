@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import Study
+from posttrain_probe.studies.common import Study
 
 RUNS = ("truth", "refusal")
 
@@ -42,9 +42,9 @@ def run_directions(study: Study) -> list[Path]:
     )
     sources = [str(s) for s in src.truth_statements]
     res = run_truth(pair, statements, tcfg, data_sources=sources)
-    truth = study.save("truth", res, "posttrain_probe.plots.truth")
+    truth = study.save("truth", res, "posttrain_probe.probes.truth.figures")
     save_truth_vectors(res, pair, truth / "steering")
     res = run_refusal(pair, data, rcfg)
-    refusal = study.save("refusal", res, "posttrain_probe.plots.refusal")
+    refusal = study.save("refusal", res, "posttrain_probe.probes.refusal.figures")
     save_refusal_vectors(res, pair, refusal / "steering")
     return [truth, refusal]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import Study
+from posttrain_probe.studies.common import Study
 
 RUNS = ("tracing", "patching")
 
@@ -32,7 +32,7 @@ def run_knowledge_localization(study: Study) -> list[Path]:
         progress=study.progress,
     )
     res = run_tracing(pair, facts, tracing, reference_texts=reference, data_source=str(src.facts))
-    out = [study.save("tracing", res, "posttrain_probe.plots.tracing")]
+    out = [study.save("tracing", res, "posttrain_probe.probes.tracing.figures")]
     patching = PatchingConfig(
         max_pairs=study.pick(6, 40, 200, 200),
         n_boot=study.pick(50, 1000, 1000, 1000),
@@ -40,5 +40,5 @@ def run_knowledge_localization(study: Study) -> list[Path]:
         progress=study.progress,
     )
     res = run_patching(pair, statements, patching, data_source=str(src.pair_statements))
-    out.append(study.save("patching", res, "posttrain_probe.plots.patching"))
+    out.append(study.save("patching", res, "posttrain_probe.probes.patching.figures"))
     return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import Study
+from posttrain_probe.studies.common import Study
 
 
 def run_entropy_neurons(study: Study) -> list[Path]:
@@ -25,4 +25,4 @@ def run_entropy_neurons(study: Study) -> list[Path]:
         progress=study.progress,
     )
     res = run_neurons(study.load_pair(), texts, cfg, text_source=study.sources.texts)
-    return [study.save("neurons", res, "posttrain_probe.plots.neurons")]
+    return [study.save("neurons", res, "posttrain_probe.probes.neurons.figures")]

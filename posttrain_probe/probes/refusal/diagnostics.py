@@ -31,9 +31,8 @@ import pandas as pd
 import torch
 
 from posttrain_probe.pair import Edit, HookedModel, Patch
-
-from ._refusal_core import refusal_log_odds
-from ._refusal_model import Prompts, last_logits
+from posttrain_probe.probes.refusal.core import refusal_log_odds
+from posttrain_probe.probes.refusal.model import Prompts, last_logits
 
 LOCUS_CHUNK = 8  # pairs per forward: the harmful run reads every resid site
 MIN_GAP = 1.0  # log-odds: below this the model does not tell harmful from harmless, and shares mean nothing

@@ -12,9 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from posttrain_probe.plots import write_figures
 from posttrain_probe.results import RunResult
-
-from . import write_figures
 
 ROLES = ("base", "post")
 RULE_STYLE = {

@@ -9,10 +9,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._truth_data import unk_fraction
-from ._truth_model import check_prompt_lengths, max_token_length, prob_diff_under_addition, render_prompt
-from ._truth_probes import PROBE_KINDS, LinearProbe, cosine, fit_probe, nie_summary
-from ._truth_reach import patch_reach
+from posttrain_probe.probes.truth.data import unk_fraction
+from posttrain_probe.probes.truth.fit import PROBE_KINDS, LinearProbe, cosine, fit_probe, nie_summary
+from posttrain_probe.probes.truth.model import (
+    check_prompt_lengths,
+    max_token_length,
+    prob_diff_under_addition,
+    render_prompt,
+)
+from posttrain_probe.probes.truth.reach import patch_reach
 
 ROLES = ("base", "post")
 

@@ -12,9 +12,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from posttrain_probe.plots import write_figures
 from posttrain_probe.results import RunResult
-
-from . import write_figures
 
 ROLE_COLORS = {"base": "tab:blue", "post": "tab:orange", "random": "tab:gray"}
 PROBE_TITLES = {"mass_mean": "mass-mean probe", "logistic": "logistic probe"}

@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
+from posttrain_probe.pair.spans import TOKEN_CLASSES, token_class_masks
+from posttrain_probe.probes.tracing.core import NOISE_SITE, ModelTrace, PreparedFact
 from posttrain_probe.results import RunResult
-
-from ._tracing_core import NOISE_SITE, ModelTrace, PreparedFact
-from ._tracing_stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
-from ._tracing_tokens import TOKEN_CLASSES, token_class_masks
+from posttrain_probe.stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
 
 if TYPE_CHECKING:
-    from .tracing import TracingConfig
+    from posttrain_probe.probes.tracing import TracingConfig
 
 ANALYSIS = "causal_tracing"
 ROLES = ("base", "post")

@@ -30,9 +30,8 @@ from tqdm.auto import tqdm
 from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.results import RunResult, RunTimer, write_run
-
-from ._patching_pairs import (
+from posttrain_probe.pair.restore import Restorations, resolve_kv_reuse, restore, run_receiver
+from posttrain_probe.probes.patching.pairs import (
     EncodedPair,
     FewShotPrompt,
     build_pairs,
@@ -40,8 +39,8 @@ from ._patching_pairs import (
     encode_pair,
     pair_columns,
 )
-from ._patching_result import DIRECTIONS, assemble_result, direction_name
-from ._tracing_batch import Restorations, resolve_kv_reuse, restore, run_receiver
+from posttrain_probe.probes.patching.result import DIRECTIONS, assemble_result, direction_name
+from posttrain_probe.results import RunResult, RunTimer, write_run
 
 
 @dataclass
@@ -280,4 +279,4 @@ def _cli_patch(args: argparse.Namespace) -> int:
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
     result = run_patching(pair, statements, cfg, data_source=str(source))
     write_run(out, result, overwrite=args.force)
-    return finish_run(args, out, "posttrain_probe.plots.patching", format_summary(result.summary))
+    return finish_run(args, out, "posttrain_probe.probes.patching.figures", format_summary(result.summary))

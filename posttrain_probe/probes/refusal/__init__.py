@@ -41,17 +41,22 @@ import pandas as pd
 
 from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.pair import ModelPair
-from posttrain_probe.results import RunResult, RunTimer, write_run
-
-from ._refusal_core import (
+from posttrain_probe.probes.refusal.core import (
     DEFAULT_REFUSAL_PHRASES,
     cosine,
     select_candidate,
 )
-from ._refusal_data import ANALYSIS, FORMATS, ROLES, RefusalConfig, RefusalData, load_refusal_data
-from ._refusal_diagnostics import diagnose, diagnosis_note, locus_table
-from ._refusal_eval import _fmt, evaluate, orthogonalization_gap, prepare_model, score_candidates
-from ._refusal_model import format_prompts
+from posttrain_probe.probes.refusal.data import ANALYSIS, FORMATS, ROLES, RefusalConfig, RefusalData, load_refusal_data
+from posttrain_probe.probes.refusal.diagnostics import diagnose, diagnosis_note, locus_table
+from posttrain_probe.probes.refusal.evaluate import (
+    _fmt,
+    evaluate,
+    orthogonalization_gap,
+    prepare_model,
+    score_candidates,
+)
+from posttrain_probe.probes.refusal.model import format_prompts
+from posttrain_probe.results import RunResult, RunTimer, write_run
 
 # ---------------------------------------------------------------------------------------------- the run
 
@@ -317,7 +322,7 @@ def _cli_refusal(args: argparse.Namespace) -> int:
     write_run(out, result, overwrite=args.force)
     save_refusal_vectors(result, pair, out / "steering")
     if args.export_orthogonalized:
-        from ._refusal_orthogonalize import export_orthogonalized
+        from posttrain_probe.probes.refusal.orthogonalize import export_orthogonalized
 
         for role in ROLES:
             export_orthogonalized(
@@ -327,7 +332,7 @@ def _cli_refusal(args: argparse.Namespace) -> int:
                 metadata={"analysis": ANALYSIS, "selected": result.summary["selected"][role]},
                 overwrite=True,
             )
-    return finish_run(args, out, "posttrain_probe.plots.refusal", format_summary(result.summary))
+    return finish_run(args, out, "posttrain_probe.probes.refusal.figures", format_summary(result.summary))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

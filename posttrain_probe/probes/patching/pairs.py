@@ -20,8 +20,7 @@ import torch
 
 from posttrain_probe.data import Statement
 from posttrain_probe.pair.prompts import FewShotPrompt
-
-from ._tracing_tokens import SubjectNotFoundError, encode_offsets, find_token_span
+from posttrain_probe.pair.spans import SubjectNotFoundError, encode_offsets, find_token_span
 
 SUBJECT_COLUMNS = ("subject", "city")
 OBJECT_COLUMNS = ("object", "country")

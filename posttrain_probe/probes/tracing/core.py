@@ -26,8 +26,7 @@ import torch
 
 from posttrain_probe.data import Fact
 from posttrain_probe.pair import HookedModel
-
-from ._tracing_batch import (
+from posttrain_probe.pair.restore import (
     Restorations,
     restoration_sites,
     restore,
@@ -35,7 +34,7 @@ from ._tracing_batch import (
     run_receiver,
     source_sites,
 )
-from ._tracing_tokens import SubjectNotFoundError, answer_token, find_token_span
+from posttrain_probe.pair.spans import SubjectNotFoundError, answer_token, find_token_span
 
 NOISE_SITE = "resid_pre.0"
 

@@ -42,10 +42,7 @@ from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_d
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import ModelPair
 from posttrain_probe.pair.prompts import FewShotPrompt
-from posttrain_probe.results import RunResult, RunTimer, write_run
-from posttrain_probe.utils.io import sha256_text
-
-from ._truth_data import (
+from posttrain_probe.probes.truth.data import (
     ANALYSIS,
     activation_key,
     cached_activations,
@@ -54,10 +51,10 @@ from ._truth_data import (
     split_statements,
     subsample,
 )
-from ._truth_model import PROMPT_FORMATS, answer_token_ids, collect_last_token_acts
-from ._truth_probes import PROBE_KINDS
-from ._truth_reach import reach_note
-from ._truth_tables import (
+from posttrain_probe.probes.truth.fit import PROBE_KINDS
+from posttrain_probe.probes.truth.model import PROMPT_FORMATS, answer_token_ids, collect_last_token_acts
+from posttrain_probe.probes.truth.reach import reach_note
+from posttrain_probe.probes.truth.tables import (
     ROLES,
     build_notes,
     build_summary,
@@ -72,6 +69,8 @@ from ._truth_tables import (
     run_interventions,
     score_tables,
 )
+from posttrain_probe.results import RunResult, RunTimer, write_run
+from posttrain_probe.utils.io import sha256_text
 
 LODO_MODES = ("all", "probe_layer", "none")
 
@@ -402,7 +401,7 @@ def _cli_truth(args: argparse.Namespace) -> int:
     result = run_truth(pair, statements, cfg, reuse_from=reuse, data_sources=sources)
     write_run(out, result, overwrite=args.force)
     save_truth_vectors(result, pair, out / "steering")
-    return finish_run(args, out, "posttrain_probe.plots.truth", format_summary(result.summary))
+    return finish_run(args, out, "posttrain_probe.probes.truth.figures", format_summary(result.summary))
 
 
 def format_summary(summary: dict[str, Any]) -> str:

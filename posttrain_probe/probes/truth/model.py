@@ -18,8 +18,7 @@ from tqdm.auto import tqdm
 
 from posttrain_probe.pair import Add, HookedModel, format_instruction
 from posttrain_probe.pair.prompts import FewShotPrompt
-
-from ._truth_probes import prob_diff
+from posttrain_probe.probes.truth.fit import prob_diff
 
 PROMPT_FORMATS = ("raw", "chat")
 FewShotFormat = FewShotPrompt  # the name this module exported before the prompt moved to pair.prompts

@@ -27,9 +27,8 @@ import numpy as np
 import torch
 
 from posttrain_probe.pair import HookedModel, Patch
-
-from ._truth_model import encode_with_spans, layer_sites, site_for_layer
-from ._truth_probes import prob_diff
+from posttrain_probe.probes.truth.fit import prob_diff
+from posttrain_probe.probes.truth.model import encode_with_spans, layer_sites, site_for_layer
 
 REACH_CHUNK = 8  # pairs per forward: the true run reads every resid site, which is large for real LMs
 

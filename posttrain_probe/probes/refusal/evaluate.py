@@ -11,8 +11,7 @@ import pandas as pd
 import torch
 
 from posttrain_probe.pair import HookedModel
-
-from ._refusal_core import (
+from posttrain_probe.probes.refusal.core import (
     diff_in_means,
     is_refusal,
     kl_next_token,
@@ -21,8 +20,8 @@ from ._refusal_core import (
     row_ablation,
     row_addition,
 )
-from ._refusal_data import RefusalConfig, RefusalData
-from ._refusal_model import (
+from posttrain_probe.probes.refusal.data import RefusalConfig, RefusalData
+from posttrain_probe.probes.refusal.model import (
     Prompts,
     candidate_activations,
     format_prompts,
@@ -216,7 +215,7 @@ def evaluate(
 def orthogonalization_gap(st: ModelState, vec: torch.Tensor, n_prompts: int = 16) -> float:
     """max |logits(orthogonalized weights) − logits(runtime ablation)| over eval prompts (all positions with
     a real token)."""
-    from ._refusal_orthogonalize import orthogonalized_copy
+    from posttrain_probe.probes.refusal.orthogonalize import orthogonalized_copy
 
     hf, _ = orthogonalized_copy(st.model, vec)
     ids = st.eval_prompts.input_ids[:n_prompts].to(st.model.device)

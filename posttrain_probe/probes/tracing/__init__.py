@@ -24,10 +24,9 @@ from pathlib import Path
 from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.data import Fact
 from posttrain_probe.pair import ModelPair
-from posttrain_probe.results import RunResult, RunTimer, write_run
-
-from ._tracing_batch import KINDS, resolve_kv_reuse
-from ._tracing_core import (
+from posttrain_probe.pair.restore import KINDS, resolve_kv_reuse
+from posttrain_probe.pair.spans import TOKEN_CLASSES, SubjectNotFoundError, find_token_span
+from posttrain_probe.probes.tracing.core import (
     NOISE_SITE,
     clean_answer_probs,
     embedding_std,
@@ -35,8 +34,8 @@ from ._tracing_core import (
     trace_fact_naive,
     trace_model,
 )
-from ._tracing_result import ANALYSIS, ROLES, assemble_result
-from ._tracing_tokens import TOKEN_CLASSES, SubjectNotFoundError, find_token_span
+from posttrain_probe.probes.tracing.result import ANALYSIS, ROLES, assemble_result
+from posttrain_probe.results import RunResult, RunTimer, write_run
 
 NOISE_CALIBRATIONS = ("base", "post", "per_model")
 
@@ -236,4 +235,4 @@ def _cli_trace(args: argparse.Namespace) -> int:
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
     result = run_tracing(pair, facts, cfg, reference_texts=reference, data_source=str(source))
     write_run(out, result, overwrite=args.force)
-    return finish_run(args, out, "posttrain_probe.plots.tracing", format_summary(result.summary))
+    return finish_run(args, out, "posttrain_probe.probes.tracing.figures", format_summary(result.summary))

@@ -12,10 +12,9 @@ import numpy as np
 import torch
 
 from posttrain_probe.data import Statement, load_statements
+from posttrain_probe.probes.truth.fit import stratified_split
 from posttrain_probe.results import is_run_dir
 from posttrain_probe.utils.io import sha256_file, sha256_text
-
-from ._truth_probes import stratified_split
 
 ANALYSIS = "truth"
 ACTS_RULE = "resid[0..L] at the last token overlapping the statement; raw text; v1"

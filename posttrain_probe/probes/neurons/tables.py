@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._neurons_ablate import COPIES, METRICS, AblationStats
-from ._neurons_screen import control_sets, iou, match_neurons, matched_controls
+from posttrain_probe.probes.neurons.ablate import COPIES, METRICS, AblationStats
+from posttrain_probe.probes.neurons.screen import control_sets, iou, match_neurons, matched_controls
 
 ROLES = ("base", "post")
 RULES = ("du", "null")

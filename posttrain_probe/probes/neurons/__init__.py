@@ -36,13 +36,10 @@ import torch
 
 from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
 from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.results import RunResult, RunTimer, write_run
-from posttrain_probe.utils.io import sha256_text
-
-from ._neurons_ablate import ablation_effects, reference_means
-from ._neurons_screen import neuron_directions, resolve_null_k, screen_arch, select_du, select_null
-from ._neurons_series import screen_checkpoints, selection_overlap
-from ._neurons_tables import (
+from posttrain_probe.probes.neurons.ablate import ablation_effects, reference_means
+from posttrain_probe.probes.neurons.screen import neuron_directions, resolve_null_k, screen_arch, select_du, select_null
+from posttrain_probe.probes.neurons.series import screen_checkpoints, selection_overlap
+from posttrain_probe.probes.neurons.tables import (
     ROLES,
     RULES,
     build_conditions,
@@ -53,6 +50,8 @@ from ._neurons_tables import (
     matching_table,
     side_by_side,
 )
+from posttrain_probe.results import RunResult, RunTimer, write_run
+from posttrain_probe.utils.io import sha256_text
 
 ANALYSIS = "neurons"
 SCREEN_LAYERS = ("last", "all")
@@ -381,7 +380,7 @@ def _cli_neurons(args: argparse.Namespace) -> int:
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
     result = run_neurons(pair, texts, cfg, text_source=source)
     write_run(out, result, overwrite=args.force)
-    return finish_run(args, out, "posttrain_probe.plots.neurons", format_summary(result.summary))
+    return finish_run(args, out, "posttrain_probe.probes.neurons.figures", format_summary(result.summary))
 
 
 def _cli_series(args: argparse.Namespace) -> int:

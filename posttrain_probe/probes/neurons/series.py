@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._neurons_screen import iou, neuron_directions, screen_arch, select_du, select_null
-from ._neurons_tables import RULES
+from posttrain_probe.probes.neurons.screen import iou, neuron_directions, screen_arch, select_du, select_null
+from posttrain_probe.probes.neurons.tables import RULES
 
 
 def screen_checkpoints(

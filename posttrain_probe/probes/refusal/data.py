@@ -15,9 +15,8 @@ from posttrain_probe.data import (
     sample_records,
 )
 from posttrain_probe.pair.prompts import BASE_TEMPLATE
+from posttrain_probe.probes.refusal.core import DEFAULT_REFUSAL_PHRASES
 from posttrain_probe.utils.io import sha256_text
-
-from ._refusal_core import DEFAULT_REFUSAL_PHRASES
 
 ANALYSIS = "refusal"
 ROLES = ("base", "post")

@@ -9,10 +9,9 @@ from dataclasses import asdict
 import pandas as pd
 import torch
 
+from posttrain_probe.probes.patching.pairs import STATEMENT_CLASSES, EncodedPair, position_classes
 from posttrain_probe.results import RunResult
-
-from ._patching_pairs import STATEMENT_CLASSES, EncodedPair, position_classes
-from ._tracing_stats import bootstrap_ci, class_means, nanmean0, pearson
+from posttrain_probe.stats import bootstrap_ci, class_means, nanmean0, pearson
 
 ANALYSIS = "truth_patching"
 ROLES = ("base", "post")
