@@ -217,20 +217,202 @@ def _rlvr(sub):
     r.set_defaults(func=run_resume)
 
 
-# Modules that add their own subcommands through `add_cli(subparsers)`.
-PLUGINS = (
-    "posttrain_probe.probes.truth",
-    "posttrain_probe.probes.neurons",
-    "posttrain_probe.probes.refusal",
-    "posttrain_probe.probes.tracing",
-    "posttrain_probe.probes.patching",
-    "posttrain_probe.analysis.drift_cli",
-    "posttrain_probe.plots.export",
-)
+def _probe_command(probe) -> Callable[[argparse._SubParsersAction], None]:
+    """The subcommand of a registered probe: BASE POST --out DIR, the pair flags, one flag per documented field of
+    its Config and Data (generated: help and code cannot drift)."""
+
+    def register(sub: argparse._SubParsersAction) -> None:
+        from .cli_args import add_pair_arguments
+        from .probes.base import add_dataclass_arguments
+
+        p = sub.add_parser(probe.command, help=probe.help, description=f"{probe.help}. {probe.question}")
+        add_pair_arguments(p, backend=probe.backend)
+        add_dataclass_arguments(p, probe.data_cls, "inputs (default: the pair's default data)")
+        add_dataclass_arguments(p, probe.config_cls, "settings")
+        p.set_defaults(func=lambda args: _run_probe(probe, args))
+
+    return register
+
+
+def _run_probe(probe, args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .cli_args import finish_run, fresh_out_dir
+    from .data.defaults import default_sources
+    from .pair import load_pair
+    from .probes.base import dataclass_from_args
+    from .results import write_run
+
+    out = fresh_out_dir(args)
+    cfg = dataclass_from_args(probe.config_cls, args)
+    data = dataclass_from_args(probe.data_cls, args)
+    if "reuse" in {f.name for f in dataclasses.fields(data)} and data.reuse is None and out.exists():
+        data = dataclasses.replace(data, reuse=str(out))  # --force over an earlier run reuses its activations
+    pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
+    result = probe.execute(pair, _LazySources(lambda: default_sources(args.base)), config=cfg, data=data)
+    write_run(out, result, overwrite=args.force)
+    probe.write_artifacts(result, pair, out)
+    return finish_run(args, out, probe.figures, probe.summary_text(result.summary))
+
+
+class _LazySources:
+    """The pair's default data sources, resolved only when a probe needs a default (so --data works without the
+    shared data sets)."""
+
+    def __init__(self, make: Callable) -> None:
+        self._make, self._value = make, None
+
+    def __getattr__(self, name: str):
+        if self._value is None:
+            self._value = self._make()
+        return getattr(self._value, name)
+
+
+@command
+def _neurons_series(sub):
+    p = sub.add_parser("neurons-series", help="entropy-neuron weight screens for a series of checkpoints")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint directories in order (base first)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument("--layer", type=int, default=-1, help="MLP layer to screen (-1: the last)")
+    p.add_argument("--all-layers", action="store_true", help="screen every layer")
+    p.add_argument("--null-k", type=float, default=None, help="null-space size: int, or fraction of d_model")
+    p.add_argument("--top-frac", type=float, default=0.25, help="Du et al.'s rule: top share by norm (0.25)")
+    p.add_argument("--n-select", type=int, default=10, help="neurons in Du et al.'s set (10)")
+    p.add_argument("--n-null", type=int, default=10, help="neurons in the null-space set (10)")
+
+    def run(args) -> int:
+        from .cli_args import fresh_out_dir
+        from .probes.neurons.series import run_series
+        from .results import write_run
+
+        out = fresh_out_dir(args)
+        k = args.null_k
+        k = int(k) if k is not None and float(k).is_integer() else k
+        result = run_series(args.checkpoints, args.layer, args.all_layers, k, args.top_frac, args.n_select, args.n_null)
+        write_run(out, result, overwrite=args.force)
+        print(result.tables["selection_overlap"].to_string(index=False))
+        print(f"wrote {out}", file=sys.stderr)
+        return 0
+
+    p.set_defaults(func=run)
+
+
+@command
+def _compare_checkpoints(sub):
+    """`compare-checkpoints START CKPT... --out DIR`."""
+    p = sub.add_parser(
+        "compare-checkpoints",
+        help="internal change along a checkpoint series: weights, CKA, truth/refusal drift, tracing, entropy neurons",
+    )
+    p.add_argument("base", help="start of the series: hub id, local HF dir or toyworld:post (the RLVR start model)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint dirs in order, or an RLVR run dir (all its checkpoints)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
+    p.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--metrics", default=None, help="a run's metrics.jsonl to line up with (default: the RLVR run's)")
+    p.add_argument("--facts", default=None, help="facts for causal tracing (known_1000-style json or folder)")
+    p.add_argument("--statements", nargs="+", default=None, help="true/false statement csv files or folders")
+    p.add_argument("--instructions", default=None, help="folder of harmful*/harmless* instruction splits")
+    p.add_argument("--texts", default=None, help="text file (one per line) for CKA and entropy-neuron ablation")
+    for name, default in (
+        ("max_facts", 50),
+        ("max_statements", 200),
+        ("max_instructions", 32),
+        ("n_cka_texts", 64),
+        ("n_neuron_texts", 96),
+        ("seed", 0),
+    ):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+    from .analysis.drift import TRACING_KINDS, DriftConfig
+
+    d = DriftConfig()
+    p.add_argument("--tracing-samples", type=int, default=d.tracing_samples)
+    p.add_argument(
+        "--tracing-window",
+        type=int,
+        default=None,
+        help="layers restored around each layer (default: the tracing probe's window for the depth)",
+    )
+    p.add_argument("--tracing-kinds", nargs="+", default=list(d.tracing_kinds), choices=TRACING_KINDS)
+    p.add_argument("--n-select", type=int, default=d.n_select, help="entropy neurons per set (Du rule)")
+    p.add_argument("--no-tracing", action="store_true", help="skip causal tracing per checkpoint")
+    p.add_argument("--no-neuron-effects", action="store_true", help="skip entropy-neuron ablation per checkpoint")
+    p.add_argument("--no-screens", action="store_true", help="skip the entropy-neuron weight screens")
+    p.set_defaults(func=_cli_compare)
+
+
+def _cli_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .analysis.drift import DriftConfig, compare_checkpoints
+    from .analysis.drift_inputs import expand_checkpoints, format_summary, load_drift_inputs
+    from .cli_args import finish_run, fresh_out_dir
+    from .results import write_run
+
+    out = fresh_out_dir(args)
+    checkpoints, run_metrics = expand_checkpoints(args.checkpoints)
+    n_eval = min(DriftConfig.n_eval, args.n_neuron_texts // 2)
+    cfg = DriftConfig(
+        tracing_kinds=tuple(args.tracing_kinds),
+        tracing_samples=args.tracing_samples,
+        tracing_window=args.tracing_window,
+        max_facts=args.max_facts,
+        n_select=args.n_select,
+        n_ref=max(1, args.n_neuron_texts - n_eval),
+        n_eval=max(1, n_eval),
+        seed=args.seed,
+    )
+    inputs = load_drift_inputs(
+        args.base,
+        args.facts,
+        args.statements,
+        args.instructions,
+        args.texts,
+        args.max_facts,
+        args.max_statements,
+        args.max_instructions,
+        args.n_cka_texts,
+        args.n_neuron_texts,
+        tracing=not args.no_tracing,
+        neurons=not args.no_neuron_effects,
+        seed=args.seed,
+    )
+    metrics = args.metrics or run_metrics
+    if args.metrics and not Path(args.metrics).is_file():
+        raise FileNotFoundError(f"--metrics {args.metrics} not found; pass a run's metrics.jsonl")
+    result = compare_checkpoints(
+        args.base,
+        checkpoints,
+        statements=inputs.statements,
+        harmful=inputs.harmful,
+        harmless=inputs.harmless,
+        cka_texts=inputs.cka_texts,
+        metrics_jsonl=metrics,
+        backend=args.backend,
+        screen_neurons=not args.no_screens,
+        facts=inputs.facts or None,
+        neuron_texts=inputs.neuron_texts or None,
+        config=cfg,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    result.config["data_sources"] = inputs.sources
+    write_run(out, result, overwrite=args.force)
+    return finish_run(args, out, "posttrain_probe.plots.drift", format_summary(result.summary))
+
+
+# Modules that add their own subcommands through `add_cli(subparsers)` (not probes: those come from the registry).
+PLUGINS = ("posttrain_probe.plots.export",)
 
 
 def build_parser() -> argparse.ArgumentParser:
     import importlib
+
+    from . import registry
 
     parser = argparse.ArgumentParser(
         prog="posttrain-probe", description="What did post-training change inside this model?"
@@ -239,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for register in _COMMANDS:
         register(sub)
+    for probe in registry.probes():
+        _probe_command(probe)(sub)
     for module in PLUGINS:
         importlib.import_module(module).add_cli(sub)
     return parser

@@ -34,9 +34,11 @@ def add_pair_arguments(
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help=force_help)
     p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default=backend, choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument(
+        "--backend", default=backend, choices=["bridge", "nnsight"], help=f"hooking backend (default: {backend})"
+    )
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: the model's own placement)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
 
 
 def fresh_out_dir(args: argparse.Namespace, hint: str = "pass --force or another --out") -> Path:

@@ -1,8 +1,11 @@
 """The main job: build the toy pair, run every probe on base vs post, run the RLVR interventions from post,
 analyse their entropy dynamics and internal drift, and write one self-contained HTML report.
 
-Every step writes a run directory under `out/`; a rerun reuses finished steps (their `result.json` exists)
-unless `force=True`. Steps are plain functions in `STEPS`, run in order.
+The demo is a study like the others (`posttrain_probe.studies`): every probe in the registry runs through
+`Study.run_probe` with the sizes its contract gives for the preset (`quick`, or `toy` for default/large), then
+the RLVR runs, their dynamics and the drift along the GRPO run. Every step writes a run directory under `out/`;
+a rerun reuses finished steps (their `result.json` exists) unless `force=True`. The report, its verdicts
+(`verdicts.json`) and figures are drawn from the saved runs only.
 """
 
 from __future__ import annotations
@@ -39,74 +42,34 @@ class DemoContext:
         """The smoke-test sizes; `default` and `large` share the full ones."""
         return self.preset == "quick"
 
+    @property
+    def study(self):
+        """The demo as a study of the built toy pair: probe sizes from the contract (quick, or toy)."""
+        from .studies.common import Study
+
+        # fp32 on every device: the toy models are small, and bf16 weights would blur small ablation effects
+        return Study(
+            name="demo", base=str(self.toy.base_dir), post=str(self.toy.post_dir), out=self.out, device=self.device,
+            dtype="float32", seed=self.seed, force=True, progress=False, figures=False,
+            size_name="quick" if self.quick else "toy",
+        )  # fmt: skip
+
     def load_pair(self):
         if self.pair is None:
-            from posttrain_probe.pair import load_pair
-
-            # fp32 on every device: the toy models are small, and bf16 weights would blur small ablation effects
-            self.pair = load_pair(
-                self.toy.base_dir, self.toy.post_dir, backend="nnsight", device=self.device, dtype="float32"
-            )
+            self.pair = self.study.load_pair()
         return self.pair
 
 
-def _truth(ctx: DemoContext):
-    from posttrain_probe.data import load_statements
-    from posttrain_probe.probes.truth import TruthConfig, run_truth
+def _probe_step(name: str) -> Callable:
+    def step(ctx: DemoContext):
+        from . import registry
 
-    cfg = TruthConfig(
-        seed=ctx.seed, progress=False, max_per_dataset=300 if ctx.quick else 2000, n_intervene=40 if ctx.quick else 200
-    )
-    return run_truth(ctx.load_pair(), load_statements(Path(ctx.toy.data_dir) / "statements.csv"), cfg)
+        probe = registry.get(name)
+        study, pair = ctx.study, ctx.load_pair()
+        result = probe.execute(pair, study.sources, size=study.size, seed=ctx.seed, progress=False)
+        return result, lambda rd: probe.write_artifacts(result, pair, rd)
 
-
-def _tracing(ctx: DemoContext):
-    from posttrain_probe.data import load_facts
-    from posttrain_probe.probes.tracing import TracingConfig, run_tracing
-
-    facts = [f for f in load_facts(Path(ctx.toy.data_dir) / "facts.json") if f.split == "pretrain"]
-    # ROME restores a window of 10 of GPT-2 XL's 48 layers (~1/5 of the depth); the same share of a 4-layer toy model
-    # is 1 layer, while a window of 10 would cover every layer and make the MLP/attention maps flat in the layer.
-    window = max(1, round(ctx.toy.config.n_layers / 5))
-    cfg = TracingConfig(
-        seed=ctx.seed,
-        progress=False,
-        max_facts=40 if ctx.quick else 180,
-        n_samples=4 if ctx.quick else 10,
-        window=window,
-    )
-    texts = (Path(ctx.toy.data_dir) / "corpus.txt").read_text().splitlines()[:200]
-    return run_tracing(ctx.load_pair(), facts, cfg, reference_texts=texts)
-
-
-def _patching(ctx: DemoContext):
-    from posttrain_probe.data import load_statements
-    from posttrain_probe.probes.patching import PatchingConfig, run_patching
-
-    statements = load_statements(Path(ctx.toy.data_dir) / "statements.csv")
-    cfg = PatchingConfig(seed=ctx.seed, progress=False, max_pairs=40 if ctx.quick else 200)
-    return run_patching(ctx.load_pair(), statements, cfg)
-
-
-def _neurons(ctx: DemoContext):
-    from posttrain_probe.probes.neurons import NeuronsConfig, load_texts, run_neurons
-
-    cfg = NeuronsConfig(
-        seed=ctx.seed,
-        progress=False,
-        n_ref=64 if ctx.quick else 256,
-        n_eval=32 if ctx.quick else 64,
-        n_control_sets=3 if ctx.quick else 10,
-    )
-    return run_neurons(ctx.load_pair(), load_texts(Path(ctx.toy.data_dir) / "corpus.txt"), cfg)
-
-
-def _refusal(ctx: DemoContext):
-    from posttrain_probe.probes.refusal import RefusalConfig, load_refusal_data, run_refusal
-
-    data = load_refusal_data(ctx.toy.data_dir, seed=ctx.seed)
-    # the quick preset is a smoke test: skip the where-does-refusal-live diagnostics (patching sweeps, ~4 s)
-    return run_refusal(ctx.load_pair(), data, RefusalConfig(seed=ctx.seed, diagnostics=not ctx.quick))
+    return step
 
 
 RLVR_LOSSES = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "steer")
@@ -116,7 +79,9 @@ def _rlvr_config(ctx: DemoContext, loss: str):
     from posttrain_probe.rlvr import RLVRConfig
 
     base = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "rlvr_toy_grpo.yaml"
-    cfg = RLVRConfig.from_yaml(base) if base.exists() else RLVRConfig()
+    if not base.is_file():
+        raise FileNotFoundError(f"the demo's RLVR settings {base} are missing; run the demo from a checkout")
+    cfg = RLVRConfig.from_yaml(base)
     steps = ctx.rlvr_steps or (12 if ctx.quick else 60)
     return dataclasses.replace(
         cfg,
@@ -248,12 +213,11 @@ def _drift(ctx: DemoContext):
     texts = corpus[:64]
     facts = [f for f in load_facts(data / "facts.json") if f.split == "pretrain"]
     cfg = DriftConfig(
-        tracing_window=max(1, round(ctx.toy.config.n_layers / 5)),  # as in the tracing step
         max_facts=20 if ctx.quick else 50,
         tracing_samples=3 if ctx.quick else 5,
         seed=ctx.seed,
     )
-    return compare_checkpoints(
+    result = compare_checkpoints(
         str(ctx.toy.post_dir),
         ckpts,
         statements=statements,
@@ -267,17 +231,35 @@ def _drift(ctx: DemoContext):
         device=ctx.device,
         dtype="float32",
     )
+    return result, None
 
 
-STEPS: list[tuple[str, Callable]] = [
-    ("tracing", _tracing),
-    ("patching", _patching),
-    ("truth", _truth),
-    ("neurons", _neurons),
-    ("refusal", _refusal),
-    ("dynamics", _dynamics),
-    ("drift", _drift),
-]
+def _dynamics(ctx: DemoContext):
+    from .analysis.dynamics import analyze_runs
+
+    return analyze_runs(_rlvr_runs(ctx)), None
+
+
+def steps() -> list[tuple[str, Callable]]:
+    """The demo's steps in order: every registered probe, then the RLVR runs with their dynamics, then drift.
+    A step returns (result, write_artifacts or None)."""
+    from . import registry
+
+    return [(p.name, _probe_step(p.name)) for p in registry.probes()] + [("dynamics", _dynamics), ("drift", _drift)]
+
+
+def _read_timings(out: Path) -> dict[str, float]:
+    """The times an earlier (stopped) demo in `out` recorded, so a resumed demo keeps them."""
+    path = out / "timings.txt"
+    times: dict[str, float] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("\t")
+            try:
+                times[key] = float(value)
+            except ValueError:
+                continue
+    return times
 
 
 def _write_timings(ctx: DemoContext) -> None:
@@ -317,28 +299,35 @@ def run_demo(
     check_device(device)
     ctx = DemoContext(Path(out), preset, seed, force, rlvr_steps, tuple(losses), resolve_device(device))
     ctx.out.mkdir(parents=True, exist_ok=True)
+    if not force:
+        ctx.timings.update(_read_timings(ctx.out))
     t0 = time.perf_counter()
     ctx.toy = build(ctx.preset, seed=seed, progress=progress, device=ctx.device)
     ctx.timings["toyworld"] = time.perf_counter() - t0
     _write_timings(ctx)
     run_dirs = []
-    for name, fn in tqdm(STEPS, desc="demo", disable=not progress):
+    for name, fn in tqdm(steps(), desc="demo", disable=not progress):
         rd = ctx.out / name
         if not is_run_dir(rd) or force:
             t = time.perf_counter()
-            result = fn(ctx)
+            result, write_artifacts = fn(ctx)
             write_run(rd, result, overwrite=True)
+            if write_artifacts is not None:
+                write_artifacts(rd)
             ctx.timings[name] = time.perf_counter() - t
             _write_timings(ctx)
         run_dirs.append(rd)
-    from posttrain_probe.verdicts import verdicts
+    from .toyworld.verdicts import new_knowledge_verdicts
+    from .verdicts import collect_verdicts, write_verdicts
 
-    results = {name: read_run(rd) for (name, _), rd in zip(STEPS, run_dirs)}
+    results = [read_run(rd) for rd in run_dirs]
+    found = collect_verdicts(results, extra={"patching": new_knowledge_verdicts(ctx.toy.report)})
+    write_verdicts(ctx.out / "verdicts.json", found)
     report = build_report(
         run_dirs,
         ctx.out / "report.html",
         title=f"posttrain_probe demo — toy world ({ctx.preset}, seed {seed})",
-        verdicts=verdicts(results, ctx.toy.report),
+        verdicts=found,
         figures_dir=ctx.out / "figures",
     )
     ctx.timings["total"] = time.perf_counter() - t0

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib
 import json
 import os
 import subprocess
@@ -17,68 +16,17 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from posttrain_probe import registry
 from posttrain_probe.results import RunResult, read_run
 from posttrain_probe.utils.io import atomic_write_text
 
-# analysis name -> (plot module, what the analysis asks, how to read its figures)
-ANALYSES: dict[str, tuple[str, str, str]] = {
-    "causal_tracing": (
-        "posttrain_probe.probes.tracing.figures",
-        "Where are facts stored, and did post-training move them? (ROME causal tracing)",
-        "Heat maps show the average indirect effect of restoring the clean state at each (token, layer) in a run "
-        "whose subject embeddings were noised. Meng et al. find an MLP peak at the last subject token in early-"
-        "middle layers; Du et al. find the same map in base and post-trained models.",
-    ),
-    "truth_patching": (
-        "posttrain_probe.probes.patching.figures",
-        "Does the post-trained model read truth from the same places, and do activations transfer across models?",
-        "Each map is the normalised change of logit(TRUE)−logit(FALSE) when the true run's residual at (token, "
-        "layer) is patched into the false run. Cross-model patching moves activations between base and post.",
-    ),
-    "truth": (
-        "posttrain_probe.probes.truth.figures",
-        "Is there a linear truth direction, and is it shared by base and post?",
-        "Probe accuracy by layer for both models, cosine of their directions, and the normalised indirect effect "
-        "of adding the direction from one model to the other (2×2).",
-    ),
-    "refusal": (
-        "posttrain_probe.probes.refusal.figures",
-        "Is refusal mediated by one direction, and does the base model's direction transfer to the post model?",
-        "Refusal rates under directional ablation and activation addition for every direction→model combination, "
-        "cosines per layer and KL on harmless prompts.",
-    ),
-    "neurons": (
-        "posttrain_probe.probes.neurons.figures",
-        "Do entropy (confidence-regulation) neurons explain the confidence difference between base and post?",
-        "Norm vs LogitVar of last-layer neurons (selection marked); total vs direct effects of mean ablation "
-        "against random neurons of matched norm.",
-    ),
-    "rlvr_dynamics": (
-        "posttrain_probe.plots.dynamics",
-        "Why does policy entropy collapse during RL, and what do covariance-based interventions change?",
-        "Entropy and accuracy per step for every intervention; R against H with the fitted law R = −a·e^H + b; "
-        "predicted vs realized entropy change; realized ΔH per (probability, advantage) quadrant.",
-    ),
-    "checkpoint_drift": (
-        "posttrain_probe.plots.drift",
-        "What changed inside the model along the RL run?",
-        "Relative weight change per module, CKA to the start per layer, truth/refusal direction drift, the change "
-        "of the causal-tracing map, entropy-neuron screens and ablation effects, lined up against the run's entropy "
-        "curve.",
-    ),
-}
-
 
 def _figures_for(result: RunResult) -> list[tuple[str, bytes]]:
-    spec = ANALYSES.get(result.analysis)
-    if spec is None:
-        return []
-    try:
-        mod = importlib.import_module(spec[0])
-    except ImportError:
+    entry = registry.by_analysis(result.analysis)
+    if entry is None:
         return []
     with tempfile.TemporaryDirectory() as tmp:
-        mod.save_figures(result, tmp)
+        entry.save_figures(result, tmp)
         return [(p.stem, p.read_bytes()) for p in sorted(Path(tmp).rglob("*.png"))]
 
 
@@ -98,7 +46,7 @@ def _all_figures(run_dirs: Sequence[Path], results: Sequence[RunResult]) -> list
     first half of the runs is drawn by a second Python process while this one draws the rest (a quick demo's
     report: 17 s → 11 s on 2 cores). If that process fails, its share is drawn here, where an error surfaces
     with its traceback."""
-    has_figs = [i for i, r in enumerate(results) if r.analysis in ANALYSES]
+    has_figs = [i for i, r in enumerate(results) if registry.by_analysis(r.analysis) is not None]
     figs: list[list[tuple[str, bytes]]] = [[] for _ in results]
     remote = has_figs[: len(has_figs) // 2] if (os.cpu_count() or 1) > 1 else []
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,10 +87,10 @@ def build_report(
     run_dirs: Sequence[str | Path],
     out_path: str | Path,
     title: str = "posttrain_probe report",
-    verdicts: Sequence[dict] = (),
+    verdicts: Sequence = (),
     figures_dir: str | Path | None = None,
 ) -> Path:
-    """Write one HTML file from `run_dirs`; optional `verdicts` rows {claim, paper, verdict, evidence}.
+    """Write one HTML file from `run_dirs`; optional `verdicts` (`Verdict`s, or rows with their keys).
 
     When `figures_dir` is given, every embedded figure is also written there as PNG.
     """
@@ -162,10 +110,11 @@ def build_report(
         parts.append("</table>")
     results = [read_run(rd) for rd in run_dirs]
     for rd, res, figures in zip(run_dirs, results, _all_figures(run_dirs, results)):
-        spec = ANALYSES.get(res.analysis, ("", res.analysis, ""))
-        parts.append(f"<h2>{html.escape(res.analysis)}</h2><p class='q'>{html.escape(spec[1])}</p>")
-        if spec[2]:
-            parts.append(f"<p>{html.escape(spec[2])}</p>")
+        entry = registry.by_analysis(res.analysis)
+        question, explanation = (entry.question, entry.explanation) if entry else (res.analysis, "")
+        parts.append(f"<h2>{html.escape(res.analysis)}</h2><p class='q'>{html.escape(question)}</p>")
+        if explanation:
+            parts.append(f"<p>{html.escape(explanation)}</p>")
         for name, png in figures:
             parts.append(
                 f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"

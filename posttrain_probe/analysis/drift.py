@@ -178,7 +178,7 @@ class DriftConfig:
 
     tracing_kinds: tuple[str, ...] = ("resid", "mlp")
     tracing_samples: int = 5
-    tracing_window: int = 10
+    tracing_window: int | None = None  # None: the tracing probe's window for the depth (tracing_window)
     noise_scale: float = 3.0
     max_facts: int | None = 50
     neuron_layer: int = -1
@@ -196,7 +196,9 @@ class DriftConfig:
         bad = [k for k in self.tracing_kinds if k not in TRACING_KINDS] or ([] if self.tracing_kinds else ["(none)"])
         if bad or len(set(self.tracing_kinds)) != len(self.tracing_kinds):
             raise ValueError(f"tracing_kinds={self.tracing_kinds}; pass distinct kinds from {', '.join(TRACING_KINDS)}")
-        for name in ("tracing_samples", "tracing_window", "n_select", "n_ref", "n_eval", "batch_size"):
+        if self.tracing_window is not None and self.tracing_window < 1:
+            raise ValueError(f"tracing_window={self.tracing_window} must be >= 1 (or None: derived from the depth)")
+        for name in ("tracing_samples", "n_select", "n_ref", "n_eval", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_facts is not None and self.max_facts < 1:
@@ -242,7 +244,7 @@ class _Tracer:
 
     def __init__(self, start_model, facts: Sequence, cfg: DriftConfig) -> None:
         from posttrain_probe.pair.restore import resolve_kv_reuse
-        from posttrain_probe.probes.tracing.core import clean_answer_probs, embedding_std, prepare_facts
+        from posttrain_probe.probes.tracing import clean_answer_probs, embedding_std, prepare_facts, tracing_window
 
         facts = list(facts)[: cfg.max_facts] if cfg.max_facts else list(facts)
         prepared, skipped = prepare_facts(start_model.tokenizer, facts, max_tokens=start_model.max_context)
@@ -250,6 +252,7 @@ class _Tracer:
             reason = skipped[0]["reason"] if skipped else "no facts"
             raise ValueError(f"none of the {len(facts)} facts can be traced ({reason}); pass other facts")
         self.cfg = cfg
+        self.window = cfg.tracing_window or tracing_window(start_model.n_layers)
         self.sigma = cfg.noise_scale * embedding_std(start_model, [f.fact.subject for f in prepared])
         _, known = clean_answer_probs(start_model, prepared)
         self.facts = [f for f, k in zip(prepared, known.tolist()) if k] or prepared
@@ -260,6 +263,7 @@ class _Tracer:
             "n_traced": len(self.facts),
             "facts_used": "known by the start model" if known.any() else "all (the start model knows none)",
             "noise_std": self.sigma,
+            "window": self.window,
         }
         self.kv = resolve_kv_reuse(start_model, "auto")
         self.ref: dict[str, torch.Tensor] = {}
@@ -268,7 +272,7 @@ class _Tracer:
 
     def add(self, step: int, model) -> None:
         from posttrain_probe.pair.spans import TOKEN_CLASSES
-        from posttrain_probe.probes.tracing.core import clean_answer_probs, trace_model
+        from posttrain_probe.probes.tracing import clean_answer_probs, trace_model
 
         c = self.cfg
         trace = trace_model(
@@ -277,7 +281,7 @@ class _Tracer:
             self.sigma,
             c.tracing_samples,
             c.tracing_kinds,
-            c.tracing_window,
+            self.window,
             c.seed,
             self.kv,
             progress=False,

@@ -1,43 +1,39 @@
-"""Paired loading, canonical hook sites, interventions with receipts."""
+"""Paired loading, canonical hook sites, interventions with receipts (names load lazily: importing the package
+does not import torch)."""
 
-from .arch import ArchInfo, UnsupportedArchitectureError, discover
-from .engines import BACKENDS, RunOutput
-from .interventions import Ablate, Add, Edit, Intervention, InterventionNotFired, Patch, Receipt
-from .loading import HookedModel, ModelLoadError, load_model, resolve_source
-from .pair import ModelPair, encode, load_pair
-from .parity import PairMismatchError, ParityReport, check_parity
-from .prompts import format_instruction, resolve_format
-from .sites import GLOBAL_KINDS, LAYER_KINDS, Site, SiteError, all_sites, parse_site
+from posttrain_probe.utils.lazy import lazy_exports
 
-__all__ = [
-    "ArchInfo",
-    "UnsupportedArchitectureError",
-    "discover",
-    "BACKENDS",
-    "RunOutput",
-    "Ablate",
-    "Add",
-    "Edit",
-    "Intervention",
-    "InterventionNotFired",
-    "Patch",
-    "Receipt",
-    "HookedModel",
-    "ModelLoadError",
-    "load_model",
-    "resolve_source",
-    "ModelPair",
-    "encode",
-    "load_pair",
-    "PairMismatchError",
-    "ParityReport",
-    "check_parity",
-    "format_instruction",
-    "resolve_format",
-    "GLOBAL_KINDS",
-    "LAYER_KINDS",
-    "Site",
-    "SiteError",
-    "all_sites",
-    "parse_site",
-]
+_NAMES = {
+    "ArchInfo": "arch",
+    "UnsupportedArchitectureError": "arch",
+    "discover": "arch",
+    "BACKENDS": "engines",
+    "RunOutput": "engines",
+    "Ablate": "interventions",
+    "Add": "interventions",
+    "Edit": "interventions",
+    "Intervention": "interventions",
+    "InterventionNotFired": "interventions",
+    "Patch": "interventions",
+    "Receipt": "interventions",
+    "HookedModel": "loading",
+    "ModelLoadError": "loading",
+    "load_model": "loading",
+    "resolve_source": "loading",
+    "ModelPair": "pair",
+    "encode": "pair",
+    "load_pair": "pair",
+    "PairMismatchError": "parity",
+    "ParityReport": "parity",
+    "check_parity": "parity",
+    "format_instruction": "prompts",
+    "resolve_format": "prompts",
+    "GLOBAL_KINDS": "sites",
+    "LAYER_KINDS": "sites",
+    "Site": "sites",
+    "SiteError": "sites",
+    "all_sites": "sites",
+    "parse_site": "sites",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES)
+__all__ = sorted(_NAMES)

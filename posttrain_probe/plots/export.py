@@ -38,10 +38,10 @@ def find_run_dirs(results_dir: str | Path) -> list[Path]:
 
 def plot_module(analysis: str):
     """The plot module of `analysis`, or None when it has no figures."""
-    from posttrain_probe.report import ANALYSES
+    from posttrain_probe import registry
 
-    spec = ANALYSES.get(analysis)
-    return importlib.import_module(spec[0]) if spec else None
+    entry = registry.by_analysis(analysis)
+    return importlib.import_module(entry.figures) if entry else None
 
 
 def make_figures(

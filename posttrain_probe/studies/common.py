@@ -20,9 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from posttrain_probe.probes.base import SIZES  # noqa: E402
+
 from ..cli_args import one_line_errors
 
-SIZES = ("smoke", "quick", "toy", "real")
 TOY_PRESETS = ("quick", "default", "large")
 
 
@@ -86,6 +87,7 @@ class Study:
     figures: bool = True
     configs: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    size_name: str | None = None  # force a size (the demo's built toy pair is given by folder, not alias)
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -97,6 +99,8 @@ class Study:
             raise ValueError("pass toy-world aliases for both --base and --post, or for neither")
         if self.configs is not None:
             self.configs = Path(self.configs)
+        if self.size_name is not None and self.size_name not in SIZES:
+            raise ValueError(f"size_name={self.size_name!r}; choose one of {', '.join(SIZES)}")
 
     @property
     def is_toy(self) -> bool:
@@ -111,6 +115,8 @@ class Study:
 
     @property
     def size(self) -> str:
+        if self.size_name is not None:
+            return self.size_name
         if self.smoke:
             return "smoke"
         if self.is_toy:
@@ -141,6 +147,19 @@ class Study:
         taken = [str(self.out / n) for n in names if (self.out / n).exists()]
         if taken and not self.force:
             raise FileExistsError(f"run dir {taken[0]} already exists; pass --force or another --out")
+
+    def run_probe(self, name: str, pair=None, run_name: str | None = None, **overrides: Any) -> tuple[Path, Any]:
+        """Run the registered probe `name` on this study's pair with its default data and the probe's sizes for
+        this study's size (the one path every study and the demo take); save it to OUT/<run_name or name> with
+        its figures and artifacts. Returns (run dir, result)."""
+        from posttrain_probe import registry
+
+        probe = registry.get(name)
+        pair = pair if pair is not None else self.load_pair()
+        result = probe.execute(pair, self.sources, size=self.size, seed=self.seed, progress=self.progress, **overrides)
+        rd = self.save(run_name or name, result, probe.figures)
+        probe.write_artifacts(result, pair, rd)
+        return rd, result
 
     def save(self, name: str, result, plots: str) -> Path:
         """Write `result` to OUT/name and (unless figures are off) its figures to OUT/name/figures, drawn from

@@ -16,7 +16,7 @@ def run_checkpoint_drift(study: Study) -> list[Path]:
     """OUT/drift_rlvr over the checkpoints of `--run` (default: a GRPO run trained into OUT/rlvr/grpo) and
     OUT/drift_base_to_post, each with figures."""
     from posttrain_probe.analysis.drift import DriftConfig, compare_checkpoints
-    from posttrain_probe.analysis.drift_cli import expand_checkpoints, load_drift_inputs
+    from posttrain_probe.analysis.drift_inputs import expand_checkpoints, load_drift_inputs
 
     from .rlvr import train_runs
 

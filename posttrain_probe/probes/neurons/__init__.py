@@ -1,9 +1,9 @@
 """Entropy (confidence-regulation) neurons in a base model and its post-trained twin (SPEC §3; Stolfo et al.
-2024, Du et al. 2025), and weight screens along a checkpoint series.
+2024, Du et al. 2025), and weight screens along a checkpoint series (`series`).
 
-What `run_neurons` computes, per model, on byte-identical token ids:
+What `run_neurons` (in `run`) computes, per model, on byte-identical token ids:
 - weight screens of every neuron of the ablation layer (default: the last MLP; optionally every layer):
-  ‖w_out‖, LogitVar and the null-space fraction ρ (see `_neurons_screen` for the folded unembedding);
+  ‖w_out‖, LogitVar and the null-space fraction ρ (see `screen` for the folded unembedding);
 - two selections on the ablation layer: Du et al.'s rule (top `top_frac` by norm, then the `n_select` lowest
   LogitVar) and the `n_null` neurons with the largest ρ;
 - mean ablation (means over `n_ref` reference texts) of every selected neuron alone and of each selected set,
@@ -20,437 +20,52 @@ evaluation texts are raw text for both models (no chat template); ablation cover
 are token-weighted means over the evaluation texts with per-text (cluster) standard errors.
 """
 
-from __future__ import annotations
+from posttrain_probe.probes.base import Probe, lazy_exports
 
-import argparse
-import os
-import sys
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import torch
-
-from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
-from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.probes.neurons.ablate import ablation_effects, reference_means
-from posttrain_probe.probes.neurons.screen import neuron_directions, resolve_null_k, screen_arch, select_du, select_null
-from posttrain_probe.probes.neurons.series import screen_checkpoints, selection_overlap
-from posttrain_probe.probes.neurons.tables import (
-    ROLES,
-    RULES,
-    build_conditions,
-    build_notes,
-    build_summary,
-    effects_table,
-    explained_share,
-    matching_table,
-    side_by_side,
+PROBE = Probe(
+    name="neurons",
+    analysis="neurons",
+    title="Entropy neurons",
+    question="Do entropy (confidence-regulation) neurons explain the confidence difference between base and post?",
+    explanation=(
+        "Norm vs LogitVar of last-layer neurons (selection marked); total vs direct effects of mean ablation "
+        "against random neurons of matched norm."
+    ),
+    figures="posttrain_probe.probes.neurons.figures",
+    verdicts="posttrain_probe.probes.neurons.verdicts:verdicts",
+    command="neurons",
+    help="entropy neurons: weight screens, mean ablation (total/direct), base vs post",
+    config="posttrain_probe.probes.neurons.config:NeuronsConfig",
+    data="posttrain_probe.probes.neurons.config:NeuronsData",
+    load_inputs="posttrain_probe.probes.neurons.run:load_inputs",
+    run="posttrain_probe.probes.neurons.run:run",
+    summarize="posttrain_probe.probes.neurons.run:format_summary",
+    backend="bridge",
+    workload={
+        "smoke": {"n_ref": 16, "n_eval": 8, "max_tokens": 32, "n_controls": 1, "n_control_sets": 2, "batch_rows": 32},
+        "quick": {"n_ref": 64, "n_eval": 32, "n_control_sets": 3},
+        "toy": {"n_ref": 256, "n_eval": 64, "n_control_sets": 10},
+        "real": {"n_ref": 256, "n_eval": 128, "max_tokens": 128, "batch_rows": 64},
+    },
 )
-from posttrain_probe.results import RunResult, RunTimer, write_run
-from posttrain_probe.utils.io import sha256_text
 
-ANALYSIS = "neurons"
-SCREEN_LAYERS = ("last", "all")
-
-
-@dataclass
-class NeuronsConfig:
-    """Settings of one entropy-neuron run; every field is recorded in result.json."""
-
-    layer: int = -1
-    screen_layers: str = "last"
-    null_k: int | float | None = None
-    top_frac: float = 0.25
-    n_select: int = 10
-    n_null: int = 10
-    fold_final_norm: bool = True
-    center_unembed: bool = True
-    n_ref: int = 256
-    n_eval: int = 64
-    max_tokens: int = 64
-    n_controls: int = 2
-    n_control_sets: int = 10
-    all_neurons: bool = False
-    batch_rows: int = 128
-    seed: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.screen_layers not in SCREEN_LAYERS:
-            raise ValueError(f"screen_layers must be one of {SCREEN_LAYERS}, got {self.screen_layers!r}")
-        if not 0 < self.top_frac <= 1:
-            raise ValueError(f"top_frac must be in (0, 1], got {self.top_frac}; 0.25 keeps the top quarter")
-        for name in ("n_select", "n_null", "n_ref", "n_eval", "batch_rows"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_controls", "n_control_sets"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_tokens < 2:
-            raise ValueError(f"max_tokens must be >= 2 (one next-token prediction), got {self.max_tokens}")
-        if self.null_k is not None and not self.null_k > 0:
-            raise ValueError(f"null_k must be > 0 (an int, or a fraction of d_model), got {self.null_k}")
-        if self.batch_rows < 2:
-            raise ValueError(f"batch_rows must be >= 2 (a total and a direct row), got {self.batch_rows}")
-
-
-# ---------------------------------------------------------------------------------------------- texts
-
-
-def load_texts(source: str | os.PathLike) -> list[str]:
-    """Non-empty lines of a .txt file, or of every .txt file in a folder (sorted by name)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        files = sorted(path.glob("*.txt"))
-        if not files:
-            raise ValueError(f"{path} holds no .txt files; pass a text file with one document per line")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise ValueError(f"reference text source {path} not found; pass a .txt file or a folder of them")
-    texts = [ln.strip() for f in files for ln in f.read_text(encoding="utf-8").splitlines()]
-    texts = [t for t in texts if t]
-    if not texts:
-        raise ValueError(f"{path} has no non-empty lines; pass a text file with one document per line")
-    return texts
-
-
-def default_text_source(base: str) -> str:
-    """The toy world's corpus sample for a toy-world alias, else the shared TinyStories subset."""
-    if str(base).startswith("toyworld:"):
-        from posttrain_probe.toyworld import build
-
-        parts = str(base).split(":")
-        return str(build(preset=parts[1] if len(parts) == 3 else "default").data_dir / "corpus.txt")
-    from posttrain_probe.paths import shared_data_dir
-
-    shared = shared_data_dir()
-    path = None if shared is None else shared / "tinystories_val_subset" / "tinystories_val.txt"
-    if path is None or not path.is_file():
-        raise ValueError("no --texts given and no shared TinyStories subset found; pass --texts FILE")
-    return str(path)
-
-
-def split_texts(texts: Sequence[str], n_ref: int, n_eval: int, seed: int) -> tuple[list[str], list[str]]:
-    """Seeded disjoint (reference, evaluation) subsets."""
-    if len(texts) < n_ref + n_eval:
-        raise ValueError(
-            f"{len(texts)} texts cannot give {n_ref} reference + {n_eval} evaluation texts; "
-            "lower n_ref / n_eval or pass more texts"
-        )
-    order = np.random.default_rng(seed).permutation(len(texts))
-    return [texts[i] for i in order[:n_ref]], [texts[i] for i in order[n_ref : n_ref + n_eval]]
-
-
-def encode_texts(pair: ModelPair, texts: Sequence[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and mask (N, ≤ max_tokens), truncated; texts of fewer than 2 tokens are refused."""
-    ids, am = pair.encode(texts, padding_side="right")
-    ids, am = ids[:, :max_tokens], am[:, :max_tokens]
-    short = int((am.sum(1) < 2).sum())
-    if short:
-        raise ValueError(f"{short} texts have fewer than 2 tokens; drop them or pass longer texts")
-    return ids, am
-
-
-def _by_length(pair: ModelPair, texts: list[str]) -> list[str]:
-    """Texts sorted by token count (stable), so batches carry little padding."""
-    lengths = [len(x) for x in pair.tokenizer(list(texts))["input_ids"]]
-    return [texts[i] for i in np.argsort(lengths, kind="stable")]
-
-
-# ---------------------------------------------------------------------------------------------- per model
-
-
-def _layers(model: HookedModel, cfg: NeuronsConfig) -> tuple[int, list[int]]:
-    L = model.n_layers
-    if not -L <= cfg.layer < L:
-        raise ValueError(f"layer {cfg.layer} out of range for {L} layers; use 0..{L - 1} or -1")
-    layer = cfg.layer % L
-    return layer, (list(range(L)) if cfg.screen_layers == "all" else [layer])
-
-
-def _screen_model(model: HookedModel, role: str, cfg: NeuronsConfig) -> dict[str, Any]:
-    """Weight screens, both selections and the write vectors of the ablation layer."""
-    layer, layers = _layers(model, cfg)
-    screen, svals = screen_arch(model.arch, layers, cfg.null_k, cfg.fold_final_norm, cfg.center_unembed)
-    screen.insert(0, "role", role)
-    sl = screen[screen.layer == layer].reset_index(drop=True)
-    sel = {"du": select_du(sl, cfg.top_frac, cfg.n_select), "null": select_null(sl, cfg.n_null)}
-    for rule in RULES:
-        rank = {n: r for r, n in enumerate(sel[rule])}
-        screen[f"rank_{rule}"] = np.where(
-            screen.layer == layer, screen.neuron.map(lambda n, rank=rank: rank.get(n, -1)), -1
-        )
-    return {
-        "layer": layer,
-        "screen": screen,
-        "screen_layer": sl,
-        "svals": svals,
-        "selection": sel,
-        "directions": neuron_directions(model.arch, layer, cfg.fold_final_norm),
-    }
-
-
-def _ablate_model(model: HookedModel, role: str, info: dict, other_sel: dict, ref, evl, cfg: NeuronsConfig):
-    """Reference means, then every condition's total and direct effects; fills `info` in place."""
-    layer, sl, sel = info["layer"], info["screen_layer"], info["selection"]
-    conds, controls, n_sets = build_conditions(
-        sl, sel, other_sel, cfg.n_controls, cfg.n_control_sets, cfg.all_neurons, cfg.seed
-    )
-    means = reference_means(model, *ref, [layer], cfg.batch_rows, cfg.progress, f"{role} means")[layer]
-    stats = ablation_effects(
-        model, *evl, layer, [c[2] for c in conds], means, cfg.batch_rows, cfg.progress, f"{role} ablations"
-    )
-    info["effects"] = effects_table(role, conds, stats, sl, sel, other_sel, controls)
-    info["controls"] = pd.DataFrame(
-        [
-            {"role": role, "neuron": t, "control": c, "decile": int(sl.norm_decile[t])}
-            for t, cs in controls.items()
-            for c in cs
-        ],
-        columns=["role", "neuron", "control", "decile"],
-    )
-    info["n_control_sets"] = n_sets
-    info["means"] = means
-    info["stats"] = stats
-
-
-# ---------------------------------------------------------------------------------------------- the run
-
-
-def run_neurons(
-    pair: ModelPair,
-    texts: Sequence[str],
-    config: NeuronsConfig | None = None,
-    text_source: str | os.PathLike | None = None,
-) -> RunResult:
-    """The entropy-neuron analysis of `pair` (module docstring); `texts` are split into reference texts (for
-    the means) and evaluation texts (for the effects). Returns a RunResult for `write_run`."""
-    cfg = config or NeuronsConfig()
-    with RunTimer() as timer:
-        result = _run_neurons(pair, list(texts), cfg, text_source)
-    return timer.record_into(result)
-
-
-def _run_neurons(pair: ModelPair, texts: list[str], cfg: NeuronsConfig, text_source) -> RunResult:
-    _layers(pair.base, cfg)  # fail on a bad layer before any model work
-    k = resolve_null_k(cfg.null_k, pair.base.d_model)
-    ref_texts, eval_texts = split_texts(texts, cfg.n_ref, cfg.n_eval, cfg.seed)
-    ref_texts, eval_texts = _by_length(pair, ref_texts), _by_length(pair, eval_texts)
-    ref = encode_texts(pair, ref_texts, cfg.max_tokens)
-    evl = encode_texts(pair, eval_texts, cfg.max_tokens)
-    per = {r: _screen_model(pair.models()[r], r, cfg) for r in ROLES}
-    for r, other in (("base", "post"), ("post", "base")):
-        _ablate_model(pair.models()[r], r, per[r], per[other]["selection"], ref, evl, cfg)
-    selections = {r: per[r]["selection"] for r in ROLES}
-    effects = {r: per[r]["effects"] for r in ROLES}
-    share = explained_share({r: per[r]["stats"].clean_means()[0] for r in ROLES}, effects)
-    matching = matching_table({r: per[r]["directions"] for r in ROLES}, selections)
-    summary = build_summary(per, k, share, matching)
-    summary |= {"n_ref_tokens": int(ref[1].sum()), "n_eval_tokens": int(evl[1].sum())}
-    texts_table = pd.DataFrame(
-        {
-            "text": eval_texts,
-            "n_predictions": per["base"]["stats"].n_tokens,
-            **{f"entropy_{r}": per[r]["stats"].clean[:, 0] for r in ROLES},
-            **{f"loss_{r}": per[r]["stats"].clean[:, 1] for r in ROLES},
-        }
-    )
-    selection_table = pd.DataFrame(
-        [
-            {"role": r, "rule": rule, "rank": i, "neuron": n}
-            for r in ROLES
-            for rule in RULES
-            for i, n in enumerate(per[r]["selection"][rule])
-        ]
-    )
-    tables = {
-        "screen": pd.concat([per[r]["screen"] for r in ROLES], ignore_index=True),
-        "selections": selection_table,
-        "effects": pd.concat([effects[r] for r in ROLES], ignore_index=True),
-        "side_by_side": side_by_side(effects, selections),
-        "controls": pd.concat([per[r]["controls"] for r in ROLES], ignore_index=True),
-        "matching": matching,
-        "explained_share": share,
-        "eval_texts": texts_table,
-    }
-    tensors = {}
-    for r in ROLES:
-        tensors[f"mean_act.{r}"] = per[r]["means"]
-        tensors[f"unembed_singular_values.{r}"] = per[r]["svals"]
-    data = {
-        "source": None if text_source is None else str(text_source),
-        "n_texts_available": len(texts),
-        "ref_sha256": sha256_text("\n".join(ref_texts)),
-        "eval_sha256": sha256_text("\n".join(eval_texts)),
-    }
-    return RunResult(
-        analysis=ANALYSIS,
-        config=asdict(cfg),
-        summary=summary,
-        tables=tables,
-        tensors=tensors,
-        provenance={"pair": pair.provenance(), "data": data},
-        seeds={
-            "split": cfg.seed,
-            "single_controls": cfg.seed + 1,
-            "set_controls": [cfg.seed + 2, cfg.seed + 3],
-        },
-        notes=build_notes(summary),
-    )
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register `neurons BASE POST --out DIR` and `neurons-series CKPT... --out DIR`."""
-    p = sub.add_parser("neurons", help="entropy neurons: weight screens, mean ablation (total/direct), base vs post")
-    add_pair_arguments(p, backend="bridge")
-    p.add_argument("--texts", default=None, help="reference/evaluation texts: a .txt file (one per line) or folder")
-    d = NeuronsConfig()
-    for name, typ in (
-        ("layer", int),
-        ("top_frac", float),
-        ("n_select", int),
-        ("n_null", int),
-        ("n_ref", int),
-        ("n_eval", int),
-        ("max_tokens", int),
-        ("n_controls", int),
-        ("n_control_sets", int),
-        ("batch_rows", int),
-        ("seed", int),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
-    p.add_argument("--null-k", type=_int_or_frac, default=None, help="null-space size: int, or fraction of d_model")
-    p.add_argument("--screen-layers", default=d.screen_layers, choices=SCREEN_LAYERS)
-    p.add_argument("--all-neurons", action="store_true", help="ablate every neuron of the layer alone")
-    p.add_argument("--no-fold", action="store_true", help="screen against the raw W_U (no norm folding)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cli_neurons)
-
-    s = sub.add_parser("neurons-series", help="entropy-neuron weight screens for a series of checkpoints")
-    s.add_argument("checkpoints", nargs="+", help="checkpoint directories in order (base first)")
-    s.add_argument("--out", required=True, help="run directory to write")
-    s.add_argument("--force", action="store_true")
-    s.add_argument("--layer", type=int, default=-1)
-    s.add_argument("--all-layers", action="store_true")
-    s.add_argument("--null-k", type=_int_or_frac, default=None)
-    s.add_argument("--top-frac", type=float, default=d.top_frac)
-    s.add_argument("--n-select", type=int, default=d.n_select)
-    s.add_argument("--n-null", type=int, default=d.n_null)
-    s.set_defaults(func=_cli_series)
-
-
-def _int_or_frac(text: str) -> int | float:
-    v = float(text)
-    return int(v) if v.is_integer() else v
-
-
-def _cli_neurons(args: argparse.Namespace) -> int:
-    from posttrain_probe.pair import load_pair
-
-    out = fresh_out_dir(args)
-    cfg = NeuronsConfig(
-        layer=args.layer,
-        screen_layers=args.screen_layers,
-        null_k=args.null_k,
-        top_frac=args.top_frac,
-        n_select=args.n_select,
-        n_null=args.n_null,
-        fold_final_norm=not args.no_fold,
-        center_unembed=not args.no_fold,
-        n_ref=args.n_ref,
-        n_eval=args.n_eval,
-        max_tokens=args.max_tokens,
-        n_controls=args.n_controls,
-        n_control_sets=args.n_control_sets,
-        all_neurons=args.all_neurons,
-        batch_rows=args.batch_rows,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
-    source = args.texts or default_text_source(args.base)
-    texts = load_texts(source)
-    pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
-    result = run_neurons(pair, texts, cfg, text_source=source)
-    write_run(out, result, overwrite=args.force)
-    return finish_run(args, out, "posttrain_probe.probes.neurons.figures", format_summary(result.summary))
-
-
-def _cli_series(args: argparse.Namespace) -> int:
-    out = fresh_out_dir(args)
-    with RunTimer() as timer:
-        series = screen_checkpoints(
-            args.checkpoints,
-            args.layer,
-            args.all_layers,
-            args.null_k,
-            args.top_frac,
-            args.n_select,
-            args.n_null,
-        )
-        overlap = selection_overlap(series)
-    cfg = {k: getattr(args, k) for k in ("checkpoints", "layer", "all_layers", "null_k", "top_frac", "n_select")}
-    cfg["n_null"] = args.n_null
-    summary = {
-        "n_checkpoints": len(args.checkpoints),
-        "iou_first_last": {r: float(overlap[overlap.rule == r].iou_first.iloc[-1]) for r in RULES},
-    }
-    result = RunResult(
-        analysis="neurons_series",
-        config=cfg,
-        summary=summary,
-        tables={"screens": series, "selection_overlap": overlap},
-    )
-    timer.record_into(result)
-    write_run(out, result, overwrite=args.force)
-    print(overlap.to_string(index=False))
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: selections, IoU, set effects against controls, explained share."""
-    lines = [
-        f"layer {summary['layer']}, null-space k = {summary['null_k']}; "
-        f"entropy base {summary['base']['entropy']:.4f}, post {summary['post']['entropy']:.4f} nats "
-        f"(gap {summary['entropy_gap_post_minus_base']:+.4f})",
-        f"IoU base vs post: du {summary['iou']['du']:.2f}, null {summary['iou']['null']:.2f}",
-    ]
-    for r in ROLES:
-        for rule in RULES:
-            e = summary[r]["sets"][rule]
-            lines.append(
-                f"{r:4} {rule:4} set {summary['selection'][r][rule]}: ΔH total {e['dH_total']:+.3g} "
-                f"(ctrl {e['dH_total_control_mean']:+.3g}±{e['dH_total_control_std']:.2g}), "
-                f"direct {e['dH_direct']:+.3g} (ctrl {e['dH_direct_control_mean']:+.3g})"
-            )
-    for key, v in summary["explained_share"].items():
-        if "_own_" not in key:
-            continue
-        lines.append(
-            f"explained share of the gap, {key}: {v['share_both']:+.1%} (controls {v['control_share_both_mean']:+.1%})"
-        )
-    return "\n".join(lines)
-
-
-__all__ = [
-    "ANALYSIS",
-    "NeuronsConfig",
-    "add_cli",
-    "default_text_source",
-    "encode_texts",
-    "explained_share",
-    "format_summary",
-    "load_texts",
-    "run_neurons",
-    "screen_checkpoints",
-    "selection_overlap",
-    "split_texts",
-]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "NeuronsConfig": "config",
+        "NeuronsData": "config",
+        "SCREEN_LAYERS": "config",
+        "NeuronsInputs": "run",
+        "load_inputs": "run",
+        "run_neurons": "run",
+        "load_texts": "run",
+        "split_texts": "run",
+        "encode_texts": "run",
+        "format_summary": "run",
+        "ANALYSIS": "run",
+        "explained_share": "tables",
+        "screen_checkpoints": "series",
+        "selection_overlap": "series",
+    },
+)
+__all__ = ["PROBE", *sorted(__dir__())]

@@ -88,3 +88,41 @@ def selection_overlap(series: pd.DataFrame) -> pd.DataFrame:
             )
             prev = sel
     return pd.DataFrame(rows)
+
+
+def run_series(
+    checkpoints: Sequence[str | os.PathLike],
+    layer: int = -1,
+    all_layers: bool = False,
+    null_k: int | float | None = None,
+    top_frac: float = 0.25,
+    n_select: int = 10,
+    n_null: int = 10,
+):
+    """Weight screens of every checkpoint (base first) and how the selections move along the series, as one
+    `neurons_series` RunResult; `selection_overlap` is also its table."""
+    from posttrain_probe.results import RunResult, RunTimer
+
+    with RunTimer() as timer:
+        series = screen_checkpoints(checkpoints, layer, all_layers, null_k, top_frac, n_select, n_null)
+        overlap = selection_overlap(series)
+    config = {
+        "checkpoints": [str(c) for c in checkpoints],
+        "layer": layer,
+        "all_layers": all_layers,
+        "null_k": null_k,
+        "top_frac": top_frac,
+        "n_select": n_select,
+        "n_null": n_null,
+    }
+    summary = {
+        "n_checkpoints": len(checkpoints),
+        "iou_first_last": {r: float(overlap[overlap.rule == r].iou_first.iloc[-1]) for r in RULES},
+    }
+    result = RunResult(
+        analysis="neurons_series",
+        config=config,
+        summary=summary,
+        tables={"screens": series, "selection_overlap": overlap},
+    )
+    return timer.record_into(result)

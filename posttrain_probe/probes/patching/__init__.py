@@ -1,7 +1,7 @@
 """True/false activation patching within and across a base model and its post-trained twin (SPEC §1b;
 Du et al. 2025, "post-training adapts base representations").
 
-For pairs of statements that differ only in the subject (one true, one false; `_patching_pairs`), in the
+For pairs of statements that differ only in the subject (one true, one false; `pairs`), in the
 few-shot prompt "<4 examples> <statement> This statement is:", the metric is
 LD = logit(" TRUE") − logit(" FALSE") at the last position (log-prob difference, the same number). For every
 token t from the first subject token to the end and every layer l, the true run's block output
@@ -16,267 +16,48 @@ Maps are averaged over pairs by position class (subject first/middle/last, objec
 token) and normalized by the receiving model's mean gap, so 1 = the full true-vs-false difference.
 """
 
-from __future__ import annotations
+from posttrain_probe.probes.base import Probe, lazy_exports
 
-import argparse
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-from tqdm.auto import tqdm
-
-from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
-from posttrain_probe.data import Statement
-from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.pair.restore import Restorations, resolve_kv_reuse, restore, run_receiver
-from posttrain_probe.probes.patching.pairs import (
-    EncodedPair,
-    FewShotPrompt,
-    build_pairs,
-    choose_shots,
-    encode_pair,
-    pair_columns,
+PROBE = Probe(
+    name="patching",
+    analysis="truth_patching",
+    title="True/false and cross-model patching",
+    question="Does the post-trained model read truth from the same places, and do activations transfer across models?",
+    explanation=(
+        "Each map is the normalised change of logit(TRUE)−logit(FALSE) when the true run's residual at (token, "
+        "layer) is patched into the false run. Cross-model patching moves activations between base and post."
+    ),
+    figures="posttrain_probe.probes.patching.figures",
+    verdicts="posttrain_probe.probes.patching.verdicts:verdicts",
+    command="patch",
+    help="true/false patching within and across models (Du et al. 2025)",
+    config="posttrain_probe.probes.patching.config:PatchingConfig",
+    data="posttrain_probe.probes.patching.config:PatchingData",
+    load_inputs="posttrain_probe.probes.patching.run:load_inputs",
+    run="posttrain_probe.probes.patching.run:run",
+    summarize="posttrain_probe.probes.patching.run:format_summary",
+    workload={
+        "smoke": {"max_pairs": 6, "n_boot": 50},
+        "quick": {"max_pairs": 40},
+        "toy": {"max_pairs": 200},
+        "real": {"max_pairs": 200},
+    },
 )
-from posttrain_probe.probes.patching.result import DIRECTIONS, assemble_result, direction_name
-from posttrain_probe.results import RunResult, RunTimer, write_run
 
-
-@dataclass
-class PatchingConfig:
-    """Settings of one patching run; every field is recorded in result.json."""
-
-    n_shots: int = 4
-    max_pairs: int | None = 200
-    seed: int = 0
-    suffix: str = " This statement is:"
-    true_label: str = " TRUE"
-    false_label: str = " FALSE"
-    min_gap: float = 0.0
-    cross_model: bool = True
-    subject_column: str | None = None
-    object_column: str | None = None
-    n_boot: int = 1000
-    ci: float = 0.95
-    kv_reuse: str = "auto"
-    pairs_per_batch: int = 16
-    max_batch_tokens: int = 8192
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if self.n_shots < 0:
-            raise ValueError(f"n_shots={self.n_shots}; use 0 or more few-shot examples (SPEC: 4)")
-        if self.max_pairs is not None and self.max_pairs < 1:
-            raise ValueError(f"max_pairs={self.max_pairs}; use a positive number or None for all pairs")
-        if self.true_label == self.false_label:
-            raise ValueError("true_label and false_label are equal; pass two different answers")
-        if not math.isfinite(self.min_gap):
-            raise ValueError(f"min_gap={self.min_gap}; pass a finite logit-difference threshold")
-        if not 0 < self.ci < 1 or self.n_boot < 0:
-            raise ValueError(f"ci={self.ci}, n_boot={self.n_boot}; use 0 < ci < 1 and n_boot ≥ 0")
-        if self.kv_reuse not in ("auto", "on", "off"):
-            raise ValueError(f"kv_reuse={self.kv_reuse!r}; choose auto, on or off")
-        if self.pairs_per_batch < 1 or self.max_batch_tokens < 1:
-            raise ValueError("pairs_per_batch and max_batch_tokens must be ≥ 1")
-
-
-def label_token_ids(tokenizer, true_label: str, false_label: str) -> tuple[int, int, list[str]]:
-    """First token ids of the two labels, and notes when a label is not a single token."""
-    ids, notes = [], []
-    for text in (true_label, false_label):
-        toks = tokenizer.encode(text, add_special_tokens=False)
-        if not toks or toks[0] == getattr(tokenizer, "unk_token_id", None):
-            raise ValueError(f"the label {text!r} is not in the vocabulary; pass labels the tokenizer knows")
-        if len(toks) > 1:
-            notes.append(f"{text!r} is {len(toks)} tokens; the metric uses its first token {toks[0]}")
-        ids.append(int(toks[0]))
-    if ids[0] == ids[1]:
-        raise ValueError(f"{true_label!r} and {false_label!r} start with the same token; pass other labels")
-    return ids[0], ids[1], notes
-
-
-@torch.no_grad()
-def patch_maps(
-    models: dict[str, HookedModel],
-    pairs: Sequence[EncodedPair],
-    true_id: int,
-    false_id: int,
-    directions: Sequence[tuple[str, str]] = DIRECTIONS,
-    kv_reuse: dict[str, bool] | None = None,
-    pairs_per_batch: int = 16,
-    max_batch_tokens: int = 8192,
-    progress: bool = True,
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """ΔLD maps per direction, each (N, T_max, L) (NaN past a prompt's end), and LD of the true / false runs
-    per model ({"ld_true.base": (N,), ...}). Batched: one row per (pair, token, layer)."""
-    L = next(iter(models.values())).n_layers
-    t_max = max((p.n_tokens for p in pairs), default=0)
-    maps = {direction_name(*d): torch.full((len(pairs), t_max, L), math.nan) for d in directions}
-    lds = {f"ld_{w}.{r}": torch.empty(len(pairs)) for r in models for w in ("true", "false")}
-    reads = [f"resid_post.{l}" for l in range(L)]
-    sets = [(s,) for s in reads]
-    scored = torch.tensor([[true_id, false_id]])
-    by_len: dict[int, list[int]] = {}
-    for i, p in enumerate(pairs):
-        by_len.setdefault(p.n_tokens, []).append(i)
-    groups = [
-        idx[j : j + pairs_per_batch] for _, idx in sorted(by_len.items()) for j in range(0, len(idx), pairs_per_batch)
-    ]
-    reuse = kv_reuse or {r: False for r in models}
-    for idx in tqdm(groups, desc="patching", disable=not progress):
-        N, T = len(idx), pairs[idx[0]].n_tokens
-        true_ids = torch.stack([pairs[i].true_ids for i in idx])
-        false_ids = torch.stack([pairs[i].false_ids for i in idx])
-        tok = scored.expand(N, 2)
-        sources, receivers = {}, {}
-        for r, m in models.items():
-            run = m.run(true_ids, read=reads, logits_to_keep=1)
-            lp = torch.log_softmax(run.logits[:, -1].float(), -1)[:, [true_id, false_id]].cpu()
-            lds[f"ld_true.{r}"][idx] = lp[:, 0] - lp[:, 1]
-            sources[r] = run.cache
-            receivers[r] = run_receiver(m, false_ids, tok, kv_reuse=reuse[r])
-            lds[f"ld_false.{r}"][idx] = receivers[r].logprobs[:, 0] - receivers[r].logprobs[:, 1]
-        parts = []
-        for j, i in enumerate(idx):
-            grid = torch.cartesian_prod(torch.arange(pairs[i].subject[0], T), torch.arange(L))
-            grid = grid[(grid[:, 1] < L - 1) | (grid[:, 0] == T - 1)]  # the last block only matters at the end
-            parts.append(torch.cat([torch.full_like(grid[:, :1], j), grid], 1))
-        g = torch.cat(parts)  # (R, 3): pair row, position, layer
-        rows = Restorations(g[:, 0], g[:, 0], g[:, 1], g[:, 2], sets)
-        for src, dst in directions:
-            lp = restore(models[dst], receivers[dst], sources[src], rows, tok, max_batch_tokens)
-            delta = torch.zeros(N, T, L)
-            delta[g[:, 0], g[:, 1], g[:, 2]] = (lp[:, 0] - lp[:, 1]) - lds[f"ld_false.{dst}"][idx][g[:, 0]]
-            maps[direction_name(src, dst)][idx, :T] = delta
-    return maps, lds
-
-
-def run_patching(
-    pair: ModelPair,
-    statements: Sequence[Statement],
-    config: PatchingConfig | None = None,
-    data_source: str | None = None,
-) -> RunResult:
-    """True/false patching on both models and across them; see the module docstring."""
-    cfg = config or PatchingConfig()
-    tok = pair.tokenizer
-    with RunTimer() as timer:
-        subj_col, _ = pair_columns(statements, cfg.subject_column, cfg.object_column)
-        family = [s for s in statements if s.extra.get(subj_col)]
-        shots = choose_shots(family, cfg.n_shots, cfg.seed)
-        prompt = FewShotPrompt(shots, cfg.suffix, cfg.true_label, cfg.false_label)
-        pairs, counts = build_pairs(
-            family, tok, cfg.max_pairs, cfg.seed, cfg.subject_column, cfg.object_column, [t for t, _ in shots]
-        )
-        true_id, false_id, label_notes = label_token_ids(tok, cfg.true_label, cfg.false_label)
-        encoded, misaligned = [], 0
-        for p in pairs:
-            try:
-                encoded.append(encode_pair(tok, p, prompt))
-            except ValueError:
-                misaligned += 1
-        if not encoded:
-            raise ValueError(
-                f"no usable statement pairs ({counts}); check the data has subject/object columns and true rows"
-            )
-        n_ctx = pair.base.max_context
-        if n_ctx is not None and max(e.n_tokens for e in encoded) > n_ctx:
-            raise ValueError(f"a few-shot prompt is longer than the model's {n_ctx} tokens; lower n_shots")
-        models = pair.models()
-        reuse = {r: resolve_kv_reuse(m, cfg.kv_reuse) for r, m in models.items()}
-        dirs = DIRECTIONS if cfg.cross_model else DIRECTIONS[:2]
-        maps, lds = patch_maps(
-            models,
-            encoded,
-            true_id,
-            false_id,
-            dirs,
-            reuse,
-            cfg.pairs_per_batch,
-            cfg.max_batch_tokens,
-            cfg.progress,
-        )
-        result = assemble_result(pair, cfg, encoded, maps, lds, dirs)
-    timer.record_into(result)
-    result.summary.update(
-        pair_counts={**counts, "n_misaligned": misaligned, "n_encoded": len(encoded)},
-        few_shot_prefix=prompt.prefix,
-        label_token_ids={"true": true_id, "false": false_id},
-        kv_prefix_reuse=reuse,
-    )
-    result.notes += label_notes
-    result.config["data_source"] = data_source
-    return result
-
-
-def format_summary(summary: dict) -> str:
-    lines = [f"pairs used: {summary['n_pairs_used']}; accuracy {summary['accuracy']}"]
-    for k, v in summary["comparisons"].items():
-        lines.append(
-            f"{k}: pearson {v['pearson']:.3f}, max|diff| {v['max_abs_diff']:.3f} (subject "
-            f"{v['max_abs_diff_subject']:.3f}, object {v['max_abs_diff_object']:.3f}, "
-            f"last {v['max_abs_diff_last']:.3f})"
-        )
-    return "\n".join(lines)
-
-
-def _default_statements(base: str) -> str:
-    if not str(base).startswith("toyworld:"):
-        raise ValueError("no --data given; pass a statements csv (e.g. ../shared/data/geometry_of_truth/cities.csv)")
-    from posttrain_probe.toyworld import build
-
-    parts = str(base).split(":")
-    return str(Path(build(preset=parts[1] if len(parts) == 3 else "default").data_dir) / "statements.csv")
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register `patch BASE POST --data ... --out DIR`."""
-    p = sub.add_parser("patch", help="true/false patching within and across models (Du et al. 2025)")
-    add_pair_arguments(p)
-    p.add_argument("--data", default=None, help="statements csv / folder / hub id with subject+object columns")
-    p.add_argument("--datasets", nargs="+", default=None, help="keep only these dataset names")
-    d = PatchingConfig()
-    for name, typ in (
-        ("n_shots", int),
-        ("max_pairs", int),
-        ("seed", int),
-        ("min_gap", float),
-        ("n_boot", int),
-        ("pairs_per_batch", int),
-        ("max_batch_tokens", int),
-        ("subject_column", str),
-        ("object_column", str),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
-    p.add_argument("--no-cross-model", action="store_true", help="skip base→post and post→base")
-    p.add_argument("--kv-reuse", default=d.kv_reuse, choices=["auto", "on", "off"])
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cli_patch)
-
-
-def _cli_patch(args: argparse.Namespace) -> int:
-    from posttrain_probe.data import load_statements
-    from posttrain_probe.pair import load_pair
-
-    out = fresh_out_dir(args)
-    cfg = PatchingConfig(
-        n_shots=args.n_shots,
-        max_pairs=args.max_pairs,
-        seed=args.seed,
-        min_gap=args.min_gap,
-        cross_model=not args.no_cross_model,
-        subject_column=args.subject_column,
-        object_column=args.object_column,
-        n_boot=args.n_boot,
-        kv_reuse=args.kv_reuse,
-        pairs_per_batch=args.pairs_per_batch,
-        max_batch_tokens=args.max_batch_tokens,
-        progress=not args.no_progress,
-    )
-    source = args.data or _default_statements(args.base)
-    statements = load_statements(source, datasets=args.datasets)
-    pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
-    result = run_patching(pair, statements, cfg, data_source=str(source))
-    write_run(out, result, overwrite=args.force)
-    return finish_run(args, out, "posttrain_probe.probes.patching.figures", format_summary(result.summary))
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "PatchingConfig": "config",
+        "PatchingData": "config",
+        "PatchingInputs": "run",
+        "load_inputs": "run",
+        "run_patching": "run",
+        "patch_maps": "run",
+        "label_token_ids": "run",
+        "format_summary": "run",
+        "DIRECTIONS": "result",
+        "assemble_result": "result",
+        "direction_name": "result",
+    },
+)
+__all__ = ["PROBE", *sorted(__dir__())]

@@ -16,7 +16,7 @@ What `run_refusal` computes, for each model with its own prompt format (base:
   backward transfer;
 - cosines of the two models' candidates per layer; optionally, that weight orthogonalization gives the
   logits of runtime ablation (max |Δlogit| recorded);
-- diagnostics (`_refusal_diagnostics`) that tell a failed method from a model whose refusal is not mediated by
+- diagnostics (`diagnostics`) that tell a failed method from a model whose refusal is not mediated by
   one direction: where refusal lives (harmful residuals patched into length-matched harmless prompts at the
   instruction vs the post-instruction positions, per layer), the bypass score with the span of every candidate
   ablated, and the induce score of the addition at several coefficients; a note states the evidence when a
@@ -29,343 +29,53 @@ selection falls back to the lowest bypass score among layer-eligible candidates 
 filter, and says so (`passed_filters: false`).
 """
 
-from __future__ import annotations
+from posttrain_probe.probes.base import Probe, lazy_exports
 
-import argparse
-import os
-from dataclasses import asdict
-from pathlib import Path
-from typing import Any
-
-import pandas as pd
-
-from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
-from posttrain_probe.pair import ModelPair
-from posttrain_probe.probes.refusal.core import (
-    DEFAULT_REFUSAL_PHRASES,
-    cosine,
-    select_candidate,
+PROBE = Probe(
+    name="refusal",
+    analysis="refusal",
+    title="Refusal directions",
+    question="Is refusal mediated by one direction, and does the base model's direction transfer to the post model?",
+    explanation=(
+        "Refusal rates under directional ablation and activation addition for every direction→model combination, "
+        "cosines per layer and KL on harmless prompts."
+    ),
+    figures="posttrain_probe.probes.refusal.figures",
+    verdicts="posttrain_probe.probes.refusal.verdicts:verdicts",
+    command="refusal",
+    help="refusal directions: candidates, selection, ablation/addition, transfer",
+    config="posttrain_probe.probes.refusal.config:RefusalConfig",
+    data="posttrain_probe.probes.refusal.config:RefusalDataSpec",
+    load_inputs="posttrain_probe.probes.refusal.run:load_inputs",
+    run="posttrain_probe.probes.refusal.run:run",
+    summarize="posttrain_probe.probes.refusal.run:format_summary",
+    artifacts="posttrain_probe.probes.refusal.run:artifacts",
+    backend="bridge",
+    workload={
+        "smoke": {"n_train": 4, "n_val": 4, "n_eval": 4, "max_new_tokens": 4, "batch_size": 8},
+        "quick": {"diagnostics": False},  # a smoke test: skip the where-does-refusal-live sweeps
+        "toy": {},
+        "real": {"n_eval": 100, "max_new_tokens": 32},
+    },
 )
-from posttrain_probe.probes.refusal.data import ANALYSIS, FORMATS, ROLES, RefusalConfig, RefusalData, load_refusal_data
-from posttrain_probe.probes.refusal.diagnostics import diagnose, diagnosis_note, locus_table
-from posttrain_probe.probes.refusal.evaluate import (
-    _fmt,
-    evaluate,
-    orthogonalization_gap,
-    prepare_model,
-    score_candidates,
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "RefusalConfig": "config",
+        "RefusalDataSpec": "config",
+        "DEFAULT_REFUSAL_PHRASES": "config",
+        "FORMATS": "config",
+        "RefusalData": "data",
+        "load_refusal_data": "data",
+        "ANALYSIS": "data",
+        "ROLES": "data",
+        "load_inputs": "run",
+        "run_refusal": "run",
+        "save_refusal_vectors": "run",
+        "format_summary": "run",
+        "evaluate": "evaluate",
+        "score_candidates": "evaluate",
+    },
 )
-from posttrain_probe.probes.refusal.model import format_prompts
-from posttrain_probe.results import RunResult, RunTimer, write_run
-
-# ---------------------------------------------------------------------------------------------- the run
-
-
-def run_refusal(pair: ModelPair, data: RefusalData, config: RefusalConfig | None = None) -> RunResult:
-    """The refusal analysis of `pair` (see the module docstring); returns a RunResult for `write_run`."""
-    cfg = config or RefusalConfig()
-    with RunTimer() as timer:
-        result = _run(pair, data, cfg)
-    return timer.record_into(result)
-
-
-def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
-    models = pair.models()
-    states = {r: prepare_model(r, models[r], data, cfg) for r in ROLES}
-    L = pair.base.n_layers
-    cand_tables, chosen, sel_summary, baselines = [], {}, {}, {}
-    for r, st in states.items():
-        table, baselines[r] = score_candidates(st, cfg)
-        idx, table = select_candidate(table, L, cfg.kl_max, cfg.max_layer_frac, cfg.induce_min)
-        row = table.loc[idx]
-        l, p = int(row.layer), int(row.position)
-        chosen[r] = (st.candidates[l, p].clone(), l)
-        sel_summary[r] = {
-            "layer": l,
-            "position": p,
-            "position_token": row.position_token,
-            "bypass_score": float(row.bypass_score),
-            "induce_score": float(row.induce_score),
-            "kl": float(row.kl),
-            "norm": float(row.norm),
-            "passed_filters": bool(row.passes_all),
-            "n_passing": int(table.passes_all.sum()),
-            **baselines[r],
-        }
-        cand_tables.append(table)
-    candidates = pd.concat(cand_tables, ignore_index=True)
-    diagnostics = {}
-    if cfg.diagnostics:
-        for r, st in states.items():
-            t = candidates[candidates.model == r]
-            train = [
-                format_prompts(st.model, r, xs, _fmt(cfg, r), cfg.base_template)
-                for xs in (data.harmful_train, data.harmless_train)
-            ]
-            diagnostics[r] = diagnose(st, t, *train, cfg.diagnostic_scales, cfg.batch_size)
-    evaluation, generations = evaluate(states, chosen, data, cfg)
-
-    b, p_ = states["base"], states["post"]
-    pb, pp = sel_summary["base"]["position"], sel_summary["post"]["position"]
-    cos_rows = pd.DataFrame(
-        {
-            "layer": list(range(L)),
-            "cos_last_position": cosine(b.candidates[:, -1], p_.candidates[:, -1]).tolist(),
-            "cos_selected_positions": cosine(b.candidates[:, pb], p_.candidates[:, pp]).tolist(),
-            "cos_base_to_selected_base": cosine(b.candidates[:, pb], chosen["base"][0]).tolist(),
-            "cos_post_to_selected_post": cosine(p_.candidates[:, pp], chosen["post"][0]).tolist(),
-            "norm_base": b.candidates[:, pb].norm(dim=-1).tolist(),
-            "norm_post": p_.candidates[:, pp].norm(dim=-1).tolist(),
-        }
-    )
-    notes = list(data.notes)
-    ortho = {}
-    if cfg.check_orthogonalization:
-        from posttrain_probe.pair import UnsupportedArchitectureError
-
-        for r in ROLES:
-            try:
-                ortho[r] = orthogonalization_gap(states[r], chosen[r][0])
-            except UnsupportedArchitectureError as e:
-                ortho[r] = None
-                notes.append(f"weight orthogonalization skipped for {r}: {e}")
-    for r in ROLES:
-        if not sel_summary[r]["passed_filters"]:
-            notes.append(
-                f"{r}: no candidate passed every filter (layer < {cfg.max_layer_frac}·L, KL < {cfg.kl_max}, "
-                f"induce > {cfg.induce_min}); the lowest bypass score among layer-eligible candidates "
-                "was taken"
-            )
-    summary = _summary(sel_summary, evaluation, cos_rows, chosen, states, ortho, L)
-    tables = {"candidates": candidates, "evaluation": evaluation, "generations": generations, "cosines": cos_rows}
-    if diagnostics:
-        summary["diagnostics"] = diagnostics
-        tables["locus"] = pd.concat([locus_table(r, d["locus"]) for r, d in diagnostics.items()], ignore_index=True)
-        for r, d in diagnostics.items():
-            note = diagnosis_note(r, d, baselines[r], summary["refusal_rate"], cfg.add_scale)
-            if note:
-                notes.append(note)
-    tensors = {f"candidates.{r}": states[r].candidates for r in ROLES}
-    tensors |= {f"direction.{r}": chosen[r][0] for r in ROLES}
-    return RunResult(
-        analysis=ANALYSIS,
-        config=asdict(cfg),
-        summary=summary,
-        tables=tables,
-        tensors=tensors,
-        provenance={
-            **pair.provenance(),
-            "data": {"sources": data.sources, "sha256": data.hashes()},
-            "formats": {r: states[r].fmt for r in ROLES},
-            "refusal_start_tokens": {
-                r: states[r].model.tokenizer.convert_ids_to_tokens(states[r].score_ids) for r in ROLES
-            },
-        },
-        seeds={"seed": cfg.seed},
-        notes=notes,
-    )
-
-
-def _summary(sel, evaluation: pd.DataFrame, cos_rows: pd.DataFrame, chosen, states, ortho, L: int) -> dict:
-    rates: dict[str, dict[str, float]] = {}
-    for row in evaluation.itertuples():
-        key = f"{row.direction_from}->{row.applied_to}" if row.condition != "baseline" else f"{row.applied_to}"
-        rates.setdefault(f"{row.prompt_set}.{row.condition}", {})[key] = round(row.refusal_rate, 4)
-    kl = {
-        f"{r.condition}:{r.direction_from}->{r.applied_to}": round(r.kl, 4)
-        for r in evaluation[(evaluation.prompt_set == "harmless") & (evaluation.condition != "baseline")].itertuples()
-    }
-    return {
-        "n_layers": L,
-        "formats": {r: states[r].fmt for r in ROLES},
-        "post_instruction_tokens": {r: states[r].post_tokens for r in ROLES},
-        "selected": sel,
-        "cosine_selected_directions": float(cosine(chosen["base"][0], chosen["post"][0])),
-        "cosine_by_layer_last_position": [round(x, 4) for x in cos_rows.cos_last_position],
-        "refusal_rate": rates,
-        "kl_harmless": kl,
-        "orthogonalization_max_abs_logit_diff": ortho,
-    }
-
-
-# ---------------------------------------------------------------------------------------------- artefacts
-
-
-def save_refusal_vectors(result: RunResult, pair: ModelPair, out_dir: str | os.PathLike) -> list[Path]:
-    """Save each model's selected direction twice as a `SteeringVector`: `refusal_<role>_ablate` (mode
-    "ablate", resid_all at every layer: the bypass intervention) and `refusal_<role>_add` (mode "add" of the
-    raw mean difference at resid_pre[l], every position: the induce intervention)."""
-    from posttrain_probe.steering import SteeringVector
-
-    if result.analysis != ANALYSIS:
-        raise ValueError(f"this is a {result.analysis!r} result, not a refusal result; pass run_refusal's output")
-    paths = []
-    hashes = result.provenance.get("data", {}).get("sha256", {})
-    for role in ROLES:
-        sel = result.summary["selected"][role]
-        vec = result.tensors[f"direction.{role}"]
-        common = dict(
-            analysis=ANALYSIS,
-            extraction_data_sha256={k: v for k, v in hashes.items() if "train" in k},
-            selection_data_sha256={k: v for k, v in hashes.items() if "val" in k},
-            seed=result.seeds.get("seed"),
-            selection_scores={k: sel[k] for k in ("bypass_score", "induce_score", "kl", "passed_filters")},
-            source_layer=sel["layer"],
-            source_position=sel["position"],
-            prompt_format=result.summary["formats"][role],
-        )
-        for mode, kw in (
-            ("ablate", dict(site="resid_all", layer=None, mode="ablate")),
-            (
-                "add",
-                dict(
-                    site="resid_pre",
-                    layer=sel["layer"],
-                    mode="add",
-                    scale=result.config.get("add_scale", 1.0),
-                ),
-            ),
-        ):
-            sv = SteeringVector.from_model(
-                vec,
-                pair.models()[role],
-                tokenizer=pair.tokenizer,
-                positions="all",
-                description=f"refusal direction of {role} (difference in means at resid_pre[{sel['layer']}], "
-                f"post-instruction position {sel['position']}); {mode}",
-                **kw,
-                **common,
-            )
-            path = Path(out_dir) / f"refusal_{role}_{mode}"
-            sv.save(path)
-            paths.append(path.with_name(path.name + ".safetensors"))
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def _default_data(base: str) -> str:
-    if not str(base).startswith("toyworld:"):
-        raise ValueError(
-            "no --data given; pass a folder of harmful*/harmless* splits (e.g. ../shared/data/refusal_direction)"
-        )
-    from posttrain_probe.toyworld import build
-
-    parts = str(base).split(":")
-    return str(build(preset=parts[1] if len(parts) == 3 else "default").data_dir)
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register `refusal BASE POST --data DIR --out DIR`."""
-    p = sub.add_parser("refusal", help="refusal directions: candidates, selection, ablation/addition, transfer")
-    add_pair_arguments(p, backend="bridge")
-    p.add_argument("--data", default=None, help="folder with harmful*/harmless* train/val(/heldout) splits")
-    p.add_argument("--advbench", default=None, help="AdvBench csv to use as the harmful evaluation set")
-    p.add_argument(
-        "--export-orthogonalized", action="store_true", help="write OUT/orthogonalized/<role> HF checkpoints"
-    )
-    d = RefusalConfig()
-    for name, typ in (
-        ("n_train", int),
-        ("n_val", int),
-        ("n_eval", int),
-        ("kl_max", float),
-        ("max_layer_frac", float),
-        ("induce_min", float),
-        ("add_scale", float),
-        ("max_new_tokens", int),
-        ("batch_size", int),
-        ("seed", int),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
-    p.add_argument("--base-format", default=d.base_format, choices=FORMATS)
-    p.add_argument("--post-format", default=d.post_format, choices=FORMATS)
-    p.add_argument("--base-template", default=d.base_template)
-    p.add_argument("--refusal-phrases", nargs="+", default=None, help="prefixes that count as a refusal")
-    p.add_argument("--no-random-control", action="store_true")
-    p.add_argument("--no-orthogonalization-check", action="store_true")
-    p.add_argument("--no-diagnostics", action="store_true", help="skip the locus / all-candidate / sweep checks")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cli_refusal)
-
-
-def _cli_refusal(args: argparse.Namespace) -> int:
-    from posttrain_probe.pair import load_pair
-
-    out = fresh_out_dir(args)
-    cfg = RefusalConfig(
-        base_format=args.base_format,
-        post_format=args.post_format,
-        base_template=args.base_template.replace("\\n", "\n"),
-        n_train=args.n_train,
-        n_val=args.n_val,
-        n_eval=args.n_eval,
-        refusal_phrases=tuple(args.refusal_phrases) if args.refusal_phrases else DEFAULT_REFUSAL_PHRASES,
-        kl_max=args.kl_max,
-        max_layer_frac=args.max_layer_frac,
-        induce_min=args.induce_min,
-        add_scale=args.add_scale,
-        max_new_tokens=args.max_new_tokens,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        random_control=not args.no_random_control,
-        check_orthogonalization=not args.no_orthogonalization_check,
-        diagnostics=not args.no_diagnostics,
-        progress=not args.no_progress,
-    )
-    data = load_refusal_data(
-        args.data or _default_data(args.base), args.advbench, cfg.n_train, cfg.n_val, cfg.n_eval, cfg.seed
-    )
-    pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
-    result = run_refusal(pair, data, cfg)
-    write_run(out, result, overwrite=args.force)
-    save_refusal_vectors(result, pair, out / "steering")
-    if args.export_orthogonalized:
-        from posttrain_probe.probes.refusal.orthogonalize import export_orthogonalized
-
-        for role in ROLES:
-            export_orthogonalized(
-                pair.models()[role],
-                result.tensors[f"direction.{role}"],
-                out / "orthogonalized" / role,
-                metadata={"analysis": ANALYSIS, "selected": result.summary["selected"][role]},
-                overwrite=True,
-            )
-    return finish_run(args, out, "posttrain_probe.probes.refusal.figures", format_summary(result.summary))
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: the selected candidates, refusal rates, cosine, orthogonalization gap."""
-    lines = []
-    for r, s in summary["selected"].items():
-        lines.append(
-            f"{r}: selected layer {s['layer']} position {s['position']} ({s['position_token']!r}); bypass "
-            f"{s['bypass_score']:.2f}, induce {s['induce_score']:.2f}, KL {s['kl']:.3f}"
-            + ("" if s["passed_filters"] else " [no candidate passed every filter]")
-        )
-    for k, v in summary["refusal_rate"].items():
-        lines.append(f"refusal rate {k}: " + ", ".join(f"{a} {b:.2f}" for a, b in v.items()))
-    lines.append(f"cosine of the selected directions (base·post): {summary['cosine_selected_directions']:.3f}")
-    gap = summary.get("orthogonalization_max_abs_logit_diff") or {}
-    if gap:
-        lines.append(
-            "orthogonalized weights vs runtime ablation, max |Δlogit|: "
-            + ", ".join(f"{r} {'n/a' if g is None else f'{g:.1e}'}" for r, g in gap.items())
-        )
-    return "\n".join(lines)
-
-
-__all__ = [
-    "ANALYSIS",
-    "DEFAULT_REFUSAL_PHRASES",
-    "RefusalConfig",
-    "RefusalData",
-    "add_cli",
-    "evaluate",
-    "format_summary",
-    "load_refusal_data",
-    "run_refusal",
-    "save_refusal_vectors",
-    "score_candidates",
-]
+__all__ = ["PROBE", *sorted(__dir__())]

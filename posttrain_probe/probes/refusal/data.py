@@ -1,4 +1,4 @@
-"""Settings and data of the refusal analysis: `RefusalConfig`, `RefusalData`, `load_refusal_data`."""
+"""Data of the refusal analysis: `RefusalData` (the instruction splits) and `load_refusal_data`."""
 
 from __future__ import annotations
 
@@ -14,62 +14,10 @@ from posttrain_probe.data import (
     load_refusal_splits,
     sample_records,
 )
-from posttrain_probe.pair.prompts import BASE_TEMPLATE
-from posttrain_probe.probes.refusal.core import DEFAULT_REFUSAL_PHRASES
 from posttrain_probe.utils.io import sha256_text
 
 ANALYSIS = "refusal"
 ROLES = ("base", "post")
-FORMATS = ("auto", "base", "chat", "raw")
-
-
-@dataclass
-class RefusalConfig:
-    """Settings of one refusal run; every field is recorded in result.json."""
-
-    base_format: str = "auto"
-    post_format: str = "auto"
-    base_template: str = BASE_TEMPLATE
-    n_train: int | None = 128  # per class, sampled (seeded) from the train split
-    n_val: int | None = 32
-    n_eval: int | None = 64
-    refusal_phrases: tuple[str, ...] = DEFAULT_REFUSAL_PHRASES
-    score_phrases: tuple[str, ...] | None = None  # phrases whose first tokens the score uses; None = above
-    kl_max: float = 0.1
-    max_layer_frac: float = 0.8
-    induce_min: float = 0.0
-    add_scale: float = 1.0
-    max_new_tokens: int = 16
-    batch_size: int = 32
-    seed: int = 0
-    random_control: bool = True
-    check_orthogonalization: bool = True
-    diagnostics: bool = True  # where refusal lives, all-candidate ablation, addition sweep (_refusal_diagnostics)
-    diagnostic_scales: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("base_format", "post_format"):
-            if getattr(self, name) not in FORMATS:
-                raise ValueError(f"{name}={getattr(self, name)!r}; choose one of {', '.join(FORMATS)}")
-        if "{instruction}" not in self.base_template:
-            raise ValueError("base_template must contain '{instruction}', e.g. 'User: {instruction}\\nAssistant:'")
-        for name in ("n_train", "n_val", "n_eval"):
-            v = getattr(self, name)
-            if v is not None and v < 2:
-                raise ValueError(f"{name}={v}: need at least 2 instructions per class (or None for all)")
-        self.refusal_phrases = tuple(self.refusal_phrases)
-        if not self.refusal_phrases or not all(isinstance(p, str) and p.strip() for p in self.refusal_phrases):
-            raise ValueError("refusal_phrases must be a non-empty list of non-empty strings")
-        if self.score_phrases is not None:
-            self.score_phrases = tuple(self.score_phrases)
-        if self.kl_max <= 0:
-            raise ValueError(f"kl_max={self.kl_max} must be > 0 (SPEC default 0.1)")
-        if not 0 < self.max_layer_frac <= 1:
-            raise ValueError(f"max_layer_frac={self.max_layer_frac} must be in (0, 1] (SPEC default 0.8)")
-        self.diagnostic_scales = tuple(float(c) for c in self.diagnostic_scales)
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be ≥ 1")
 
 
 @dataclass

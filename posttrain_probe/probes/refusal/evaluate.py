@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from posttrain_probe.pair import HookedModel
+from posttrain_probe.probes.refusal.config import RefusalConfig
 from posttrain_probe.probes.refusal.core import (
     diff_in_means,
     is_refusal,
@@ -20,7 +21,7 @@ from posttrain_probe.probes.refusal.core import (
     row_ablation,
     row_addition,
 )
-from posttrain_probe.probes.refusal.data import RefusalConfig, RefusalData
+from posttrain_probe.probes.refusal.data import RefusalData
 from posttrain_probe.probes.refusal.model import (
     Prompts,
     candidate_activations,

@@ -16,7 +16,7 @@ from posttrain_probe.results import RunResult
 from posttrain_probe.stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
 
 if TYPE_CHECKING:
-    from posttrain_probe.probes.tracing import TracingConfig
+    from posttrain_probe.probes.tracing.config import TracingConfig
 
 ANALYSIS = "causal_tracing"
 ROLES = ("base", "post")

@@ -2,8 +2,8 @@
 Du et al. 2025): per-layer probes, their transfer between datasets and models, and a causal test by
 activation addition.
 
-What `run_truth` computes (all on byte-identical statements for both models):
-- resid[l] at the last statement token for every layer l = 0..L (see `_truth_model`), cached in the run dir;
+What `run_truth` (in `run`) computes (all on byte-identical statements for both models):
+- resid[l] at the last statement token for every layer l = 0..L (see `model`), cached in the run dir;
 - per model and layer, a mass-mean probe and a logistic-regression probe fitted on a seeded stratified train
   split, scored (accuracy, AUROC) on the held-out split, pooled and per dataset;
 - leave-one-dataset-out: train on every other dataset, test on the held-out one (all its statements);
@@ -12,7 +12,7 @@ What `run_truth` computes (all on byte-identical statements for both models):
   subtracted on true statements at resid[l0..probe layer], at the last two statement tokens; metric
   P(TRUE) − P(FALSE) of the next token; NIE per SPEC for the 2×2 direction-from × applied-to table, plus a
   random direction of the same norm as a control;
-- whether the answer reads the intervened cells at all (`_truth_reach`): the full residual of correctly judged
+- whether the answer reads the intervened cells at all (`reach`): the full residual of correctly judged
   true prompts patched into matched false prompts at those cells, and at the last position per layer; a note
   says when an NIE ≈ 0 comes from cells the model never reads rather than from the direction.
 
@@ -24,417 +24,53 @@ examples come from the train split of the statement's own dataset (half true, ha
 group means.
 """
 
-from __future__ import annotations
+from posttrain_probe.probes.base import Probe, lazy_exports
 
-import argparse
-import math
-import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
-import torch
-
-from posttrain_probe.cli_args import add_pair_arguments, finish_run, fresh_out_dir
-from posttrain_probe.data import Statement
-from posttrain_probe.pair import ModelPair
-from posttrain_probe.pair.prompts import FewShotPrompt
-from posttrain_probe.probes.truth.data import (
-    ANALYSIS,
-    activation_key,
-    cached_activations,
-    load_truth_statements,
-    source_hashes,
-    split_statements,
-    subsample,
+PROBE = Probe(
+    name="truth",
+    analysis="truth",
+    title="Truth directions",
+    question="Is there a linear truth direction, and is it shared by base and post?",
+    explanation=(
+        "Probe accuracy by layer for both models, cosine of their directions, and the normalised indirect effect "
+        "of adding the direction from one model to the other (2×2)."
+    ),
+    figures="posttrain_probe.probes.truth.figures",
+    verdicts="posttrain_probe.probes.truth.verdicts:verdicts",
+    command="truth",
+    help="truth directions: probes per layer, transfer, few-shot intervention (NIE)",
+    config="posttrain_probe.probes.truth.config:TruthConfig",
+    data="posttrain_probe.probes.truth.config:TruthData",
+    load_inputs="posttrain_probe.probes.truth.run:load_inputs",
+    run="posttrain_probe.probes.truth.run:run",
+    summarize="posttrain_probe.probes.truth.run:format_summary",
+    artifacts="posttrain_probe.probes.truth.run:artifacts",
+    backend="bridge",
+    workload={
+        "smoke": {"max_per_dataset": 8, "n_intervene": 8, "lodo": "none"},
+        "quick": {"max_per_dataset": 300, "n_intervene": 40},
+        "toy": {"max_per_dataset": 2000, "n_intervene": 200},
+        "real": {"max_per_dataset": 1000, "n_intervene": 200},
+    },
 )
-from posttrain_probe.probes.truth.fit import PROBE_KINDS
-from posttrain_probe.probes.truth.model import PROMPT_FORMATS, answer_token_ids, collect_last_token_acts
-from posttrain_probe.probes.truth.reach import reach_note
-from posttrain_probe.probes.truth.tables import (
-    ROLES,
-    build_notes,
-    build_summary,
-    check_fewshot_lengths,
-    choose_probe_layer,
-    default_band,
-    fewshot_shots,
-    fit_all,
-    intervention_reach,
-    intervention_rows,
-    lodo_table,
-    run_interventions,
-    score_tables,
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "TruthConfig": "config",
+        "TruthData": "config",
+        "LODO_MODES": "config",
+        "PROBE_KINDS": "config",
+        "PROMPT_FORMATS": "config",
+        "TruthInputs": "run",
+        "load_inputs": "run",
+        "run_truth": "run",
+        "save_truth_vectors": "run",
+        "format_summary": "run",
+        "ANALYSIS": "data",
+        "load_truth_statements": "data",
+        "choose_probe_layer": "tables",
+        "default_band": "tables",
+    },
 )
-from posttrain_probe.results import RunResult, RunTimer, write_run
-from posttrain_probe.utils.io import sha256_text
-
-LODO_MODES = ("all", "probe_layer", "none")
-
-
-@dataclass
-class TruthConfig:
-    """Settings of one truth run; every field is recorded in result.json."""
-
-    test_frac: float = 0.2
-    seed: int = 0
-    max_per_dataset: int | None = None
-    batch_size: int = 32
-    C: float = 1.0
-    max_iter: int = 2000
-    probe_layer: int | None = None
-    band_start: int | None = None
-    direction_probe: str = "mass_mean"
-    scale: float = 1.0
-    n_shots: int = 4
-    n_intervene: int = 200  # held-out statements for the intervention, split equally over datasets
-    suffix: str = " This statement is:"
-    true_label: str = " TRUE"
-    false_label: str = " FALSE"
-    sep: str = "\n"
-    base_format: str = "raw"
-    post_format: str = "raw"
-    lodo: str = "all"
-    random_control: bool = True
-    reach_pairs: int = 32  # matched true/false pairs for the patching check of the intervened cells; 0 = off
-    keep_activations: bool = True
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not 0 < self.test_frac < 1:
-            raise ValueError(f"test_frac must be in (0, 1), got {self.test_frac}; 0.2 holds out a fifth")
-        if self.max_per_dataset is not None and self.max_per_dataset < 4:
-            raise ValueError(f"max_per_dataset must be >= 4 or None, got {self.max_per_dataset}")
-        if self.reach_pairs < 0:
-            raise ValueError(f"reach_pairs must be >= 0 (0 turns the patching check off), got {self.reach_pairs}")
-        for name in ("batch_size", "max_iter", "n_intervene"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_shots < 0:
-            raise ValueError(f"n_shots must be >= 0, got {self.n_shots}")
-        if not self.C > 0:
-            raise ValueError(f"C (inverse L2 strength) must be > 0, got {self.C}")
-        if self.direction_probe not in PROBE_KINDS:
-            raise ValueError(f"direction_probe must be one of {PROBE_KINDS}, got {self.direction_probe!r}")
-        for name in ("base_format", "post_format"):
-            if getattr(self, name) not in PROMPT_FORMATS:
-                raise ValueError(f"{name} must be one of {PROMPT_FORMATS}, got {getattr(self, name)!r}")
-        if self.lodo not in LODO_MODES:
-            raise ValueError(f"lodo must be one of {LODO_MODES} (layers to run it at), got {self.lodo!r}")
-        if not math.isfinite(self.scale):
-            raise ValueError(f"scale must be finite, got {self.scale}")
-        if self.band_start is not None and self.band_start < 0:
-            raise ValueError(f"band_start must be >= 0, got {self.band_start}")
-        if self.band_start is not None and self.probe_layer is not None and self.band_start > self.probe_layer:
-            raise ValueError(f"band_start {self.band_start} is above probe_layer {self.probe_layer}; lower it")
-
-    @property
-    def fewshot(self) -> FewShotPrompt:
-        return FewShotPrompt(suffix=self.suffix, true_label=self.true_label, false_label=self.false_label, sep=self.sep)
-
-
-# ---------------------------------------------------------------------------------------------- the run
-
-
-def run_truth(
-    pair: ModelPair,
-    statements: Sequence[Statement],
-    config: TruthConfig | None = None,
-    reuse_from: str | os.PathLike | None = None,
-    data_sources: Sequence[str | os.PathLike] = (),
-) -> RunResult:
-    """The truthfulness analysis of `pair` on `statements` (see the module docstring); returns a RunResult
-    for `write_run`. `reuse_from`: an earlier truth run dir whose cached activations are reused when their
-    key (model + data hash) matches."""
-    cfg = config or TruthConfig()
-    with RunTimer() as timer:
-        result = _run_truth(pair, statements, cfg, reuse_from, data_sources)
-    return timer.record_into(result)
-
-
-def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> RunResult:
-    statements = subsample(list(statements), cfg.max_per_dataset, cfg.seed)
-    y = np.array([s.label for s in statements])
-    if len(statements) < 8 or y.sum() < 2 or (1 - y).sum() < 2:
-        raise ValueError(f"{len(statements)} statements ({int(y.sum())} true): need ≥ 8 with ≥ 2 of each class")
-    ds = np.array([s.dataset for s in statements])
-    texts = [s.text for s in statements]
-    test, split_source = split_statements(statements, cfg.test_frac, cfg.seed)
-    if len(set(y[~test])) < 2 or not test.any():
-        raise ValueError("the train split lacks a class or the test split is empty; add statements or change test_frac")
-    answers = answer_token_ids(pair.tokenizer, cfg.true_label, cfg.false_label)
-    n_blocks = pair.base.n_layers
-    if cfg.probe_layer is not None and cfg.probe_layer > n_blocks:
-        raise ValueError(f"probe_layer {cfg.probe_layer} > {n_blocks}: resid layers are 0..{n_blocks}")
-    shots = fewshot_shots(statements, ~test, cfg)
-    rows = intervention_rows(statements, test, shots, cfg)
-    longest_prompt = check_fewshot_lengths(pair, statements, rows, shots, cfg)  # fail before the heavy work
-
-    acts, keys, reused = {}, {}, {}
-    reuse = Path(reuse_from) if reuse_from else None
-    for role in ROLES:
-        model = pair.models()[role]
-        keys[role] = activation_key(model, texts)
-        cached = cached_activations(reuse, keys[role], role)
-        reused[role] = cached is not None
-        acts[role] = (
-            cached
-            if cached is not None
-            else collect_last_token_acts(
-                model,
-                texts,
-                cfg.batch_size,
-                progress=cfg.progress,
-                desc=f"{role} activations",
-                tokenizer=pair.tokenizer,
-            )
-        )
-    acts_np = {r: a.float().numpy() for r, a in acts.items()}  # float32 views; probes fit in float64 per layer
-
-    fits = fit_all(acts_np, y, ~test, cfg)
-    tables = score_tables(acts_np, y, ds, test, fits)
-    lp = cfg.probe_layer
-    if lp is None:
-        lp = choose_probe_layer(tables["layer_accuracy"], cfg.direction_probe)
-    if cfg.lodo != "none" and len(set(ds)) >= 2:
-        layers = list(range(n_blocks + 1)) if cfg.lodo == "all" else [lp]
-        tables["lodo"] = lodo_table(acts_np, y, ds, cfg, layers)
-    band = default_band(lp, n_blocks) if cfg.band_start is None else list(range(cfg.band_start, lp + 1))
-    deltas = {r: torch.from_numpy(fits[(r, cfg.direction_probe, lp)].delta).float() for r in ROLES}
-
-    notes: list[str] = []
-    reach: dict[str, dict] = {}
-    if rows:
-        per_stmt, nie, nie_ds, cells = run_interventions(pair, statements, rows, shots, deltas, band, answers, cfg)
-        tables |= {"nie": nie, "nie_by_dataset": nie_ds, "intervention_pd": per_stmt}
-        if cfg.reach_pairs:
-            reach, tables["intervention_reach"] = intervention_reach(
-                pair, statements, rows, shots, band, answers, cfg, per_stmt
-            )
-    else:
-        cells = {}
-        notes.append("no dataset could supply few-shot examples and held-out statements: no intervention was run")
-
-    stmt_table = pd.DataFrame(
-        dict(
-            text=texts,
-            label=y,
-            dataset=ds,
-            split=np.where(test, "test", "train"),
-            intervened=np.isin(np.arange(len(texts)), rows),
-        )
-    )
-    tables["statements"] = stmt_table
-    summary = build_summary(statements, y, ds, test, split_source, tables, lp, band, deltas, acts_np, answers, cells)
-    summary |= {
-        "activation_keys": keys,
-        "activations_reused": reused,
-        "fewshot_datasets": sorted(shots),
-        "longest_fewshot_prompt_tokens": longest_prompt,
-    }
-    notes += build_notes(pair, summary, statements)
-    if reach:
-        summary["intervention_reach"] = reach
-        for role in ROLES:
-            note = reach_note(role, reach[role], summary["nie"].get(f"{role}->{role}", float("nan")))
-            if note:
-                notes.append(note)
-    tensors: dict[str, torch.Tensor] = {}
-    for role in ROLES:
-        L1 = acts_np[role].shape[1]
-        for kind in PROBE_KINDS:
-            tensors[f"directions.{kind}.{role}"] = torch.tensor(
-                np.stack([fits[(role, kind, l)].direction for l in range(L1)]), dtype=torch.float32
-            )  # (L+1, D)
-        tensors[f"mu_true.{role}"] = torch.tensor(np.stack([fits[(role, "mass_mean", l)].mu_true for l in range(L1)]))
-        tensors[f"mu_false.{role}"] = torch.tensor(np.stack([fits[(role, "mass_mean", l)].mu_false for l in range(L1)]))
-        tensors[f"delta.{role}"] = deltas[role]
-        if cfg.keep_activations:
-            tensors[f"activations.{role}"] = acts[role]
-    data_prov = {
-        "sources": [str(s) for s in data_sources],
-        "statements_sha256": sha256_text("\n".join(texts)),
-    }
-    data_prov["files"] = source_hashes(data_sources)
-    return RunResult(
-        analysis=ANALYSIS,
-        config=asdict(cfg),
-        summary=summary,
-        tables=tables,
-        tensors=tensors,
-        provenance={"pair": pair.provenance(), "data": data_prov},
-        seeds={
-            "seed": cfg.seed,
-            "split": cfg.seed,
-            "fewshot": cfg.seed,
-            "intervention_sample": cfg.seed + 1,
-            "random_control": cfg.seed + 2,
-        },
-        notes=notes,
-    )
-
-
-def save_truth_vectors(result: RunResult, pair: ModelPair, out_dir: str | os.PathLike) -> list[Path]:
-    """Save each model's δ at the probe layer as a `SteeringVector` (`<out_dir>/truth_<role>.safetensors`
-    + `.json`): mode "add" at resid[probe layer] (`resid_pre.{l}`, or `resid_post.{L-1}` for l = L), every
-    position, scale 1 = +δ (towards TRUE; negative scales push towards FALSE). The run's own intervention
-    used the band and the last two statement tokens; that is recorded in the metadata, not in the rule."""
-    from posttrain_probe.steering import SteeringVector
-
-    if result.analysis != ANALYSIS:
-        raise ValueError(f"this is a {result.analysis!r} result, not a truth result; pass run_truth's output")
-    s = result.summary
-    lp, n_blocks = int(s["probe_layer"]), pair.base.n_layers
-    site, layer = ("resid_pre", lp) if lp < n_blocks else ("resid_post", n_blocks - 1)
-    texts_sha = result.provenance.get("data", {}).get("statements_sha256")
-    paths = []
-    for role in ROLES:
-        la = result.tables["layer_accuracy"]
-        at = la[(la.model == role) & (la.layer == lp)]
-        scores = {f"{r.probe}.test_acc": float(r.test_acc) for r in at.itertuples()}
-        scores |= {f"{r.probe}.test_auroc": float(r.test_auroc) for r in at.itertuples()}
-        scores |= {k: v for k, v in s.get("nie", {}).items() if k.endswith(f"->{role}") or k.startswith(role)}
-        sv = SteeringVector.from_model(
-            result.tensors[f"delta.{role}"],
-            pair.models()[role],
-            tokenizer=pair.tokenizer,
-            site=site,
-            layer=layer,
-            positions="all",
-            mode="add",
-            scale=1.0,
-            description=f"truth direction of {role}: δ = ((μ_true − μ_false)·d̂) d̂ at resid[{lp}]",
-            analysis=ANALYSIS,
-            direction_probe=result.config.get("direction_probe"),
-            resid_layer=lp,
-            run_band=s.get("band"),
-            run_positions="last two statement tokens, +δ on false / −δ on true statements",
-            extraction_data_sha256=texts_sha,
-            seed=result.seeds.get("seed"),
-            selection_scores=scores,
-        )
-        path = Path(out_dir) / f"truth_{role}"
-        sv.save(path)
-        paths.append(path.with_name(path.name + ".safetensors"))
-    return paths
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def _default_data(base: str) -> list[str]:
-    """The toy world's statements when BASE is a toy-world alias; otherwise the user must pass --data."""
-    if not str(base).startswith("toyworld:"):
-        raise ValueError(
-            "no --data given; pass csv files or folders of statements (e.g. ../shared/data/geometry_of_truth)"
-        )
-    from posttrain_probe.toyworld import build
-
-    parts = str(base).split(":")
-    toy = build(preset=parts[1] if len(parts) == 3 else "default")
-    return [str(Path(toy.data_dir) / "statements.csv")]
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register `truth BASE POST --data ... --out DIR`."""
-    p = sub.add_parser("truth", help="truth directions: probes per layer, transfer, few-shot intervention (NIE)")
-    add_pair_arguments(p, backend="bridge", force_help="overwrite --out (its cached activations are reused)")
-    p.add_argument("--data", nargs="+", action="extend", default=None, help="statement csv files or folders")
-    p.add_argument("--datasets", nargs="+", default=None, help="keep only these dataset names")
-    p.add_argument(
-        "--dataset-column",
-        default="family",
-        help="extra csv column naming the dataset when every row has it (default: family; 'none' to ignore)",
-    )
-    p.add_argument("--reuse", default=None, help="an earlier truth run dir to take cached activations from")
-    d = TruthConfig()
-    for name, typ in (
-        ("max_per_dataset", int),
-        ("probe_layer", int),
-        ("band_start", int),
-        ("seed", int),
-        ("test_frac", float),
-        ("batch_size", int),
-        ("scale", float),
-        ("n_shots", int),
-        ("n_intervene", int),
-        ("reach_pairs", int),
-        ("C", float),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=typ, default=getattr(d, name))
-    p.add_argument("--direction-probe", default=d.direction_probe, choices=PROBE_KINDS)
-    p.add_argument("--post-format", default=d.post_format, choices=PROMPT_FORMATS)
-    p.add_argument("--lodo", default=d.lodo, choices=LODO_MODES, help="leave-one-dataset-out at these layers")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=_cli_truth)
-
-
-def _cli_truth(args: argparse.Namespace) -> int:
-    from posttrain_probe.pair import load_pair
-
-    out = fresh_out_dir(args, "pass --force (reuses its activations) or another --out")
-    cfg = TruthConfig(
-        test_frac=args.test_frac,
-        seed=args.seed,
-        max_per_dataset=args.max_per_dataset,
-        batch_size=args.batch_size,
-        C=args.C,
-        probe_layer=args.probe_layer,
-        band_start=args.band_start,
-        direction_probe=args.direction_probe,
-        scale=args.scale,
-        n_shots=args.n_shots,
-        n_intervene=args.n_intervene,
-        reach_pairs=args.reach_pairs,
-        post_format=args.post_format,
-        lodo=args.lodo,
-        progress=not args.no_progress,
-    )
-    sources = args.data or _default_data(args.base)
-    column = None if args.dataset_column.lower() == "none" else args.dataset_column
-    statements = load_truth_statements(sources, args.datasets, dataset_column=column)
-    pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
-    reuse = args.reuse or (out if out.exists() else None)
-    result = run_truth(pair, statements, cfg, reuse_from=reuse, data_sources=sources)
-    write_run(out, result, overwrite=args.force)
-    save_truth_vectors(result, pair, out / "steering")
-    return finish_run(args, out, "posttrain_probe.probes.truth.figures", format_summary(result.summary))
-
-
-def format_summary(summary: dict[str, Any]) -> str:
-    """A few lines for the terminal: sizes, probe layer, accuracies, cosines and the NIE table."""
-    lines = [
-        f"{summary['n_statements']} statements in {len(summary['datasets'])} datasets; "
-        f"probe layer {summary['probe_layer']} of 0..{summary['n_layers'] - 1}, band {summary['band']}",
-        "held-out accuracy at the probe layer: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in summary["test_acc_at_probe_layer"].items()),
-        "base·post cosine at the probe layer: "
-        + ", ".join(f"{k} {v:.3f}" for k, v in summary["cosine_at_probe_layer"].items()),
-    ]
-    if "nie" in summary:
-        lines.append("NIE (direction→model): " + ", ".join(f"{k} {v:.3f}" for k, v in summary["nie"].items()))
-        lines.append("few-shot accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in summary["fewshot_accuracy"].items()))
-    for role, r in summary.get("intervention_reach", {}).items():
-        if r.get("n_pairs"):
-            lines.append(
-                f"{role}: true→false patch of the intervened cells restores {r['band_cells_share']:.3f} of the gap "
-                f"({r['n_pairs']} pairs); the last position: " + "/".join(f"{v:.2f}" for v in r["last_position_share"])
-            )
-    return "\n".join(lines)
-
-
-__all__ = [
-    "ANALYSIS",
-    "LODO_MODES",
-    "TruthConfig",
-    "add_cli",
-    "choose_probe_layer",
-    "default_band",
-    "format_summary",
-    "load_truth_statements",
-    "run_truth",
-    "save_truth_vectors",
-]
+__all__ = ["PROBE", *sorted(__dir__())]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-PROBE_KINDS = ("mass_mean", "logistic")
+from posttrain_probe.probes.truth.config import PROBE_KINDS  # noqa: E402  (one definition, in config)
 
 
 class ProbeDataError(ValueError):

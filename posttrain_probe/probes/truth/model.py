@@ -18,9 +18,9 @@ from tqdm.auto import tqdm
 
 from posttrain_probe.pair import Add, HookedModel, format_instruction
 from posttrain_probe.pair.prompts import FewShotPrompt
+from posttrain_probe.probes.truth.config import PROMPT_FORMATS  # noqa: E402  (one definition, in config)
 from posttrain_probe.probes.truth.fit import prob_diff
 
-PROMPT_FORMATS = ("raw", "chat")
 FewShotFormat = FewShotPrompt  # the name this module exported before the prompt moved to pair.prompts
 
 

@@ -1,16 +1,12 @@
-"""`posttrain-probe compare-checkpoints START CKPT... --out DIR`: internal change along a checkpoint series
-(SPEC §6), with the inputs of every probe loaded from explicit sources or the defaults of
-`posttrain_probe.data.defaults` (toy-world data for a toy-world START, else the shared public data sets)."""
+"""The inputs of `compare_checkpoints` (SPEC §6) from explicit sources or the defaults of
+`posttrain_probe.data.defaults` (toy-world data for a toy-world start, else the shared public data sets), the
+checkpoints of an RLVR run directory, and the terminal summary of a drift result."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from posttrain_probe.analysis.drift import TRACING_KINDS, DriftConfig
-from posttrain_probe.cli_args import finish_run, fresh_out_dir
 
 
 @dataclass
@@ -98,101 +94,6 @@ def load_drift_inputs(
     out.neuron_texts = picked[n_cka_texts:] if neurons else []
     out.sources["texts"] = text_src
     return out
-
-
-def add_cli(sub: argparse._SubParsersAction) -> None:
-    """Register `compare-checkpoints START CKPT... --out DIR`."""
-    p = sub.add_parser(
-        "compare-checkpoints",
-        help="internal change along a checkpoint series: weights, CKA, truth/refusal drift, tracing, entropy neurons",
-    )
-    p.add_argument("base", help="start of the series: hub id, local HF dir or toyworld:post (the RLVR start model)")
-    p.add_argument("checkpoints", nargs="+", help="checkpoint dirs in order, or an RLVR run dir (all its checkpoints)")
-    p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--force", action="store_true", help="overwrite --out")
-    p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--metrics", default=None, help="a run's metrics.jsonl to line up with (default: the RLVR run's)")
-    p.add_argument("--facts", default=None, help="facts for causal tracing (known_1000-style json or folder)")
-    p.add_argument("--statements", nargs="+", default=None, help="true/false statement csv files or folders")
-    p.add_argument("--instructions", default=None, help="folder of harmful*/harmless* instruction splits")
-    p.add_argument("--texts", default=None, help="text file (one per line) for CKA and entropy-neuron ablation")
-    for name, default in (
-        ("max_facts", 50),
-        ("max_statements", 200),
-        ("max_instructions", 32),
-        ("n_cka_texts", 64),
-        ("n_neuron_texts", 96),
-        ("seed", 0),
-    ):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=default)
-    d = DriftConfig()
-    p.add_argument("--tracing-samples", type=int, default=d.tracing_samples)
-    p.add_argument("--tracing-window", type=int, default=d.tracing_window)
-    p.add_argument("--tracing-kinds", nargs="+", default=list(d.tracing_kinds), choices=TRACING_KINDS)
-    p.add_argument("--n-select", type=int, default=d.n_select, help="entropy neurons per set (Du rule)")
-    p.add_argument("--no-tracing", action="store_true", help="skip causal tracing per checkpoint")
-    p.add_argument("--no-neuron-effects", action="store_true", help="skip entropy-neuron ablation per checkpoint")
-    p.add_argument("--no-screens", action="store_true", help="skip the entropy-neuron weight screens")
-    p.set_defaults(func=_cli_compare)
-
-
-def _cli_compare(args: argparse.Namespace) -> int:
-    from posttrain_probe.analysis.drift import compare_checkpoints
-    from posttrain_probe.results import write_run
-
-    out = fresh_out_dir(args)
-    checkpoints, run_metrics = expand_checkpoints(args.checkpoints)
-    n_eval = min(DriftConfig.n_eval, args.n_neuron_texts // 2)
-    cfg = DriftConfig(
-        tracing_kinds=tuple(args.tracing_kinds),
-        tracing_samples=args.tracing_samples,
-        tracing_window=args.tracing_window,
-        max_facts=args.max_facts,
-        n_select=args.n_select,
-        n_ref=max(1, args.n_neuron_texts - n_eval),
-        n_eval=max(1, n_eval),
-        seed=args.seed,
-    )
-    inputs = load_drift_inputs(
-        args.base,
-        args.facts,
-        args.statements,
-        args.instructions,
-        args.texts,
-        args.max_facts,
-        args.max_statements,
-        args.max_instructions,
-        args.n_cka_texts,
-        args.n_neuron_texts,
-        tracing=not args.no_tracing,
-        neurons=not args.no_neuron_effects,
-        seed=args.seed,
-    )
-    metrics = args.metrics or run_metrics
-    if args.metrics and not Path(args.metrics).is_file():
-        raise FileNotFoundError(f"--metrics {args.metrics} not found; pass a run's metrics.jsonl")
-    result = compare_checkpoints(
-        args.base,
-        checkpoints,
-        statements=inputs.statements,
-        harmful=inputs.harmful,
-        harmless=inputs.harmless,
-        cka_texts=inputs.cka_texts,
-        metrics_jsonl=metrics,
-        backend=args.backend,
-        screen_neurons=not args.no_screens,
-        facts=inputs.facts or None,
-        neuron_texts=inputs.neuron_texts or None,
-        config=cfg,
-        device=args.device,
-        dtype=args.dtype,
-    )
-    result.config["data_sources"] = inputs.sources
-    write_run(out, result, overwrite=args.force)
-    return finish_run(args, out, "posttrain_probe.plots.drift", format_summary(result.summary))
 
 
 def format_summary(summary: dict) -> str:
