@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import pytest
 
+from posttrain_probe.analysis.verdicts import dynamics_verdicts
 from posttrain_probe.results import RunResult
-from posttrain_probe.verdicts import dynamics_verdicts
 
 
 def test_demo_quick_writes_every_run_dir_and_a_self_contained_report(toy_pair_quick, tmp_path, monkeypatch):
-    from posttrain_probe.demo import STEPS, run_demo
+    import json
+
+    from posttrain_probe.demo import run_demo, steps
     from posttrain_probe.results import is_run_dir
+    from posttrain_probe.verdict import FIELDS
 
     monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
     report = run_demo(tmp_path / "demo", quick=True, progress=False, rlvr_steps=3, losses=("grpo", "clip_cov"))
-    assert {name for name, _ in STEPS} >= {"neurons", "refusal", "dynamics", "drift"}
-    for name, _ in STEPS:
+    assert {name for name, _ in steps()} >= {"tracing", "patching", "truth", "neurons", "refusal", "dynamics", "drift"}
+    for name, _ in steps():
         assert is_run_dir(tmp_path / "demo" / name), name
+    rows = json.loads((tmp_path / "demo" / "verdicts.json").read_text())
+    assert rows and all(set(FIELDS) <= set(r) for r in rows)
     html = report.read_text()
     assert "Verdicts" in html and "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html  # opens with no network
@@ -132,7 +137,8 @@ def test_parallel_rlvr_runs_finish_in_their_own_processes(toy_pair_quick, tmp_pa
 
 
 def test_every_probe_and_the_toy_report_reach_the_verdicts_in_paper_order():
-    from posttrain_probe.verdicts import verdicts
+    from posttrain_probe.toyworld.verdicts import new_knowledge_verdicts
+    from posttrain_probe.verdicts import collect_verdicts
 
     tracing = RunResult(
         "causal_tracing",
@@ -152,7 +158,7 @@ def test_every_probe_and_the_toy_report_reach_the_verdicts_in_paper_order():
         },
     )
     toy = {"fact_recall": {"base_sft_new_facts": 0.05, "post_sft_new_facts": 0.8, "n_sft_new": 20}}
-    out = verdicts({"dynamics": _dyn(0.2, 0.3), "patching": patching, "tracing": tracing}, toy)
+    out = collect_verdicts([_dyn(0.2, 0.3), patching, tracing], extra={"patching": new_knowledge_verdicts(toy)})
     claims = [(v["claim"].split(" (")[0], v["verdict"]) for v in out]
     assert claims[:3] == [
         ("post-training does not move where facts are stored", "mixed"),  # mlp 0.6 < 0.8
@@ -160,9 +166,8 @@ def test_every_probe_and_the_toy_report_reach_the_verdicts_in_paper_order():
         ("post-training develops new knowledge", "reproduced"),
     ]
     assert all(v["paper"].startswith("Cui") or v["paper"].startswith("Hao") for v in out[3:])
-    assert verdicts({}, {"fact_recall": {"base_sft_new_facts": 0.6, "post_sft_new_facts": 0.7}})[0]["verdict"] == (
-        "not reproduced"
-    )
+    toy = {"fact_recall": {"base_sft_new_facts": 0.6, "post_sft_new_facts": 0.7}}
+    assert new_knowledge_verdicts(toy)[0]["verdict"] == "not reproduced"
 
 
 def test_rlvr_batch_needs_config_and_out_pairs(capsys):
@@ -184,7 +189,7 @@ def test_rlvr_batch_needs_config_and_out_pairs(capsys):
     ],
 )
 def test_entropy_neuron_verdict_needs_a_gap_and_resolution(gap, total_share, control_std, expected):
-    from posttrain_probe.verdicts import neuron_verdicts
+    from posttrain_probe.probes.neurons.verdicts import verdicts as neuron_verdicts
 
     direct = {"share_both": 0.9, "control_share_both_mean": 0.0, "control_share_both_std": 0.9}  # listed, not judged
     total = {"share_both": total_share, "control_share_both_mean": 0.0, "control_share_both_std": control_std}

@@ -3,7 +3,6 @@ ablation invariants (no-op cases), a planted null-space neuron, the run dir, the
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 
@@ -14,13 +13,13 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from posttrain_probe.cli import build_parser
+from posttrain_probe.data.defaults import shared_path
 from posttrain_probe.pair import load_model, load_pair
 from posttrain_probe.pair.arch import discover
 from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.probes.neurons import (
     NeuronsConfig,
-    add_cli,
-    default_text_source,
     explained_share,
     load_texts,
     run_neurons,
@@ -373,7 +372,7 @@ def test_load_texts_reads_non_empty_lines_of_a_file_or_folder(tmp_path):
 def test_real_models_default_to_the_shared_tinystories_subset():
     if shared_data_dir() is None:
         pytest.skip("../shared/data is absent, so the TinyStories subset cannot be read")
-    texts = load_texts(default_text_source("gpt2"))
+    texts = load_texts(shared_path("texts"))
     assert len(texts) > 300 and not any("Data set:" in t for t in texts[:5])
 
 
@@ -391,8 +390,7 @@ def test_bad_inputs_fail_early_with_a_fix():
 def test_cli_runs_and_refuses_a_bad_layer_without_output(tmp_path, tiny):
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(_texts(40, seed=2)) + "\n")
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="cmd"))
+    parser = build_parser()
     common = ["--texts", str(texts), "--n-ref", "20", "--n-eval", "8", "--null-k", "4", "--n-select", "2"]
     common += ["--n-null", "2", "--n-control-sets", "2", "--no-progress", "--backend", "nnsight"]
     bad = tmp_path / "bad"
@@ -429,8 +427,7 @@ def test_checkpoint_series_screens(tiny, planted):
 
 
 def test_series_cli_writes_screens_and_overlap(tmp_path, tiny, planted):
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="cmd"))
+    parser = build_parser()
     out = tmp_path / "series"
     ckpts = [str(tiny["llama"]), str(planted["llama"])]
     args = parser.parse_args(["neurons-series", *ckpts, "--out", str(out), "--null-k", "4", "--n-null", "3"])

@@ -4,19 +4,18 @@ models, and an end-to-end run that writes a readable run dir."""
 
 from __future__ import annotations
 
-import argparse
 import random
 
 import pytest
 import torch
 
+from posttrain_probe.cli import build_parser
 from posttrain_probe.data import Statement, load_statements
 from posttrain_probe.pair import load_model, load_pair
 from posttrain_probe.pair.restore import restore_naive
 from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.probes.patching import (
     PatchingConfig,
-    add_cli,
     label_token_ids,
     patch_maps,
     run_patching,
@@ -184,8 +183,7 @@ def test_run_patching_end_to_end_and_cli(tmp_path, ckpt):
         "statement,label,subject,object\n"
         + "".join(f"{x.text},{x.label},{x.extra['subject']},{x.extra['object']}\n" for x in _statements())
     )
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
+    parser = build_parser()
     flags = "--n-shots 2 --n-boot 10 --min-gap=-1e9 --no-progress --no-cross-model".split()
     out = tmp_path / "o"
     args = parser.parse_args(

@@ -4,7 +4,6 @@ that writes a readable run dir, figures and steering vectors."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -14,13 +13,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from posttrain_probe.cli import build_parser
 from posttrain_probe.data import Instruction
 from posttrain_probe.pair import Add, UnsupportedArchitectureError, load_model, load_pair
 from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.probes.refusal import (
     RefusalConfig,
     RefusalData,
-    add_cli,
     load_refusal_data,
     run_refusal,
     save_refusal_vectors,
@@ -285,8 +284,7 @@ def test_cli_writes_run_and_artefacts(ckpts, tmp_path):
     }
     for name, r in rows.items():
         (data_dir / f"{name}.json").write_text(json.dumps(r))
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
+    parser = build_parser()
     out = tmp_path / "run"
     args = parser.parse_args(
         [
@@ -436,8 +434,8 @@ def test_diagnosis_note_only_for_a_refusing_model_whose_direction_fails_and_with
 
 
 def test_refusal_verdict_says_why_ablation_does_not_bypass_when_the_diagnostics_show_it():
+    from posttrain_probe.probes.refusal.verdicts import verdicts as refusal_verdicts
     from posttrain_probe.results import RunResult
-    from posttrain_probe.verdicts import refusal_verdicts
 
     summary = {
         "cosine_selected_directions": 0.0,

@@ -4,7 +4,6 @@ clean probability, zero noise gives zero effect), and an end-to-end run that wri
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from posttrain_probe.cli import build_parser
 from posttrain_probe.data import Fact, load_facts
 from posttrain_probe.pair import load_model, load_pair
 from posttrain_probe.pair.restore import (
@@ -26,7 +26,6 @@ from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.probes.tracing import (
     SubjectNotFoundError,
     TracingConfig,
-    add_cli,
     embedding_std,
     find_token_span,
     prepare_facts,
@@ -300,8 +299,7 @@ def test_cli_trace_runs_on_a_facts_file(tmp_path, ckpts, models):
         for i, f in enumerate(facts)
     ]
     (tmp_path / "facts.json").write_text(json.dumps(rows))
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers())
+    parser = build_parser()
     flags = "--n-samples 2 --window 1 --n-boot 20 --no-progress --backend nnsight".split()
     data, out = str(tmp_path / "facts.json"), str(tmp_path / "o")
     args = parser.parse_args(["trace", str(ckpts[0]), str(ckpts[1]), "--data", data, "--out", out, *flags])

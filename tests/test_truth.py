@@ -3,7 +3,6 @@ plumbing on a tiny pair, and an end-to-end run that writes a readable run dir.""
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import numpy as np
@@ -15,12 +14,12 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from transformers import AutoModelForCausalLM
 
+from posttrain_probe.cli import build_parser
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import load_pair
 from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.probes.truth import (
     TruthConfig,
-    add_cli,
     choose_probe_layer,
     default_band,
     load_truth_statements,
@@ -373,8 +372,7 @@ def test_cli_writes_run_dir_and_refuses_to_overwrite_before_computing(tiny_dirs,
     pd.DataFrame([dict(statement=s.text, label=s.label, dataset=s.dataset) for s in _statements()]).to_csv(
         csv, index=False
     )
-    parser = argparse.ArgumentParser()
-    add_cli(parser.add_subparsers(dest="cmd"))
+    parser = build_parser()
     out = tmp_path / "run"
     argv = ["truth", str(tiny_dirs[0]), str(tiny_dirs[1]), "--data", str(csv), "--out", str(out)]
     args = parser.parse_args(argv + ["--no-progress", "--n-intervene", "8", "--n-shots", "2", "--figures"])
@@ -514,8 +512,8 @@ def test_reach_note_names_the_null_as_a_property_of_the_model_only_with_the_evid
 
 
 def test_truth_verdict_says_why_the_nie_is_null_when_the_reach_check_shows_it():
+    from posttrain_probe.probes.truth.verdicts import verdicts as truth_verdicts
     from posttrain_probe.results import RunResult
-    from posttrain_probe.verdicts import truth_verdicts
 
     reach = {
         "n_pairs": 32,
