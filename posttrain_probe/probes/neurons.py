@@ -127,12 +127,12 @@ def default_text_source(base: str) -> str:
 
         parts = str(base).split(":")
         return str(build(preset=parts[1] if len(parts) == 3 else "default").data_dir / "corpus.txt")
-    from posttrain_probe.paths import shared_data_dir
+    from posttrain_probe.data.catalog import fetch_hint, find_data_file
 
-    shared = shared_data_dir()
-    path = None if shared is None else shared / "tinystories_val_subset" / "tinystories_val.txt"
-    if path is None or not path.is_file():
-        raise ValueError("no --texts given and no shared TinyStories subset found; pass --texts FILE")
+    path = find_data_file("tinystories_val_subset/tinystories_val.txt")
+    if path is None:
+        hint = fetch_hint("tinystories_val_subset")
+        raise ValueError(f"no --texts given and no TinyStories subset found; pass --texts FILE or {hint}")
     return str(path)
 
 
