@@ -244,3 +244,30 @@ def test_fetch_all_then_a_study_runs_on_a_real_architecture_with_default_data(tm
     assert tracing.config["data_source"] == str(isolated / "known_1000" / "known_1000.json")
     patching = read_run(tmp_path / "kl" / "patching")
     assert patching.config["data_source"] == str(isolated / "geometry_of_truth" / "cities.csv")
+
+
+def test_ctrl_c_during_a_fetch_leaves_no_data_set_and_the_next_fetch_resumes(isolated, synth, capsys, monkeypatch):
+    import posttrain_probe.data.fetch as fetch_module
+
+    real = fetch_module._download
+
+    def interrupted(url, part, data_file, *args):
+        if data_file.name == "b.bin":
+            part.write_bytes((synth / "synth" / "b.bin").read_bytes()[:1000])
+            raise KeyboardInterrupt
+        return real(url, part, data_file, *args)
+
+    monkeypatch.setattr(fetch_module, "_download", interrupted)
+    assert main(["data", "fetch", "synth", "--mirror", str(synth), "--no-progress"]) == 130
+    assert "run the same fetch to resume" in capsys.readouterr().err
+    assert _visible(isolated) == [".synth.partial"] and not (isolated / "synth").exists()
+    monkeypatch.setattr(fetch_module, "_download", real)
+    assert main(["data", "fetch", "synth", "--mirror", str(synth), "--no-progress"]) == 0
+    assert _visible(isolated) == ["synth"]
+
+
+def test_the_data_package_does_not_import_the_cli():
+    root = Path(__file__).resolve().parent.parent / "posttrain_probe" / "data"
+    for path in root.glob("*.py"):
+        text = path.read_text()
+        assert "posttrain_probe.cli" not in text and "from ..cli" not in text and "cli_args" not in text, path
