@@ -133,6 +133,49 @@ def _toyworld(sub):
 
 
 @command
+def _data(sub):
+    p = sub.add_parser("data", help="the public data sets real-model analyses read: list, fetch, path")
+    dsub = p.add_subparsers(dest="data_cmd", required=True)
+    ls = dsub.add_parser("list", help="every data set: size, license, where it is found, what reads it, source")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    f = dsub.add_parser("fetch", help="download data sets into the cache ($POSTTRAIN_PROBE_CACHE/data), verified")
+    f.add_argument("names", nargs="+", metavar="NAME", help="data set names from `data list`, or all")
+    f.add_argument(
+        "--mirror", default=None,
+        help="base URL or local folder laid out as NAME/FILE (like ../shared/data) to download from instead of "
+        "the upstream sources (default: $POSTTRAIN_PROBE_DATA_MIRROR, else upstream)",
+    )  # fmt: skip
+    f.add_argument("--force", action="store_true", help="download again even if the data set is in the cache")
+    f.add_argument("--no-progress", action="store_true", help="no progress bars")
+    pa = dsub.add_parser("path", help="print the folder a data set is read from (cache, then shared data folder)")
+    pa.add_argument("name", help="a data set name from `data list`")
+
+    def run(args) -> int:
+        from .data import catalog
+
+        if args.data_cmd == "list":
+            rows = catalog.catalog_rows()
+            print(json.dumps(rows, indent=2) if args.json else catalog.format_catalog(rows))
+        elif args.data_cmd == "path":
+            print(catalog.data_set_dir(args.name))
+        else:
+            from .data.fetch import fetch_many
+
+            try:
+                done = fetch_many(args.names, mirror=args.mirror, force=args.force, progress=not args.no_progress)
+            except KeyboardInterrupt:
+                print(
+                    "interrupted; the data set is not in the cache yet; run the same fetch to resume", file=sys.stderr
+                )
+                return 130
+            for name, path in done.items():
+                print(f"{name:24} {path}")
+        return 0
+
+    p.set_defaults(func=run)
+
+
+@command
 def _demo(sub):
     p = sub.add_parser("demo", help="the main job: every analysis on the toy pair, one HTML report")
     p.add_argument(

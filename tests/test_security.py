@@ -246,6 +246,9 @@ def test_rlvr_data_aliases_cannot_leave_their_folders(tmp_path, monkeypatch):
     from posttrain_probe.rlvr.session import _resolve_data
 
     monkeypatch.setenv("POSTTRAIN_PROBE_DATA", str(tmp_path))
+    monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "test.jsonl").write_text("{}\n")
     with pytest.raises(UnsafePathError, match="shared data path"):
         _resolve_data("shared:../../etc/passwd")
     with pytest.raises(UnsafePathError, match="shared data path"):

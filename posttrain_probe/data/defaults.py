@@ -1,5 +1,6 @@
 """Which data an analysis reads when the user names none: the toy world's data for a toy-world model, the
-shared copies of the public data sets (`$POSTTRAIN_PROBE_DATA` or ../shared/data) for any other model.
+public data sets for any other model, each found through `catalog.data_path` (the data cache filled by
+`posttrain-probe data fetch`, then `$POSTTRAIN_PROBE_DATA` or ../shared/data).
 
 A model source counts as toy-world when it is a `toyworld:` alias or a local folder inside a complete toy
 build (`<build>/base`, `<build>/post` next to `<build>/data`).
@@ -59,18 +60,14 @@ def toy_data_dir(source: str | os.PathLike) -> Path | None:
 
 
 def shared_path(name: str) -> Path:
-    """`SHARED[name]` (one path) under the shared data folder; one-line error when it is absent."""
-    from posttrain_probe.paths import shared_data_dir
+    """`SHARED[name]` (one path) from the data cache or the shared data folder; one-line error naming the fetch
+    command when it is in neither."""
+    from posttrain_probe.data.catalog import data_path
 
-    root = shared_data_dir()
     rel = SHARED[name]
     if isinstance(rel, tuple):
         raise ValueError(f"{name} names several folders; use default_sources()")
-    if root is None or not (root / rel).exists():
-        raise FileNotFoundError(
-            f"shared data set {rel} not found; set POSTTRAIN_PROBE_DATA to the folder holding it (../shared/data)"
-        )
-    return root / rel
+    return data_path(rel)
 
 
 def default_sources(model_source: str | os.PathLike) -> DataSources:
@@ -87,15 +84,13 @@ def default_sources(model_source: str | os.PathLike) -> DataSources:
             refusal=toy,
             texts=toy / "corpus.txt",
         )
+    from posttrain_probe.data.catalog import data_set_dir
+
     facts = shared_path("facts")
-    root = facts.parent.parent
-    truth = tuple(root / d for d in SHARED["truth_statements"])
-    missing = [str(p) for p in truth if not p.is_dir()]
-    if missing:
-        raise FileNotFoundError(f"shared data folders {missing} not found; set POSTTRAIN_PROBE_DATA (../shared/data)")
+    truth = tuple(data_set_dir(d) for d in SHARED["truth_statements"])
     return DataSources(
         kind="shared",
-        root=root,
+        root=facts.parent.parent,
         facts=facts,
         facts_split=None,
         truth_statements=truth,

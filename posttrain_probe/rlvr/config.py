@@ -26,8 +26,8 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class RLVRConfig:
     """One RLVR run. Sources: `model` is an HF directory, a hub id or "toyworld:post" (built lazily);
-    `data` is a problems file/folder, "toyworld:arithmetic" or "shared:<relative path>" (under the shared
-    data folder)."""
+    `data` is a problems file/folder, "toyworld:arithmetic" or "shared:<relative path>" (in the data
+    cache, else the shared data folder)."""
 
     model: str = "toyworld:post"
     task: str = "arithmetic"

@@ -3,9 +3,9 @@
 Seeds: every random choice of the loop comes from `derived_generator(seed, purpose, ...)`, a generator
 seeded by a hash of the run seed, a purpose tag and the step, never from global RNG state.
 Data: `data` is a problems file or folder, "toyworld:arithmetic" (the toy world is built lazily) or
-"shared:<path>" under the shared data folder. The held-out set is, in order of preference, `eval_data` /
-`eval_split`, the file's own train/test split, or n_eval problems drawn with a fixed seed (the same for
-every run seed, so runs with different seeds are scored on the same problems).
+"shared:<path>" (NAME/FILE in the data cache, else the shared data folder). The held-out set is, in order
+of preference, `eval_data` / `eval_split`, the file's own train/test split, or n_eval problems drawn with a
+fixed seed (the same for every run seed, so runs with different seeds are scored on the same problems).
 """
 
 from __future__ import annotations
@@ -88,12 +88,14 @@ def _resolve_data(source: str) -> Path:
         world = build(preset=parts[1] if len(parts) == 3 else "default")
         return safe_join(world.data_dir, f"{name}.jsonl", "data")
     if source.startswith("shared:"):
-        from posttrain_probe.paths import shared_data_dir
+        from posttrain_probe.data.catalog import MissingDataError, data_path
 
-        root = shared_data_dir()
-        if root is None:
-            raise ConfigError(f"data={source!r} needs the shared data folder, which is absent; pass a path")
-        return safe_join(root, source.split(":", 1)[1], "shared data path")
+        relative = source.split(":", 1)[1]
+        safe_join(".", relative, "shared data path")  # refuse '..' and absolute paths before any lookup
+        try:
+            return data_path(relative)  # the data cache, then the shared data folder
+        except MissingDataError as e:
+            raise ConfigError(f"data={source!r}: {e}") from None
     return Path(source).expanduser()
 
 
