@@ -66,9 +66,9 @@ def _pair(sub):
     c = psub.add_parser("check", help="load BASE and POST and print the parity report")
     c.add_argument("base", help="hub id, local HF directory or toyworld:base")
     c.add_argument("post", help="hub id, local HF directory or toyworld:post")
-    c.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
-    c.add_argument("--device", default=None)
-    c.add_argument("--dtype", default=None)
+    c.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"], help="hooking backend (nnsight)")
+    c.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: the model's own placement)")
+    c.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     c.add_argument("--json", action="store_true", help="print the report as JSON")
 
     def run(args) -> int:
@@ -92,7 +92,7 @@ def _toyworld(sub):
     tsub = p.add_subparsers(dest="toy_cmd", required=True)
     b = tsub.add_parser("build", help="build (or reuse from the cache) the toy base/post pair")
     b.add_argument("--preset", default="default", help="quick | default | large")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="seed of the world, the corpus and the training (default: 0)")
     b.add_argument("--force", action="store_true", help="rebuild even if a complete build is cached")
     b.add_argument("--cache-root", default=None, help="folder for builds (default: $POSTTRAIN_PROBE_CACHE/toyworld)")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: the GPU if torch sees one)")
@@ -188,7 +188,9 @@ def _demo(sub):
     p.add_argument("--rlvr-steps", type=int, default=None, help="steps per RLVR run (default 12 quick / 60 otherwise)")
     p.add_argument("--losses", default=None, help="comma-separated RLVR losses (default: all six)")
     p.add_argument("--out", default="runs/demo", help="output folder (run dirs, figures/, report.html)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the toy build, the probes and the RLVR runs (default: 0)"
+    )
     p.add_argument("--force", action="store_true", help="recompute finished steps")
 
     def run(args) -> int:
@@ -214,8 +216,8 @@ def _demo(sub):
 def _dynamics(sub):
     p = sub.add_parser("dynamics", help="entropy dynamics of RLVR run directories")
     p.add_argument("runs", nargs="+", help="run directories written by `rlvr train`")
-    p.add_argument("--out", required=True)
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
 
     def run(args) -> int:
         from .analysis.dynamics import analyze_runs
@@ -353,34 +355,42 @@ def _compare_checkpoints(sub):
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.add_argument("--figures", action="store_true", help="also save figures into OUT/figures")
-    p.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
+    p.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"], help="hooking backend (nnsight)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: the model's own placement)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--metrics", default=None, help="a run's metrics.jsonl to line up with (default: the RLVR run's)")
     p.add_argument("--facts", default=None, help="facts for causal tracing (known_1000-style json or folder)")
     p.add_argument("--statements", nargs="+", default=None, help="true/false statement csv files or folders")
     p.add_argument("--instructions", default=None, help="folder of harmful*/harmless* instruction splits")
     p.add_argument("--texts", default=None, help="text file (one per line) for CKA and entropy-neuron ablation")
-    for name, default in (
-        ("max_facts", 50),
-        ("max_statements", 200),
-        ("max_instructions", 32),
-        ("n_cka_texts", 64),
-        ("n_neuron_texts", 96),
-        ("seed", 0),
+    for name, default, text in (
+        ("max_facts", 50, "facts traced per checkpoint"),
+        ("max_statements", 200, "true/false statements for the truth-direction drift"),
+        ("max_instructions", 32, "harmful and harmless instructions each for the refusal-direction drift"),
+        ("n_cka_texts", 64, "texts for CKA to the start model"),
+        ("n_neuron_texts", 96, "texts for the entropy-neuron means and effects"),
+        ("seed", 0, "seed of the samples and the tracing noise"),
     ):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=default)
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=default, help=f"{text} (default: {default})")
     from .analysis.drift import TRACING_KINDS, DriftConfig
 
     d = DriftConfig()
-    p.add_argument("--tracing-samples", type=int, default=d.tracing_samples)
+    p.add_argument(
+        "--tracing-samples", type=int, default=d.tracing_samples, help=f"noise samples per fact ({d.tracing_samples})"
+    )
     p.add_argument(
         "--tracing-window",
         type=int,
         default=None,
         help="layers restored around each layer (default: the tracing probe's window for the depth)",
     )
-    p.add_argument("--tracing-kinds", nargs="+", default=list(d.tracing_kinds), choices=TRACING_KINDS)
+    p.add_argument(
+        "--tracing-kinds",
+        nargs="+",
+        default=list(d.tracing_kinds),
+        choices=TRACING_KINDS,
+        help="restored states per checkpoint (default: resid mlp)",
+    )
     p.add_argument("--n-select", type=int, default=d.n_select, help="entropy neurons per set (Du rule)")
     p.add_argument("--no-tracing", action="store_true", help="skip causal tracing per checkpoint")
     p.add_argument("--no-neuron-effects", action="store_true", help="skip entropy-neuron ablation per checkpoint")

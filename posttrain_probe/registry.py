@@ -20,6 +20,7 @@ _ENTRIES: dict[str, str] = {
     "dynamics": "posttrain_probe.analysis.specs:DYNAMICS",
     "drift": "posttrain_probe.analysis.specs:DRIFT",
 }
+_BUILTIN = frozenset(_ENTRIES)
 _CACHE: dict[str, Analysis] = {}
 
 
@@ -34,6 +35,11 @@ def register(name: str, target: str) -> None:
 def unregister(name: str) -> None:
     _ENTRIES.pop(name, None)
     _CACHE.pop(name, None)
+
+
+def is_builtin(name: str) -> bool:
+    """Whether `name` is one of the package's own entries (a fresh Python process knows it without `register`)."""
+    return name in _BUILTIN and _ENTRIES.get(name, "").startswith("posttrain_probe.")
 
 
 def names() -> list[str]:

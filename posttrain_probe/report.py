@@ -46,16 +46,19 @@ def _all_figures(run_dirs: Sequence[Path], results: Sequence[RunResult]) -> list
     first half of the runs is drawn by a second Python process while this one draws the rest (a quick demo's
     report: 17 s → 11 s on 2 cores). If that process fails, its share is drawn here, where an error surfaces
     with its traceback."""
-    has_figs = [i for i, r in enumerate(results) if registry.by_analysis(r.analysis) is not None]
+    entries = [registry.by_analysis(r.analysis) for r in results]
+    has_figs = [i for i, e in enumerate(entries) if e is not None]
     figs: list[list[tuple[str, bytes]]] = [[] for _ in results]
-    remote = has_figs[: len(has_figs) // 2] if (os.cpu_count() or 1) > 1 else []
+    # the second process knows only the package's own analyses (not ones registered at run time)
+    shareable = [i for i in has_figs if registry.is_builtin(entries[i].name)]
+    remote = shareable[: len(has_figs) // 2] if (os.cpu_count() or 1) > 1 else []
     with tempfile.TemporaryDirectory() as tmp:
         proc = None
         if remote:
             cmd = [sys.executable, "-m", "posttrain_probe.report", tmp, *(str(run_dirs[i]) for i in remote)]
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            for i in has_figs[len(remote) :]:
+            for i in [i for i in has_figs if i not in remote]:
                 figs[i] = _figures_for(results[i])
         finally:
             ok = proc is None or proc.wait() == 0

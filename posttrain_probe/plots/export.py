@@ -87,8 +87,8 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("figures", help="redraw every figure from saved run dirs (e.g. runs/demo) into one folder")
     p.add_argument("results", help="folder holding run directories (searched recursively)")
     p.add_argument("--out", default="figures", help="folder for the figures (default: figures/)")
-    p.add_argument("--format", default="png", choices=["png", "pdf", "svg"])
-    p.add_argument("--dpi", type=int, default=130)
+    p.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="image format (default: png)")
+    p.add_argument("--dpi", type=int, default=130, help="resolution of raster formats (default: 130)")
     p.add_argument(
         "--only", nargs="+", default=None, metavar="PATTERN", help="keep figures whose name matches a glob pattern"
     )
