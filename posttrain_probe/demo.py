@@ -78,10 +78,9 @@ RLVR_LOSSES = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "st
 def _rlvr_config(ctx: DemoContext, loss: str):
     from posttrain_probe.rlvr import RLVRConfig
 
-    base = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "rlvr_toy_grpo.yaml"
-    if not base.is_file():
-        raise FileNotFoundError(f"the demo's RLVR settings {base} are missing; run the demo from a checkout")
-    cfg = RLVRConfig.from_yaml(base)
+    from .studies.rlvr import TOY_RLVR
+
+    cfg = RLVRConfig.from_dict(TOY_RLVR)
     steps = ctx.rlvr_steps or (12 if ctx.quick else 60)
     return dataclasses.replace(
         cfg,

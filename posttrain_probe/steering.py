@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from .pair.arch import _get, discover
-from .pair.interventions import Ablate, Add, Edit, Intervention, Receipt
+from .pair.hf_hooks import register_site_hooks
+from .pair.interventions import Ablate, Add, Edit, Intervention, Receipt, ablate_component
 from .utils.io import atomic_write_json
 
 FORMAT = "posttrain_probe.steering_vector/1"
@@ -46,7 +47,6 @@ SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "resid_a
 MODES = ("add", "ablate", "add_normalized")
 NORMALIZATIONS = ("none", "unit")
 _POS_RE = re.compile(r"^(all|last|prompt|last:(\d+))$")
-_INPUT_NORM_NAMES = ("input_layernorm", "ln_1", "self_attn_layer_norm")
 
 
 class SteeringMismatchError(ValueError):
@@ -355,8 +355,7 @@ class SteeringVector:
         if self.mode == "add":
             out = xf + scale * v
         elif self.mode == "ablate":
-            r = v / v.norm().clamp_min(1e-12)
-            out = xf - scale * (xf @ r).unsqueeze(-1) * r
+            return ablate_component(x, v, scale)
         else:
             y = xf + scale * v
             out = y * (xf.norm(dim=-1, keepdim=True) / y.norm(dim=-1, keepdim=True).clamp_min(1e-12))
@@ -439,66 +438,8 @@ class SteeringVector:
         return out
 
     def _register(self, hf: nn.Module, arch: Any, s: float, handle: ApplyHandle) -> None:
-        """Hook the modules found by walking `arch`'s paths in the tree as it is now (a backend may have
-        swapped submodules in place since `discover` ran)."""
-        layers = _get(hf, arch.layers_path)
+        """Hook the vector at its sites through `pair.hf_hooks` (the canonical sites on a plain HF tree)."""
+        n_layers = len(_get(hf, arch.layers_path))
         kinds = ("resid_pre", "resid_mid", "resid_post") if self.site == "resid_all" else (self.site,)
-        for l in self.layers_for(len(layers)):
-            block = layers[l]
-            for kind in kinds:
-                name = f"{kind}.{l}"
-                if kind == "resid_pre":
-                    handle._hooks.append(
-                        block.register_forward_pre_hook(_pre_hook(self, s, name, handle), with_kwargs=True)
-                    )
-                elif kind == "resid_post":
-                    handle._hooks.append(block.register_forward_hook(_out_hook(self, s, name, handle)))
-                elif kind in ("attn_out", "mlp_out"):
-                    mod = _get(block, arch.attn_out_name if kind == "attn_out" else arch.mlp_out_name)
-                    handle._hooks.append(mod.register_forward_hook(_out_hook(self, s, name, handle)))
-                else:
-                    self._register_mid(block, arch, s, name, handle)
-
-    def _register_mid(self, block: nn.Module, arch: Any, s: float, name: str, handle: ApplyHandle) -> None:
-        """resid_mid = resid_pre + attn_out; write it by changing attn_out by (new_mid − mid)."""
-        attn = _get(block, arch.attn_out_name)
-        in_norm = next((getattr(block, n) for n in _INPUT_NORM_NAMES if hasattr(block, n)), None)
-        if in_norm is None:
-            raise ValueError(
-                f"cannot find the input norm of {type(block).__name__} "
-                f"(looked for {', '.join(_INPUT_NORM_NAMES)}); "
-                "use site resid_pre or resid_post instead of resid_mid"
-            )
-        store: dict[str, torch.Tensor] = {}
-
-        def grab(mod, args, kwargs):
-            store["pre"] = args[0] if args else kwargs["hidden_states"]
-
-        def edit_attn(mod, args, output):
-            a = output[0] if isinstance(output, tuple) else output
-            mid = store.pop("pre") + a
-            new_a = a + (self._edit(mid, s, name, handle) - mid)
-            return (new_a, *output[1:]) if isinstance(output, tuple) else new_a
-
-        handle._hooks.append(in_norm.register_forward_pre_hook(grab, with_kwargs=True))
-        handle._hooks.append(attn.register_forward_hook(edit_attn))
-
-
-def _pre_hook(sv: SteeringVector, s: float, name: str, handle: ApplyHandle):
-    def hook(mod, args, kwargs):
-        if args:
-            return (sv._edit(args[0], s, name, handle), *args[1:]), kwargs
-        kwargs = dict(kwargs)
-        kwargs["hidden_states"] = sv._edit(kwargs["hidden_states"], s, name, handle)
-        return args, kwargs
-
-    return hook
-
-
-def _out_hook(sv: SteeringVector, s: float, name: str, handle: ApplyHandle):
-    def hook(mod, args, output):
-        if isinstance(output, tuple):
-            return (sv._edit(output[0], s, name, handle), *output[1:])
-        return sv._edit(output, s, name, handle)
-
-    return hook
+        sites = [(kind, l) for l in self.layers_for(n_layers) for kind in kinds]
+        handle._hooks += register_site_hooks(hf, arch, sites, lambda name, x: self._edit(x, s, name, handle))

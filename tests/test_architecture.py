@@ -211,3 +211,25 @@ def test_the_tracing_window_is_derived_from_the_depth_once():
     assert [tracing_window(n) for n in (4, 12, 24, 48)] == [1, 2, 5, 10]
     assert TracingConfig().window is None and TracingConfig().for_model(48).window == 10
     assert TracingConfig(window=3).for_model(48).window == 3
+
+
+def test_one_parser_for_sources():
+    from posttrain_probe.sources import parse_source
+
+    assert parse_source("toyworld:post") == parse_source("toyworld:default:post")
+    s = parse_source("toyworld:quick:arithmetic")
+    assert (s.kind, s.preset, s.name) == ("toyworld", "quick", "arithmetic")
+    assert parse_source(str(ROOT)).kind == "local" and parse_source("Qwen/Qwen2.5-0.5B").kind == "hub"
+    with pytest.raises(ValueError, match="toyworld:<preset>:<name>"):
+        parse_source("toyworld:a:b:c")
+    sources = [p for p in PKG.rglob("*.py") if p.name != "sources.py"]
+    assert [str(p) for p in sources if 'split(":")' in p.read_text() and "toyworld" in p.read_text()] == []
+
+
+def test_the_demo_needs_no_file_outside_the_package_and_its_rlvr_settings_match_the_experiments_yaml():
+    import yaml
+
+    from posttrain_probe.studies.rlvr import TOY_RLVR
+
+    assert yaml.safe_load((ROOT / "experiments" / "configs" / "rlvr_toy_grpo.yaml").read_text()) == TOY_RLVR
+    assert "experiments" not in (PKG / "demo.py").read_text()

@@ -46,13 +46,14 @@ class DataSources:
 
 def toy_data_dir(source: str | os.PathLike) -> Path | None:
     """The data folder of the toy build behind `source` (building it for an alias), else None."""
-    text = str(source)
-    if text.startswith("toyworld:"):
+    from posttrain_probe.sources import parse_source
+
+    parsed = parse_source(source, "model")
+    if parsed.is_toy:
         from posttrain_probe.toyworld import build
 
-        parts = text.split(":")
-        return Path(build(preset=parts[1] if len(parts) == 3 else "default").data_dir)
-    path = Path(text).expanduser()
+        return Path(build(preset=parsed.preset).data_dir)
+    path = Path(str(source)).expanduser()
     build_root = path.parent
     if path.is_dir() and (build_root / "COMPLETE").is_file() and (build_root / "data" / "facts.json").is_file():
         return build_root / "data"

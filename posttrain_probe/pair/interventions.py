@@ -74,10 +74,15 @@ class Ablate(Intervention):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         if self.direction is None:
             raise ValueError(f"Ablate at {self.site} has no direction; pass direction=<tensor>")
-        r = self.direction.to(device=x.device, dtype=torch.float32)
-        r = r / r.norm().clamp_min(1e-12)
-        xf = x.float()
-        return (xf - (xf @ r).unsqueeze(-1) * r).to(x.dtype)
+        return ablate_component(x, self.direction)
+
+
+def ablate_component(x: torch.Tensor, direction: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """x − scale·(x·r̂) r̂ over the last axis, computed in float32 and cast back (scale 1 removes the component)."""
+    r = direction.to(device=x.device, dtype=torch.float32)
+    r = r / r.norm().clamp_min(1e-12)
+    xf = x.float()
+    return (xf - scale * (xf @ r).unsqueeze(-1) * r).to(x.dtype)
 
 
 @dataclass

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from posttrain_probe.sources import is_toy_alias, parse_source
+
 from ..utils.io import sha256_file
 from .arch import ArchInfo, discover
 from .engines import BACKENDS, Engine, RunOutput, make_engine
@@ -58,14 +60,12 @@ def resolve_source(src: str | os.PathLike) -> tuple[str, dict[str, Any]]:
     first if it is not cached.
     """
     src = str(src)
-    if src.startswith("toyworld:"):
-        parts = src.split(":")
-        if len(parts) == 2:
-            preset, role = "default", parts[1]
-        elif len(parts) == 3:
-            preset, role = parts[1], parts[2]
-        else:
-            raise ModelLoadError(f"bad toy-world alias {src!r}; write toyworld:base or toyworld:<preset>:post")
+    if is_toy_alias(src):
+        try:
+            parsed = parse_source(src, "model")
+        except ValueError as e:
+            raise ModelLoadError(str(e)) from None
+        preset, role = parsed.preset, parsed.name
         if role not in ("base", "post"):
             raise ModelLoadError(f"bad toy-world role {role!r} in {src!r}; use base or post")
         from ..toyworld import build

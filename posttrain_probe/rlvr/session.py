@@ -25,6 +25,7 @@ from posttrain_probe.rlvr import checkpoint as ckpt
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.rlvr.entropy import check_head_matches_forward
 from posttrain_probe.rlvr.tasks import get_task
+from posttrain_probe.sources import is_toy_alias, parse_source
 from posttrain_probe.utils.device import check_device, resolve_autocast, resolve_device
 from posttrain_probe.utils.io import safe_join, safe_name
 
@@ -78,14 +79,15 @@ def _resolve_model(source: str) -> tuple[str, dict[str, Any]]:
 
 
 def _resolve_data(source: str) -> Path:
-    if source.startswith("toyworld:"):
-        parts = source.split(":")
-        if len(parts) not in (2, 3) or not parts[-1]:
-            raise ConfigError(f"bad data alias {source!r}; write toyworld:arithmetic or toyworld:<preset>:<name>")
+    if is_toy_alias(source):
         from posttrain_probe.toyworld import build
 
-        name = safe_name(parts[-1], "toy-world data set")  # before the (slow) build
-        world = build(preset=parts[1] if len(parts) == 3 else "default")
+        try:
+            parsed = parse_source(source, "data")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        name = safe_name(parsed.name, "toy-world data set")  # before the (slow) build
+        world = build(preset=parsed.preset)
         return safe_join(world.data_dir, f"{name}.jsonl", "data")
     if source.startswith("shared:"):
         from posttrain_probe.data.catalog import MissingDataError, data_path

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from posttrain_probe.probes.base import SIZES  # noqa: E402
+from posttrain_probe.sources import is_toy_alias, parse_source
 
 from ..cli_args import one_line_errors
 
@@ -95,7 +96,7 @@ class Study:
             raise ValueError(f"unknown pair {self.pair!r}; choose one of {', '.join(PAIRS)} or pass --base/--post")
         if self.backend not in ("nnsight", "bridge"):
             raise ValueError(f"backend={self.backend!r}; choose nnsight or bridge")
-        if self.is_toy != str(self.post).startswith("toyworld:"):
+        if self.is_toy != is_toy_alias(self.post):
             raise ValueError("pass toy-world aliases for both --base and --post, or for neither")
         if self.configs is not None:
             self.configs = Path(self.configs)
@@ -104,14 +105,13 @@ class Study:
 
     @property
     def is_toy(self) -> bool:
-        return str(self.base).startswith("toyworld:")
+        return is_toy_alias(self.base)
 
     @property
     def toy_preset(self) -> str | None:
         if not self.is_toy:
             return None
-        parts = str(self.base).split(":")
-        return parts[1] if len(parts) == 3 else "default"
+        return parse_source(self.base, "base model").preset
 
     @property
     def size(self) -> str:

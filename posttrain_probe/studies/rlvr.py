@@ -17,6 +17,29 @@ SHRINK: dict[str, dict[str, int]] = {
     "smoke": {"n_eval": 4, "eval_samples": 1, "prompts_per_step": 2, "group_size": 4, "minibatches": 2},
     "quick": {"n_eval": 32, "prompts_per_step": 8, "group_size": 8, "minibatches": 4},
 }
+# The toy world's RLVR settings (experiments/configs/rlvr_toy_grpo.yaml is this dict; a test keeps them equal): the
+# demo trains every loss from them, so the package needs no file outside it.
+TOY_RLVR: dict[str, Any] = {
+    "model": "toyworld:post",
+    "task": "arithmetic",
+    "data": "toyworld:arithmetic",
+    "n_eval": 128,
+    "eval_every": 50,
+    "eval_samples": 4,
+    "prompts_per_step": 16,
+    "group_size": 8,
+    "max_new_tokens": 16,
+    "steps": 300,
+    "lr": 1.0e-4,
+    "minibatches": 4,
+    "max_grad_norm": 1.0,
+    "adv_scale": "std",
+    "checkpoint_every": 100,
+    "token_dump_every": 50,
+    "seed": 0,
+    "threads": 2,
+    "loss": {"name": "grpo"},
+}
 REAL_TASK_DATA = {
     "gsm8k": ("shared:gsm8k/train.jsonl", "shared:gsm8k/test.jsonl"),
     "math500": ("shared:math500/test.jsonl", None),
