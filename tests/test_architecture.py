@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "paths": 0,
     "stats": 0,
     "verdict": 0,
+    "sources": 0,
     "testing": 0,
     "results": 1,
     "data": 1,
