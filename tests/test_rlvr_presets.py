@@ -186,3 +186,17 @@ def test_recipes_from_yaml_like_dicts_and_the_null_arm():
     assert null.lr == pytest.approx(cfg.lr * 1.01) and null.arm == "null" and null.seed == cfg.seed
     assert null.loss == cfg.loss
     assert set(RECIPES) >= {"steer_paper", "steer_linear_paper", "steer_baseline_paper", "clip_cov_paper"}
+
+
+def test_recipe_deviations_name_what_differs_from_the_paper_script():
+    from posttrain_probe.rlvr.losses import recipe_deviations
+
+    assert recipe_deviations(LossConfig.from_recipe("kl_cov_paper"), "kl_cov_paper") == {}
+    # verl's PolicyLossConfig defaults for KL-Cov (kl_cov_ratio 2e-4, ppo_kl_coef 0.1) are not the 7B script's
+    verl_default = LossConfig("kl_cov", kl_cov_ratio=2e-4, kl_cov_coef=0.1)
+    assert recipe_deviations(verl_default, "kl_cov_paper") == {
+        "kl_cov_ratio": (2e-4, CUI_KL_COV_RATIO),
+        "kl_cov_coef": (0.1, CUI_KL_COV_COEF),
+    }
+    steer_verl_default = LossConfig("steer", dual_clip=True, dual_clip_c=3.0)  # verl: clip 0.2/0.2, c = 3
+    assert set(recipe_deviations(steer_verl_default, "steer_paper")) == {"clip_high", "dual_clip_c"}

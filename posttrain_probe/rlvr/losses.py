@@ -231,6 +231,20 @@ class LossConfig:
         return d
 
 
+def recipe_deviations(cfg: LossConfig, recipe: str) -> dict[str, tuple[Any, Any]]:
+    """The loss settings of `cfg` that differ from `recipe`'s: {field: (ours, the recipe's)} (empty = the recipe).
+    Used by the verl integration to warn when a run does not follow the paper's script."""
+    want = RECIPES[recipe]
+    return {
+        key: (getattr(cfg, key), value)
+        for key, value in want.items()
+        if key not in ("name", "cov_preset") and getattr(cfg, key) != value
+    }
+
+
+PAPER_RECIPE_OF = {"steer": "steer_paper", "clip_cov": "clip_cov_paper", "kl_cov": "kl_cov_paper"}
+
+
 # ------------------------------------------------------------------------------------------ selection
 
 
