@@ -98,8 +98,10 @@ RECIPES: dict[str, dict[str, Any]] = {
         "clip_cov_lb": 1.0, "clip_cov_ub": 5.0, "clip_low": 1.0, "clip_high": 1.0,
     },
     "kl_cov_paper": {"name": "kl_cov", "cov_preset": "paper", "kl_cov_ratio": 2e-3, "kl_cov_coef": 1.0},
-    # scale-adapted: the paper ratios select max(1, ⌊r·N⌋) = 1 token of the ~1.2k a toy step has (16 prompts × 8
-    # samples × ~10 tokens); these select ~2% / ~5% (measured selected-token fractions: RECIPE_CONTEXT)
+    # scale-adapted: the paper ratios select max(1, ⌊r·N⌋) = 1 token per selection scope at toy sizes (a micro-batch
+    # of a few hundred tokens); these select ⌊0.02·N⌋ / ⌊0.05·N⌋ per scope by construction (Clip-Cov fewer when
+    # its window has fewer candidates). The realized fraction is logged per step as cov_selected_frac; it has not
+    # yet been measured on the default toy pair
     "clip_cov_toy": {"name": "clip_cov", "cov_preset": "toy"},
     "kl_cov_toy": {"name": "kl_cov", "cov_preset": "toy"},
 }  # fmt: skip
@@ -108,11 +110,11 @@ RECIPE_CONTEXT: dict[str, str] = {
     "steer_linear_paper": "STEER run_linear.sh: as steer_paper",
     "steer_baseline_paper": "the vanilla (clip-higher + dual-clip) loss under steer_paper's clip settings",
     "clip_cov_paper": "Cui 7b_clip_cov.sh: lr 1e-6, 256 prompts x 8, mini-batch 32 prompts (8 per step), dynamic "
-    "sampling on; selects ~0.02% of the tokens (1 token per toy micro-batch)",
+    "sampling on; selects 0.02% of the tokens (at toy sizes max(1, .) makes that 1 token per scope)",
     "kl_cov_paper": "Cui 7b_kl_cov.sh: lr 1e-6, 256 prompts x 8, mini-batch 256 prompts (ONE per step, so rho = 1 "
-    "and |log rho| is inert up to numerical noise; verl's port uses 32); selects 0.2% (1 token per toy micro-batch)",
-    "clip_cov_toy": "selects 2% of the tokens, drawn from the top-10% Cov percentile window",
-    "kl_cov_toy": "penalizes the top 5% of the tokens by Cov",
+    "and |log rho| only sees numerical noise; verl's port uses 32); selects 0.2% (1 token per toy scope)",
+    "clip_cov_toy": "selects 2% of the tokens per scope, drawn from the top-10% Cov percentile window",
+    "kl_cov_toy": "penalizes the top 5% of the tokens per scope by Cov",
 }
 
 
