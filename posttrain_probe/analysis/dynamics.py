@@ -8,6 +8,11 @@ Pure functions over arrays (tested against closed forms), plus `analyze_runs`, w
 - Predictors of the realized entropy change: per step, the change predicted from the covariance
   (−Cov(log π, A)-style) against the measured ΔH on the same tokens; per token, Cov_i and STEER's Ω_i against the
   realized per-token ΔH.
+- Like with like: with RLVRConfig.probe_first_minibatch the dumps also hold the realized entropy change of ONE
+  optimizer step at the first mini-batch's positions and its exact first-order term −Cov_{a∼π}(log π, δz); table
+  `token_predictors_single_step` gives the Pearson r of first_order (the ceiling), −Cov_i and −Ω_i with it.
+- Primary entropy measure of a paired study: `eval_entropy_last_k`, the mean of the last k evaluations of token
+  entropy on the fixed held-out set (eval.jsonl), not a training batch.
 - Quadrants (Hao et al.): tokens split by p vs e^{−H} (a token more likely than the "typical" one) and by the
   sign of A; positive A on a high-probability token and negative A on a low-probability one lower entropy.
 """
@@ -157,12 +162,30 @@ def _read_jsonl(path) -> list[dict]:
 
 
 def _run_label(run_dir) -> str:
+    """The run's `arm` when set, else its loss recipe, else its loss name."""
     import json
     from pathlib import Path
 
     cfg = json.loads((Path(run_dir) / "config.json").read_text())
+    if cfg.get("arm"):
+        return str(cfg["arm"])
     loss = cfg.get("loss", {})
-    return loss.get("name", "?") if isinstance(loss, dict) else str(loss)
+    if not isinstance(loss, dict):
+        return str(loss)
+    return loss.get("recipe") or loss.get("name", "?")
+
+
+def eval_entropy_last_k(run_dir, k: int = 3) -> float:
+    """Mean `eval_entropy_mean` of the last k rows of a run's eval.jsonl (the fixed held-out set)."""
+    from pathlib import Path
+
+    if k < 1:
+        raise ValueError(f"k={k} must be >= 1 (the number of final evaluations to average)")
+    rows = [r for r in _read_jsonl(Path(run_dir) / "eval.jsonl") if "eval_entropy_mean" in r]
+    if not rows:
+        raise ValueError(f"{run_dir} has no evaluations; train with eval_every > 0")
+    last = rows[-k:]
+    return float(np.mean([r["eval_entropy_mean"] for r in last]))
 
 
 def _token_rows(run_dir) -> dict[str, np.ndarray]:
@@ -184,6 +207,10 @@ def _token_rows(run_dir) -> dict[str, np.ndarray]:
         for key in ("advantage", "entropy_old", "entropy_new", "logp_old", "logp_new", "cov", "omega"):
             if key in d:
                 cols.setdefault(key, []).append(d[key].astype(float)[mask])
+        if "first_minibatch" in d:  # single-step probe (only where every dump has it)
+            cols.setdefault("first_minibatch", []).append(d["first_minibatch"].astype(bool)[mask])
+            for key in ("dH1_realized", "dH1_first_order"):
+                cols.setdefault(key, []).append(d[key].astype(float)[mask])
         if group_acc is not None:
             cols.setdefault("group_accuracy", []).append(group_acc[mask])
     return {k: np.concatenate(v) for k, v in cols.items()}
@@ -198,6 +225,7 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
     if not run_dirs:
         raise ValueError("no RLVR run directories given; pass the folders written by `posttrain-probe rlvr train`")
     curves, laws, steps_agree, token_agree, quads, difficulty = [], [], [], [], [], []
+    single_step = []
     summary: dict = {}
     for rd in run_dirs:
         rows = _read_jsonl(f"{rd}/metrics.jsonl")
@@ -220,6 +248,12 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
                 "cov_mean",
                 "clip_frac",
                 "touched_frac",
+                "dH1_realized",
+                "dH1_first_order",
+                "cov_selected_frac",
+                "cov_selected_first_mb_share",
+                "steer_lambda_mean",
+                "adv_mass_removed",
             )
             if c in df
         ]
@@ -249,6 +283,15 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
                     token_agree.append(
                         {"run": label, "predictor": f"-{name}", **predictor_agreement(-tok[name], realized)}
                     )
+            if "first_minibatch" in tok and len(tok["first_minibatch"]) == len(realized):
+                first = tok["first_minibatch"]
+                y1 = tok["dH1_realized"][first]
+                for name, pred in (
+                    ("first_order", tok["dH1_first_order"][first]),
+                    ("-cov", -tok["cov"][first]),
+                    ("-omega", -tok["omega"][first]),
+                ):
+                    single_step.append({"run": label, "predictor": name, **predictor_agreement(pred, y1)})
             for q in quadrant_table(np.exp(tok["logp_old"]), tok["entropy_old"], tok["advantage"], realized):
                 quads.append({"run": label, **q})
             if "group_accuracy" in tok and "cov" in tok:
@@ -286,6 +329,8 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
     }
     if token_agree:
         tables["token_predictors"] = pd.DataFrame(token_agree)
+    if single_step:
+        tables["token_predictors_single_step"] = pd.DataFrame(single_step)
     if quads:
         tables["quadrants"] = pd.DataFrame(quads)
     if difficulty:

@@ -22,8 +22,16 @@ Overrides of a verl GRPO run (docs/verl.md has the whole command):
     actor_rollout_ref.actor.policy_loss.loss_mode=steer
     actor_rollout_ref.actor.calculate_entropy=True                          # H_i for STEER's Ω
 Hyper-parameters come from verl's keys where verl has one: ε_low / ε_high from actor.clip_ratio_low /
-clip_ratio_high, and policy_loss.clip_cov_ratio, clip_cov_lb, clip_cov_ub, kl_cov_ratio, ppo_kl_coef (β of
-KL-Cov) with verl's defaults (2e-4, 1, 5, 2e-4, 0.1). Ours (steer_variant, steer_lambda_min,
+clip_ratio_high, STEER's dual-clip c from actor.clip_ratio_c (STEER's official loss always applies dual-clip),
+and policy_loss.clip_cov_ratio, clip_cov_lb, clip_cov_ub, kl_cov_ratio, ppo_kl_coef (β of KL-Cov) with verl's
+defaults (2e-4, 1, 5, 2e-4, 0.1).
+
+Paper scripts vs verl's defaults: where a run's settings differ from the paper's official script
+(`losses.RECIPES`: steer_paper / steer_linear_paper, clip_cov_paper, kl_cov_paper) each of our losses warns ONCE
+per process with the differing keys and the override that restores the script's value. verl's defaults differ
+from the scripts in: STEER clip_ratio_high 0.2 (script 0.28) and clip_ratio_c 3 (script 10); Clip-Cov
+clip_ratio 0.2 (script 1); KL-Cov kl_cov_ratio 2e-4 (7B script 2e-3; the 32B script 2e-4) and ppo_kl_coef 0.1
+(script 1). Silence it only by setting the keys (or `warnings.filterwarnings`). Ours (steer_variant, steer_lambda_min,
 steer_lambda_max, steer_omega_floor, cov_window, cov_percentile_low, cov_percentile_high; defaults as in
 `LossConfig`) need our config class, which verl instantiates in every worker (importing this module too):
     actor_rollout_ref.actor.policy_loss._target_=posttrain_probe.integrations.verl.PolicyLossConfig
@@ -103,7 +111,13 @@ except ImportError as e:  # pragma: no cover - exercised only where verl is miss
     ) from e
 
 from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, predicted_entropy_change, steer_omega
-from posttrain_probe.rlvr.losses import LossConfig, policy_loss, select_tokens
+from posttrain_probe.rlvr.losses import (
+    PAPER_RECIPE_OF,
+    LossConfig,
+    policy_loss,
+    recipe_deviations,
+    select_tokens,
+)
 
 # verl loss_mode → our loss name
 VERL_LOSSES = {
@@ -306,13 +320,51 @@ def loss_config(name: str, config: Any, loss_agg_mode: str, mask: torch.Tensor) 
     if name == "steer":
         for key in ("steer_variant", "steer_lambda_min", "steer_lambda_max", "steer_omega_floor"):
             kwargs[key] = pol(key)
+        kwargs.update(dual_clip=True, dual_clip_c=float(_get(config, "clip_ratio_c", 3.0)))
     elif name == "clip_cov":
         kwargs.update(clip_cov_ratio=pol("clip_cov_ratio"), clip_cov_lb=pol("clip_cov_lb"))
         kwargs.update(clip_cov_ub=pol("clip_cov_ub"), cov_window=pol("cov_window"))
         kwargs.update(cov_percentile_low=pol("cov_percentile_low"), cov_percentile_high=pol("cov_percentile_high"))
     elif name == "kl_cov":
         kwargs.update(kl_cov_ratio=pol("kl_cov_ratio"), kl_cov_coef=pol("ppo_kl_coef"))
-    return LossConfig(**kwargs), {"total_tokens": total_tokens, "total_seqs": total_seqs}
+    cfg = LossConfig(**kwargs)
+    _warn_if_not_paper(cfg)
+    return cfg, {"total_tokens": total_tokens, "total_seqs": total_seqs}
+
+
+# our LossConfig field → the verl override that sets it
+_VERL_KEYS = {
+    "clip_low": "actor_rollout_ref.actor.clip_ratio_low",
+    "clip_high": "actor_rollout_ref.actor.clip_ratio_high",
+    "dual_clip_c": "actor_rollout_ref.actor.clip_ratio_c",
+    "clip_cov_ratio": "actor_rollout_ref.actor.policy_loss.clip_cov_ratio",
+    "clip_cov_lb": "actor_rollout_ref.actor.policy_loss.clip_cov_lb",
+    "clip_cov_ub": "actor_rollout_ref.actor.policy_loss.clip_cov_ub",
+    "kl_cov_ratio": "actor_rollout_ref.actor.policy_loss.kl_cov_ratio",
+    "kl_cov_coef": "actor_rollout_ref.actor.policy_loss.ppo_kl_coef",
+}
+_WARNED: set[str] = set()
+
+
+def _warn_if_not_paper(cfg: LossConfig) -> None:
+    """Warn once per process and setting when `cfg` is not its paper's official script (module docstring)."""
+    recipe = PAPER_RECIPE_OF.get(cfg.name)
+    if recipe is None:
+        return
+    if cfg.name == "steer" and cfg.steer_variant == "minmax":
+        recipe = "steer_linear_paper"
+    diff = recipe_deviations(cfg, recipe)
+    if not diff:
+        return
+    parts = [f"{_VERL_KEYS.get(k, '+actor_rollout_ref.actor.policy_loss.' + k)}={want!r} (is {ours!r})"
+             for k, (ours, want) in sorted(diff.items())]  # fmt: skip
+    msg = (
+        f"posttrain_probe {cfg.name} does not run the paper's script ({recipe} in posttrain_probe.rlvr.losses."
+        f"RECIPES); to match it set: {', '.join(parts)}"
+    )
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        warnings.warn(msg, stacklevel=3)
 
 
 @torch.no_grad()

@@ -5,6 +5,12 @@ model on its arithmetic problems, 16 prompts × 8 samples per step, 4 mini-batch
 ρ ≠ 1 after the first), AdamW at 1e-4 for 300 steps. On the default toy pair (held-out accuracy ≈ 9% at
 temperature 1) lr 1e-4 raised it to 25% in 300 steps, 2e-4 stalled and 5e-4 collapsed to 0 (as
 ../shared/NOTES.md warns: a weak start model needs a modest learning rate).
+
+Paired studies: every arm of a comparison with the same `seed` sees the same prompts, sampling uniforms,
+mini-batch splits and evaluation uniforms per step (common random numbers, see trainer.py), so arms differ only
+by their intervention; `null_arm(cfg)` is the baseline with lr × 1.01, which measures how far two runs drift
+apart by chaos alone. `arm` labels a run for the analyses (default: the loss recipe or name). The primary
+entropy measure is `eval_entropy_mean` in eval.jsonl (the fixed held-out set, every `eval_every` steps).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from posttrain_probe.rlvr.losses import LossConfig
+from posttrain_probe.rlvr.losses import RECIPES, LossConfig
 from posttrain_probe.rlvr.tasks import TASKS
 from posttrain_probe.utils.device import autocast_error, device_error
 
@@ -64,6 +70,10 @@ class RLVRConfig:
     checkpoint_every: int = 100
     keep_last_checkpoints: int | None = None
     token_dump_every: int = 0
+    probe_first_minibatch: bool = (
+        False  # single-step ΔH and the exact first-order term (trainer.py, costs V floats/token)
+    )
+    arm: str | None = None  # label of this run in a paired study (e.g. "null"); analyses fall back to the loss
     entropy_chunk: int = 1024
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (checked against this machine when a run starts or resumes)
     dtype: str = "float32"  # weights (and optimizer state)
@@ -73,7 +83,8 @@ class RLVRConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.loss, str):
-            object.__setattr__(self, "loss", LossConfig(name=self.loss))
+            loss = LossConfig.from_recipe(self.loss) if self.loss in RECIPES else LossConfig(name=self.loss)
+            object.__setattr__(self, "loss", loss)
         elif isinstance(self.loss, dict):
             object.__setattr__(self, "loss", _loss_from_dict(self.loss))
         if isinstance(self.stop_tokens, list | str):
@@ -130,6 +141,7 @@ class RLVRConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["loss"] = self.loss.to_dict()
         d["stop_tokens"] = list(self.stop_tokens)
         d["adam_betas"] = list(self.adam_betas)
         return d
@@ -163,12 +175,27 @@ class RLVRConfig:
             raise ConfigError(f"{path}: {e}") from e
 
 
+NULL_ARM_LR_FACTOR = 1.01
+
+
+def null_arm(cfg: RLVRConfig, lr_factor: float = NULL_ARM_LR_FACTOR) -> RLVRConfig:
+    """The null arm of a paired study: `cfg` with lr × `lr_factor` (1.01), same seed, labelled arm="null". Its
+    distance from `cfg`'s run is what chaos alone produces; an intervention must beat it to count."""
+    if not lr_factor > 0:
+        raise ConfigError(f"lr_factor={lr_factor} must be > 0 (the null arm uses 1.01)")
+    return dataclasses.replace(cfg, lr=cfg.lr * lr_factor, arm="null")
+
+
 def _loss_from_dict(data: dict[str, Any]) -> LossConfig:
-    known = {f.name for f in dataclasses.fields(LossConfig)}
+    """A loss mapping; with `recipe: NAME` the recipe's values come first and the other keys override them."""
+    known = {f.name for f in dataclasses.fields(LossConfig) if not f.name.startswith("_")}
     for key in data:
         if key not in known:
             raise ConfigError(f"unknown loss key {key!r}; valid keys: {', '.join(sorted(known))}")
     try:
+        if data.get("recipe") is not None:
+            rest = {k: v for k, v in data.items() if k != "recipe"}
+            return LossConfig.from_recipe(data["recipe"], **rest)
         return LossConfig(**data)
     except ValueError as e:
         raise ConfigError(f"loss: {e}") from e

@@ -12,6 +12,12 @@ Predictors of the entropy change (Cui et al. 2025; Hao et al. 2025):
   token, H = the rollout-time token entropy; predicted ΔH ∝ −mean_i Ω_i.
 Both predictors are proportional to the learning rate with an unknown constant, so they are compared to
 the realized ΔH by sign and correlation, not by value.
+
+The exact first-order term (the ceiling any per-token predictor can reach): for a softmax policy π = softmax(z)
+whose logits change by δz, H(softmax(z + δz)) − H(π) = −Cov_{a∼π}(log π(a), δz(a)) + O(‖δz‖²)
+(`first_order_entropy_change`), with δz measured from the model before and after an update
+(`position_logits`). Under a natural policy-gradient step on a tabular softmax, δz = η(A − mean A) = η F⁺∇J and
+the term is −η Cov_{a∼π}(log π(a), A(a)) (Cui et al.'s Theorem 2); tests/test_rlvr_first_order.py checks both.
 """
 
 from __future__ import annotations
@@ -93,6 +99,46 @@ def chunked_logp_entropy(
         empty = hidden.new_zeros(0, dtype=torch.float32)
         return empty, empty
     return torch.cat(logps), torch.cat(ents)
+
+
+def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """H(softmax(logits / temperature)) in nats, row-wise: (N, V) → (N,), float64 for float64 logits, else float32."""
+    z = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def first_order_entropy_change(
+    logits_before: torch.Tensor, logits_after: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """The exact first-order entropy change of each row: −Cov_{a∼π}(log π(a), δz(a)), π = softmax(z_before / T),
+    δz = (z_after − z_before) / T. (N, V), (N, V) → (N,), computed in float64 and returned as float64.
+
+    Equals Σ_a −π(a)(log π(a) + H) δz(a) (the centred weights sum to 0, so adding a constant to δz changes
+    nothing); the realized change differs from it by O(‖δz‖²)."""
+    z = logits_before.double() / temperature
+    dz = (logits_after.double() - logits_before.double()) / temperature
+    logp = torch.log_softmax(z, dim=-1)
+    p = logp.exp()
+    h = -(p * logp).sum(-1, keepdim=True)
+    return -(p * (logp + h) * dz).sum(-1)
+
+
+def position_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, target_mask: torch.Tensor
+) -> torch.Tensor:
+    """The full logits (N, V) float32 at every position that predicts a target token (row-major order of
+    target_mask[b, j], as `score_tokens` gathers them). Builds (N, V): meant for probes on a few hundred tokens."""
+    if target_mask[:, 0].any():
+        raise ValueError("target_mask[:, 0] is True, but no position predicts the first token")
+    out = model.get_decoder()(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    )
+    h = out.last_hidden_state[:, :-1][target_mask[:, 1:]]  # (N, D)
+    return output_head(model)(h).float()
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,8 @@ Every tensor is (B, T) over response tokens with a bool `mask` of valid tokens; 
 
     grpo           −min(ρA, clip(ρ, 1−ε_low, 1+ε_high)A)            ε_low = ε_high = 0.2
     clip_higher    the same with ε_high = 0.28 (DAPO)
-    dual_clip      grpo, and for A < 0 at most −c·A (c = 3, Ye et al. 2020 / verl)
+    dual_clip      grpo, and for A < 0 at most −c·A (c = 3, Ye et al. 2020 / verl); `dual_clip=True` adds the same
+                   cap to any clipped loss (grpo, clip_higher, steer, clip_cov), as STEER's official loss does
     entropy_bonus  grpo − β·H_token                                   β = `entropy_coef`
     clip_cov       grpo with the gradient of a few high-Cov tokens removed (Cui et al. 2025): among valid,
                    not-already-clipped tokens with lb < Cov_i < ub (or, with cov_window="percentile", Cov_i > 0
@@ -12,7 +13,9 @@ Every tensor is (B, T) over response tokens with a bool `mask` of valid tokens; 
     kl_cov         −ρA on every token (no clipping) + β·|log ρ| on the top max(1, ⌊k·N⌋) tokens by Cov_i.
                    |log ρ| has zero gradient at ρ = 1, so on the on-policy first mini-batch it is inert
     steer          grpo × λ_i, λ_i = exp(−κ|Ω_i|), κ = −ln λ_min / max(max|Ω|, floor), clamped to
-                   [λ_min, 1] ("exp"), or λ_max − (λ_max−λ_min)|Ω_i| / max(max|Ω|, floor) ("linear");
+                   [λ_min, 1] ("exp"), or λ_max − (λ_max−λ_min)|Ω_i| / max(max|Ω|, floor) ("linear"), or the
+                   official linear mapping, min–max over the scope: λ_max − (λ_max−λ_min)(|Ω_i| − min|Ω|) /
+                   (max|Ω| − min|Ω|) ("minmax"; (λ_min+λ_max)/2 when all |Ω| are equal; λ_max may exceed 1);
                    λ is a constant (no gradient). Ω as in `entropy.steer_omega` (Hao et al. 2025)
 
 Cov_i = (log π_i − mean log π)(A_i − mean A) over the valid tokens of the selection scope, with the
@@ -22,7 +25,16 @@ micro-batch (the reference code) or the whole mini-batch (`selection_scope`, han
 Ratios: the paper presets (Clip-Cov r = 2e-4 with window (1, 5); KL-Cov k = 2e-3) select a single token
 at toy batch sizes (a few thousand tokens), so the "toy" presets use r = 0.02 from the top-10% Cov
 percentile window and k = 0.05 (the settings of the tiny run in ../shared/NOTES.md). The Clip-Cov
-reference runs also used ε = 1 (set clip_low = clip_high = 1 to match); the presets leave ε alone.
+reference runs also used ε = 1 (set clip_low = clip_high = 1 to match); `cov_preset` leaves ε alone, the
+`RECIPES` below set it. A value filled in from a preset or default is re-derived when
+`dataclasses.replace` changes what it derives from (`cov_preset`, `name`, `clip_low`); a value the caller
+gave explicitly is kept.
+
+Recipes (`LossConfig.from_recipe(name, **overrides)`, or `loss: {recipe: NAME}` in YAML): the papers' own
+loss settings, exactly as their official launch scripts set them (sources and line numbers in `RECIPES`;
+tests/test_rlvr_presets.py checks every number against constants cited from those scripts). Only the loss
+is set: the scripts' learning rate (1e-6), batch sizes and mini-batch counts are for 7B models and are
+listed in `RECIPE_CONTEXT`, not applied.
 
 KL to a reference (off by default, kl_coef = 0): k1 = log π − log π_ref; k3 = exp(log π_ref − log π) −
 (log π_ref − log π) − 1 (Schulman's unbiased, non-negative estimator), added as kl_coef·k per token.
@@ -46,9 +58,63 @@ from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, steer_omega
 
 LOSS_TYPES = ("grpo", "clip_higher", "dual_clip", "entropy_bonus", "clip_cov", "kl_cov", "steer")
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "constant-normalized")
+STEER_VARIANTS = ("exp", "linear", "minmax")
 COV_PRESETS = {
     "paper": {"clip_cov_ratio": 2e-4, "cov_window": "absolute", "kl_cov_ratio": 2e-3},
     "toy": {"clip_cov_ratio": 0.02, "cov_window": "percentile", "kl_cov_ratio": 0.05},
+}
+
+# The papers' loss settings as their official scripts set them.
+#   Cui et al. 2025, github.com/PRIME-RL/Entropy-Mechanism-of-RL (commit 6071b11; the scripts read from the mirror
+#   LiyuanLucasLiu/Entropy-Mechanism-of-RL @ 6e45694, identical to verl's recipe/entropy port):
+#     recipe/dapo/7b_clip_cov.sh l.17-21  clip_ratio_low=1 clip_ratio_high=1 clip_cov_ratio=0.0002 clip_cov_lb=1.0
+#                                         clip_cov_ub=5.0 (their compute_policy_loss_clip_cov has no dual-clip,
+#                                         so the script's clip_ratio_c=10.0 does nothing there)
+#     recipe/dapo/7b_kl_cov.sh   l.53-54  ppo_kl_coef=1 k_percent=0.2, a PERCENT: compute_policy_loss_kl_cov takes
+#                                         max(1, int(N * k_percent / 100)) tokens, so k = 0.002 (verl's port:
+#                                         kl_cov_ratio=0.002); KL-Cov does not clip (clip_ratio 0.2 unused)
+#   Hao et al. 2025 (STEER), github.com/zz-haooo/STEER @ b31df71:
+#     run/run_exp.sh    l.57-63  clip_ratio_high=0.28 clip_ratio_low=0.2 clip_ratio_c=10.0 loss_mode=entropy_control
+#                                token_weight_min=0.8 token_weight_max=1.0 linear=False
+#     run/run_linear.sh l.57-63  the same with token_weight_max=1.2 linear=True
+#     verl/trainer/ppo/core_algos.py compute_token_weights: exp mapping k = -ln(w_min) / max(max|Ω|, 0.02), weights
+#                                clamped to [w_min, 1]; linear = min–max of |Ω| onto [w_max, w_min]; and
+#                                compute_policy_loss_with_entropy applies dual-clip (c = clip_ratio_c) before the
+#                                weights. Its matched baseline is verl's vanilla loss with the same clip settings.
+RECIPES: dict[str, dict[str, Any]] = {
+    "steer_paper": {
+        "name": "steer", "steer_variant": "exp", "steer_lambda_min": 0.8, "steer_lambda_max": 1.0,
+        "steer_omega_floor": 0.02, "clip_low": 0.2, "clip_high": 0.28, "dual_clip": True, "dual_clip_c": 10.0,
+    },
+    "steer_linear_paper": {
+        "name": "steer", "steer_variant": "minmax", "steer_lambda_min": 0.8, "steer_lambda_max": 1.2,
+        "clip_low": 0.2, "clip_high": 0.28, "dual_clip": True, "dual_clip_c": 10.0,
+    },
+    "steer_baseline_paper": {
+        "name": "clip_higher", "clip_low": 0.2, "clip_high": 0.28, "dual_clip": True, "dual_clip_c": 10.0,
+    },
+    "clip_cov_paper": {
+        "name": "clip_cov", "cov_preset": "paper", "clip_cov_ratio": 2e-4, "cov_window": "absolute",
+        "clip_cov_lb": 1.0, "clip_cov_ub": 5.0, "clip_low": 1.0, "clip_high": 1.0,
+    },
+    "kl_cov_paper": {"name": "kl_cov", "cov_preset": "paper", "kl_cov_ratio": 2e-3, "kl_cov_coef": 1.0},
+    # scale-adapted: the paper ratios select max(1, ⌊r·N⌋) = 1 token per selection scope at toy sizes (a micro-batch
+    # of a few hundred tokens); these select ⌊0.02·N⌋ / ⌊0.05·N⌋ per scope by construction (Clip-Cov fewer when
+    # its window has fewer candidates). The realized fraction is logged per step as cov_selected_frac; it has not
+    # yet been measured on the default toy pair
+    "clip_cov_toy": {"name": "clip_cov", "cov_preset": "toy"},
+    "kl_cov_toy": {"name": "kl_cov", "cov_preset": "toy"},
+}  # fmt: skip
+RECIPE_CONTEXT: dict[str, str] = {
+    "steer_paper": "STEER run_exp.sh: Qwen2.5-Math-7B, lr 1e-6, 512 prompts x 8, mini-batch 32 prompts (16 per step)",
+    "steer_linear_paper": "STEER run_linear.sh: as steer_paper",
+    "steer_baseline_paper": "the vanilla (clip-higher + dual-clip) loss under steer_paper's clip settings",
+    "clip_cov_paper": "Cui 7b_clip_cov.sh: lr 1e-6, 256 prompts x 8, mini-batch 32 prompts (8 per step), dynamic "
+    "sampling on; selects 0.02% of the tokens (at toy sizes max(1, .) makes that 1 token per scope)",
+    "kl_cov_paper": "Cui 7b_kl_cov.sh: lr 1e-6, 256 prompts x 8, mini-batch 256 prompts (ONE per step, so rho = 1 "
+    "and |log rho| only sees numerical noise; verl's port uses 32); selects 0.2% (1 token per toy scope)",
+    "clip_cov_toy": "selects 2% of the tokens per scope, drawn from the top-10% Cov percentile window",
+    "kl_cov_toy": "penalizes the top 5% of the tokens per scope by Cov",
 }
 
 
@@ -60,6 +126,7 @@ class LossConfig:
     clip_low: float = 0.2
     clip_high: float | None = None  # 0.28 for clip_higher, else clip_low
     dual_clip_c: float = 3.0
+    dual_clip: bool = False  # cap A < 0 tokens at −c·A on top of this loss (implied by name="dual_clip")
     entropy_coef: float = 0.001
     cov_preset: str = "toy"
     clip_cov_ratio: float | None = None
@@ -79,6 +146,9 @@ class LossConfig:
     agg_constant: int | None = None
     kl_estimator: str = "k3"
     kl_coef: float = 0.0
+    recipe: str | None = None  # the RECIPES entry this config came from (a label; from_recipe sets the values)
+    # values __post_init__ filled in for None fields, so that dataclasses.replace re-derives them (not serialised)
+    _filled: tuple[tuple[str, Any], ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
         def bad(msg: str) -> None:
@@ -90,16 +160,29 @@ class LossConfig:
             bad(f"aggregation={self.aggregation!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
         if self.cov_preset not in COV_PRESETS:
             bad(f"cov_preset={self.cov_preset!r} is unknown; choose one of {', '.join(COV_PRESETS)}")
+        if self.recipe is not None and self.recipe not in RECIPES:
+            bad(f"recipe={self.recipe!r} is unknown; choose one of {', '.join(RECIPES)}")
+        # a value equal to the one an earlier instance filled in was not given by the caller (dataclasses.replace
+        # copies every field): derive it again from this instance's preset / name / clip_low
+        for key, value in self._filled:
+            if getattr(self, key) == value:
+                object.__setattr__(self, key, None)
+        filled: list[tuple[str, Any]] = []
         preset = COV_PRESETS[self.cov_preset]
-        for name in ("clip_cov_ratio", "cov_window", "kl_cov_ratio"):
-            if getattr(self, name) is None:
-                object.__setattr__(self, name, preset[name])
+        for key in ("clip_cov_ratio", "cov_window", "kl_cov_ratio"):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, preset[key])
+                filled.append((key, preset[key]))
         if self.clip_high is None:
             object.__setattr__(self, "clip_high", 0.28 if self.name == "clip_higher" else self.clip_low)
+            filled.append(("clip_high", self.clip_high))
+        object.__setattr__(self, "_filled", tuple(filled))
         if not (self.clip_low > 0 and self.clip_high > 0):
             bad(f"clip_low={self.clip_low} and clip_high={self.clip_high} must be > 0 (e.g. 0.2)")
         if self.dual_clip_c <= 1:
-            bad(f"dual_clip_c={self.dual_clip_c} must be > 1 (verl uses 3)")
+            bad(f"dual_clip_c={self.dual_clip_c} must be > 1 (verl uses 3, the STEER scripts 10)")
+        if self.dual_clip and self.name == "kl_cov":
+            bad("dual_clip=True does not apply to kl_cov (it does not clip); set dual_clip: false")
         if self.entropy_coef < 0 or self.kl_coef < 0 or self.kl_cov_coef < 0:
             bad("entropy_coef, kl_coef and kl_cov_coef must be >= 0")
         for name in ("clip_cov_ratio", "kl_cov_ratio"):
@@ -111,10 +194,14 @@ class LossConfig:
             bad(f"clip_cov_lb={self.clip_cov_lb} must be < clip_cov_ub={self.clip_cov_ub}")
         if not 0 <= self.cov_percentile_low < self.cov_percentile_high <= 100:
             bad("need 0 <= cov_percentile_low < cov_percentile_high <= 100 (e.g. 90 and 100)")
-        if self.steer_variant not in ("exp", "linear"):
-            bad(f"steer_variant={self.steer_variant!r}; choose 'exp' or 'linear'")
-        if not 0 < self.steer_lambda_min <= self.steer_lambda_max <= 1:
-            bad("need 0 < steer_lambda_min <= steer_lambda_max <= 1 (defaults 0.8 and 1.0)")
+        if self.steer_variant not in STEER_VARIANTS:
+            bad(f"steer_variant={self.steer_variant!r}; choose one of {', '.join(STEER_VARIANTS)}")
+        top = math.inf if self.steer_variant == "minmax" else 1.0
+        if not 0 < self.steer_lambda_min <= self.steer_lambda_max <= top:
+            bad(
+                "need 0 < steer_lambda_min <= steer_lambda_max <= 1 (defaults 0.8 and 1.0; only "
+                "steer_variant='minmax' allows steer_lambda_max > 1, e.g. the official 1.2)"
+            )
         if self.steer_omega_floor <= 0:
             bad(f"steer_omega_floor={self.steer_omega_floor} must be > 0 (default 0.02)")
         if self.selection_scope not in ("micro", "mini"):
@@ -129,8 +216,35 @@ class LossConfig:
         """Whether the loss selects or reweights tokens from batch statistics (scope matters)."""
         return self.name in ("clip_cov", "kl_cov", "steer")
 
+    @property
+    def applies_dual_clip(self) -> bool:
+        return self.name == "dual_clip" or self.dual_clip
+
+    @classmethod
+    def from_recipe(cls, recipe: str, **overrides: Any) -> LossConfig:
+        """The loss of a named recipe (`RECIPES`), with `overrides` on top; `recipe` records the name."""
+        if recipe not in RECIPES:
+            raise ValueError(f"recipe={recipe!r} is unknown; choose one of {', '.join(RECIPES)}")
+        return cls(**{**RECIPES[recipe], **overrides, "recipe": recipe})
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("_filled")
+        return d
+
+
+def recipe_deviations(cfg: LossConfig, recipe: str) -> dict[str, tuple[Any, Any]]:
+    """The loss settings of `cfg` that differ from `recipe`'s: {field: (ours, the recipe's)} (empty = the recipe).
+    Used by the verl integration to warn when a run does not follow the paper's script."""
+    want = RECIPES[recipe]
+    return {
+        key: (getattr(cfg, key), value)
+        for key, value in want.items()
+        if key not in ("name", "cov_preset") and getattr(cfg, key) != value
+    }
+
+
+PAPER_RECIPE_OF = {"steer": "steer_paper", "clip_cov": "clip_cov_paper", "kl_cov": "kl_cov_paper"}
 
 
 # ------------------------------------------------------------------------------------------ selection
@@ -226,6 +340,14 @@ def select_tokens(
         if cfg.steer_variant == "exp":
             kappa = -math.log(cfg.steer_lambda_min) / scale
             lam = torch.exp(-kappa * abs_omega).clamp(cfg.steer_lambda_min, 1.0)
+        elif cfg.steer_variant == "minmax":  # the official linear=True mapping (compute_token_weights)
+            lo, hi = float(abs_omega[mask].min()), float(abs_omega[mask].max())
+            lam_lo, lam_hi = cfg.steer_lambda_min, cfg.steer_lambda_max
+            if hi > lo:
+                lam = lam_hi - (abs_omega - lo) * ((lam_hi - lam_lo) / (hi - lo))
+            else:
+                lam = torch.full_like(abs_omega, (lam_lo + lam_hi) / 2)
+            lam = lam.clamp(lam_lo, lam_hi)
         else:
             span = cfg.steer_lambda_max - cfg.steer_lambda_min
             lam = (cfg.steer_lambda_max - span * abs_omega / scale).clamp(cfg.steer_lambda_min, cfg.steer_lambda_max)
@@ -314,7 +436,7 @@ def policy_loss(
         per_token = pg1 + cfg.kl_cov_coef * log_ratio.abs() * selection.kl_mask
     else:
         per_token = torch.maximum(pg1, pg2)
-        if cfg.name == "dual_clip":
+        if cfg.applies_dual_clip:
             dual = torch.minimum(per_token, -cfg.dual_clip_c * adv)
             dual_active = (adv < 0) & (dual < per_token)
             per_token = torch.where(adv < 0, dual, per_token)
@@ -336,7 +458,7 @@ def policy_loss(
         elif cfg.name == "kl_cov":
             touched = selection.kl_mask & mask
         elif cfg.name == "steer":
-            touched = (selection.pg_weight < 1) & mask
+            touched = (selection.pg_weight != 1) & mask
         elif cfg.name == "entropy_bonus":
             touched = mask
         elif cfg.name == "dual_clip":
@@ -360,5 +482,14 @@ def policy_loss(
         }
         if kl is not None:
             diag["kl_ref"] = float(masked_mean(kl.detach(), mask))
+        if cfg.applies_dual_clip:
+            diag["dual_clip_frac"] = float(masked_mean(dual_active.float(), mask))
+        if cfg.name in ("clip_cov", "kl_cov"):
+            # selected: the tokens the intervention picked; touched: those whose gradient it changed (a Clip-Cov
+            # pick with A = 0 had none to remove; KL-Cov's |log ρ| has zero gradient where log ρ = 0)
+            selected = touched
+            moved = adv != 0 if cfg.name == "clip_cov" else log_ratio.detach() != 0
+            diag["selected_tokens"] = float(selected.sum())
+            diag["selected_touched_tokens"] = float((selected & moved).sum())
         diag.update(selection.stats)
     return loss, diag

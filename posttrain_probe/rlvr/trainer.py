@@ -40,6 +40,7 @@ from posttrain_probe.rlvr.advantages import group_advantages, nonzero_variance_g
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, score_tokens, steer_omega
 from posttrain_probe.rlvr.losses import Selection, policy_loss, select_tokens
+from posttrain_probe.rlvr.mechanism import MECHANISM_KEYS, FirstMinibatchProbe, mechanism_metrics
 from posttrain_probe.rlvr.sampler import Rollout, sample
 from posttrain_probe.rlvr.session import (
     SEED_EVAL,
@@ -79,6 +80,7 @@ METRIC_KEYS = {
     "response_len_mean, truncated_frac": "response tokens (stop token included) and share not stopped",
     "grad_norm, grad_norm_max": "pre-clip gradient norm, mean and max over the mini-batches",
     "time_*, *_tokens_per_s, wall_time_s": "timing (excluded from reproducibility checks)",
+    **MECHANISM_KEYS,  # mechanism.py: what Clip-Cov/KL-Cov/STEER did, and the single-step ΔH probe
 }
 
 StepCallback = Callable[[int, torch.nn.Module, dict[str, Any]], None]
@@ -179,8 +181,15 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x * y).sum()) / denom if denom > 0 else float("nan")
 
 
-def _update(s: Session, step: int, batch: dict[str, torch.Tensor], groups: list[list[torch.Tensor]]):
-    """All mini-batch optimizer steps of one rollout batch; returns per-token weights and diagnostics."""
+def _update(
+    s: Session,
+    step: int,
+    batch: dict[str, torch.Tensor],
+    groups: list[list[torch.Tensor]],
+    after_step: Callable[[int], None] | None = None,
+):
+    """All mini-batch optimizer steps of one rollout batch; returns per-token weights and diagnostics.
+    `after_step(mb)` runs right after mini-batch mb's optimizer step (the single-step probe)."""
     cfg = s.cfg
     mask, adv_tok = batch["target"], batch["adv_tok"]
     pg_weight = torch.ones_like(adv_tok)
@@ -225,6 +234,7 @@ def _update(s: Session, step: int, batch: dict[str, torch.Tensor], groups: list[
                 )
             loss.backward()
             mb_loss += float(loss.detach())
+            diag["minibatch"] = float(mb)
             diags.append(diag)
             pg_weight[rows], kl_mask[rows] = _weights_of(sel, m)
         norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
@@ -234,6 +244,8 @@ def _update(s: Session, step: int, batch: dict[str, torch.Tensor], groups: list[
                 f"for this step. Last good checkpoint: {_latest_or_start(s)}. Lower lr, then resume from it"
             )
         s.optimizer.step()
+        if after_step is not None:
+            after_step(mb)
         grad_norms.append(norm)
         losses.append(mb_loss)
     return pg_weight, kl_mask, diags, grad_norms, losses
@@ -301,7 +313,9 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
 
     t1 = time.perf_counter()
     lr = s.scheduler.get_last_lr()[0]
-    pg_weight, kl_mask, diags, grad_norms, losses = _update(s, step, batch, groups)
+    probe = FirstMinibatchProbe(s, batch, torch.cat(groups[0])) if cfg.probe_first_minibatch and groups else None
+    after_step = probe.after_step if probe is not None else None
+    pg_weight, kl_mask, diags, grad_norms, losses = _update(s, step, batch, groups, after_step)
     with warnings.catch_warnings():  # a step with no optimizer update (all groups dropped) is fine here
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
         s.scheduler.step()
@@ -339,6 +353,12 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
         row[key] = _weighted(diags, key)
     if s.ref_model is not None:
         row["kl_ref"] = _weighted(diags, "kl_ref")
+    # mechanism metrics and the single-step probe (mechanism.py); keys only loss-specific runs have
+    row.update(mechanism_metrics(cfg.loss, diags, pg_weight, batch["adv_tok"], mask))
+    probe_dump: dict[str, torch.Tensor] = {}
+    if probe is not None:
+        probe_row, probe_dump = probe.result(mask, cov, omega)
+        row.update(probe_row)
     lengths = rollout.lengths.float()
     row.update(
         loss=float(np.mean(losses)) if losses else 0.0,
@@ -372,6 +392,7 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
         "kl_cov_mask": kl_mask[:, cols],
         "reward": rewards,
         "prompt_index": torch.tensor(idx).repeat_interleave(cfg.group_size),
+        **{key: value[:, cols] for key, value in probe_dump.items()},
     }
     return row, dump
 
@@ -573,13 +594,21 @@ _RESUME_FREE_KEYS = frozenset({"progress", "threads", "device"})  # may change b
 def _check_same_run(path: Path, meta: dict[str, Any], cfg: RLVRConfig) -> None:
     """Refuse a checkpoint written under another config (copied from another run, or a config edited since)."""
     theirs, ours = meta.get("config") or {}, json.loads(json.dumps(cfg.to_dict()))
-    # keys only one side has come from another package version, not from another run
-    differ = sorted(k for k in set(theirs) & set(ours) if k not in _RESUME_FREE_KEYS and theirs[k] != ours[k])
+    # keys only one side has come from another package version, not from another run (also inside `loss`)
+    differ = sorted(
+        k for k in set(theirs) & set(ours) if k not in _RESUME_FREE_KEYS and not _same_values(theirs[k], ours[k])
+    )
     if differ:
         raise ckpt.CheckpointError(
             f"{path} was written by another run (config differs in {', '.join(differ)}); move it out of "
             f"{path.parent} or resume the run it came from"
         )
+
+
+def _same_values(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return all(_same_values(a[k], b[k]) for k in set(a) & set(b))
+    return a == b
 
 
 def resume(run_dir: str | Path, callbacks: Sequence[StepCallback] = ()) -> Path:
