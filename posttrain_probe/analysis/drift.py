@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from posttrain_probe.stats import cosine, diff_in_means, split_by_label
+
 
 def _tensors(model_dir: str | Path) -> dict[str, torch.Tensor]:
     files = sorted(Path(model_dir).glob("model*.safetensors"))  # not trainer_state.safetensors
@@ -85,19 +87,6 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     hsic = (x.T @ y).pow(2).sum()
     norm = torch.sqrt((x.T @ x).pow(2).sum() * (y.T @ y).pow(2).sum())
     return float(hsic / norm) if norm > 0 else float("nan")
-
-
-def diff_in_means(acts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mean(acts | label 1) − mean(acts | label 0); acts (N, D), labels (N,)."""
-    labels = labels.bool()
-    if labels.all() or (~labels).all():
-        raise ValueError("difference in means needs both classes; pass labelled examples of each")
-    return acts[labels].double().mean(0) - acts[~labels].double().mean(0)
-
-
-def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
-    u, v = u.double().flatten(), v.double().flatten()
-    return float(u @ v / (u.norm() * v.norm()).clamp_min(1e-30))
 
 
 def tracing_map_change(start: torch.Tensor, other: torch.Tensor) -> dict[str, float | int | None]:
@@ -461,13 +450,17 @@ class _Probes:
         if self.statements:
             acts = _last_token_resid(model, [s.text for s in self.statements], bs)
             labels = torch.tensor([s.label for s in self.statements])
-            feats["truth"] = torch.stack([diff_in_means(acts[:, l], labels) for l in range(acts.shape[1])])
+            feats["truth"] = torch.stack(
+                [diff_in_means(*split_by_label(acts[:, l], labels)) for l in range(acts.shape[1])]
+            )
         if self.harmful and self.harmless:
             fmt = resolve_format("auto", model.tokenizer, "post")
             texts = [format_instruction(t, fmt, model.tokenizer) for t in list(self.harmful) + list(self.harmless)]
             acts = _last_token_resid(model, texts, bs)
             labels = torch.tensor([1] * len(self.harmful) + [0] * len(self.harmless))
-            feats["refusal"] = torch.stack([diff_in_means(acts[:, l], labels) for l in range(acts.shape[1])])
+            feats["refusal"] = torch.stack(
+                [diff_in_means(*split_by_label(acts[:, l], labels)) for l in range(acts.shape[1])]
+            )
         return feats
 
     def add(self, step: int, path: str, model) -> None:
