@@ -204,12 +204,11 @@ class DriftConfig:
 
 
 def _step_of(path: Path, index: int) -> int:
-    import json
+    """The step a checkpoint records (RLVR metadata.json), else its position in the series."""
+    from posttrain_probe.rlvr.run import checkpoint_step
 
-    meta = Path(path) / "metadata.json"
-    if meta.exists():
-        return int(json.loads(meta.read_text()).get("step", index))
-    return index
+    step = checkpoint_step(path)
+    return index if step is None else step
 
 
 @torch.no_grad()
@@ -523,12 +522,12 @@ def _selection_overlap(series: list[tuple[int, str]], cfg: DriftConfig):
 
 
 def entropy_curve(metrics_jsonl: str | Path):
-    """(step, entropy_mean, accuracy) per step of an RLVR run's metrics.jsonl."""
-    import json
-
+    """(step, entropy_mean, accuracy) per step of an RLVR run's metrics.jsonl (a torn last line is no row)."""
     import pandas as pd
 
-    rows = [json.loads(x) for x in Path(metrics_jsonl).read_text().splitlines() if x.strip()]
+    from posttrain_probe.rlvr.trainer import read_jsonl
+
+    rows = read_jsonl(metrics_jsonl)
     return pd.DataFrame(
         [{"step": r["step"], "entropy_mean": r.get("entropy_mean"), "accuracy": r.get("accuracy")} for r in rows],
         columns=["step", "entropy_mean", "accuracy"],

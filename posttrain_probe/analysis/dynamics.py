@@ -146,33 +146,12 @@ def quadrant_table(prob, entropy, advantage, realized_dh) -> list[dict]:
 # ------------------------------------------------------------------------------------------ run analysis
 
 
-def _read_jsonl(path) -> list[dict]:
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        return []
-    return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-
-
-def _run_label(run_dir) -> str:
-    import json
-    from pathlib import Path
-
-    cfg = json.loads((Path(run_dir) / "config.json").read_text())
-    loss = cfg.get("loss", {})
-    return loss.get("name", "?") if isinstance(loss, dict) else str(loss)
-
-
-def _token_rows(run_dir) -> dict[str, np.ndarray]:
-    """Concatenate every per-token dump of a run into flat arrays over valid response tokens."""
-    from pathlib import Path
-
+def _token_rows(run) -> dict[str, np.ndarray]:
+    """Concatenate every per-token dump of a run (an `RLVRRun`) into flat arrays over valid response tokens."""
     from safetensors.numpy import load_file
 
     cols: dict[str, list[np.ndarray]] = {}
-    for f in sorted((Path(run_dir) / "token_dumps").glob("*.safetensors")):
+    for _, f in run.token_dumps():
         d = load_file(str(f))
         mask = d["response_mask"].astype(bool)
         group_acc = None
@@ -194,16 +173,18 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
     import pandas as pd
 
     from ..results import RunResult
+    from ..rlvr.run import RLVRRun
 
     if not run_dirs:
         raise ValueError("no RLVR run directories given; pass the folders written by `posttrain-probe rlvr train`")
     curves, laws, steps_agree, token_agree, quads, difficulty = [], [], [], [], [], []
     summary: dict = {}
     for rd in run_dirs:
-        rows = _read_jsonl(f"{rd}/metrics.jsonl")
+        run = RLVRRun(rd)
+        rows = run.metrics()
         if len(rows) < 3:
             raise ValueError(f"{rd} has {len(rows)} metric rows; train at least 3 steps before analysing it")
-        label = _run_label(rd)
+        label = run.label
         df = pd.DataFrame(rows)
         df["run"] = label
         keep = [
@@ -241,7 +222,7 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
                             **predictor_agreement(smooth(df[pred], w), smooth(df["dH_realized"], w)),
                         }
                     )
-        tok = _token_rows(rd)
+        tok = _token_rows(run)
         if tok and "entropy_new" in tok:
             realized = tok["entropy_new"] - tok["entropy_old"]
             for name in ("cov", "omega"):
