@@ -366,7 +366,7 @@ def compare_checkpoints(
     (table neuron_effects); `screen_neurons` adds the weight screens' selection overlap. See the module
     docstring for the choices; `config` sets the probe sizes. Every checkpoint must share the start's tokenizer.
     """
-    from posttrain_probe.results import RunResult, RunTimer
+    from posttrain_probe.results import RunResult, RunTimer, provenance
 
     cfg = config or DriftConfig()
     if not checkpoints:
@@ -404,10 +404,32 @@ def compare_checkpoints(
         },
         summary=summary,
         tables=tables,
+        provenance=provenance(
+            models=probes.models,
+            data=_inputs_provenance(statements, harmful, harmless, cka_texts, facts, neuron_texts),
+        ),
         seeds={"tracing_noise": cfg.seed, "neuron_texts_split": cfg.seed, "neuron_control_set": cfg.seed + 2},
         notes=_notes(summary),
     )
     return timer.record_into(result)
+
+
+def _inputs_provenance(statements, harmful, harmless, cka_texts, facts, neuron_texts) -> dict:
+    """sha256 of every probe input (texts joined by newlines; statements with their labels, facts with subject
+    and answer); None for an input not given."""
+    from posttrain_probe.utils.io import sha256_text
+
+    def h(lines) -> str | None:
+        return None if not lines else sha256_text("\n".join(lines))
+
+    return {
+        "statements_sha256": h([f"{s.label}\t{s.text}" for s in statements or []]),
+        "harmful_sha256": h(harmful),
+        "harmless_sha256": h(harmless),
+        "cka_texts_sha256": h(cka_texts),
+        "facts_sha256": h([f"{f.prompt}\t{f.subject}\t{f.answer}" for f in facts or []]),
+        "neuron_texts_sha256": h(neuron_texts),
+    }
 
 
 def load_series_model(path: str, backend: str, device: str | None, dtype: str | None, probes: _Probes):
@@ -438,6 +460,7 @@ class _Probes:
         self.dir_rows: list[dict] = []
         self.tracer: _Tracer | None = None
         self.ablator: _NeuronAblator | None = None
+        self.models: dict[str, dict] = {}  # provenance of each checkpoint, by "step_<n>"
 
     def _features(self, model) -> dict[str, torch.Tensor]:
         from posttrain_probe.pair import format_instruction, resolve_format
@@ -463,6 +486,7 @@ class _Probes:
         return feats
 
     def add(self, step: int, path: str, model) -> None:
+        self.models[f"step_{step}"] = dict(model.provenance)
         resolved = model.provenance["resolved"]
         if self.start_dir is None:
             self.start_dir = resolved

@@ -172,19 +172,22 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
     """Entropy dynamics of one or more RLVR run directories → a `RunResult` ('rlvr_dynamics')."""
     import pandas as pd
 
-    from ..results import RunResult
+    from ..results import RunResult, provenance
     from ..rlvr.run import RLVRRun
 
     if not run_dirs:
         raise ValueError("no RLVR run directories given; pass the folders written by `posttrain-probe rlvr train`")
     curves, laws, steps_agree, token_agree, quads, difficulty = [], [], [], [], [], []
     summary: dict = {}
+    models, data = {}, {}
     for rd in run_dirs:
         run = RLVRRun(rd)
         rows = run.metrics()
         if len(rows) < 3:
             raise ValueError(f"{rd} has {len(rows)} metric rows; train at least 3 steps before analysing it")
         label = run.label
+        models[label] = run.start_model()
+        data[label] = {k: run.config.get(k) for k in ("task", "data", "eval_data")}
         df = pd.DataFrame(rows)
         df["run"] = label
         keep = [
@@ -280,4 +283,5 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
         },
         summary=summary,
         tables=tables,
+        provenance=provenance(models=models, data=data),
     )

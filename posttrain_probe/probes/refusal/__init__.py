@@ -55,7 +55,7 @@ from posttrain_probe.probes.refusal.evaluate import (
     score_candidates,
 )
 from posttrain_probe.probes.refusal.model import format_prompts
-from posttrain_probe.results import RunResult, RunTimer, write_run
+from posttrain_probe.results import RunResult, RunTimer, provenance, write_run
 from posttrain_probe.stats import cosine_batched
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -153,14 +153,17 @@ def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
         summary=summary,
         tables=tables,
         tensors=tensors,
-        provenance={
-            **pair.provenance(),
-            "data": {"sources": data.sources, "sha256": data.hashes()},
-            "formats": {r: states[r].fmt for r in ROLES},
-            "refusal_start_tokens": {
-                r: states[r].model.tokenizer.convert_ids_to_tokens(states[r].score_ids) for r in ROLES
+        provenance=provenance(
+            pair,
+            data={"sources": data.sources, "sha256": data.hashes()},
+            model_extra={
+                r: {
+                    "prompt_format": states[r].fmt,
+                    "refusal_start_tokens": states[r].model.tokenizer.convert_ids_to_tokens(states[r].score_ids),
+                }
+                for r in ROLES
             },
-        },
+        ),
         seeds={"seed": cfg.seed},
         notes=notes,
     )

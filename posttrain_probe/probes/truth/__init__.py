@@ -69,7 +69,7 @@ from posttrain_probe.probes.truth.tables import (
     run_interventions,
     score_tables,
 )
-from posttrain_probe.results import RunResult, RunTimer, write_run
+from posttrain_probe.results import RunResult, RunTimer, provenance, write_run
 from posttrain_probe.utils.io import sha256_text
 
 LODO_MODES = ("all", "probe_layer", "none")
@@ -265,7 +265,7 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
         summary=summary,
         tables=tables,
         tensors=tensors,
-        provenance={"pair": pair.provenance(), "data": data_prov},
+        provenance=provenance(pair, data=data_prov),
         seeds={
             "seed": cfg.seed,
             "split": cfg.seed,
