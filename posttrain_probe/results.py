@@ -192,6 +192,44 @@ class RunTimer:
 
 # ---------------------------------------------------------------------------------------------- provenance
 
+MODEL_PROVENANCE_KEYS = ("source", "weights_sha256", "tokenizer_sha256", "revision")
+
+
+def provenance(
+    pair: Any = None,
+    *,
+    models: dict[str, Any] | None = None,
+    data: dict[str, Any] | None = None,
+    model_extra: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The one shape of `RunResult.provenance`, for every analysis:
+
+        {"models": {role: {"source", "weights_sha256", "tokenizer_sha256", "revision", ...}},
+         "parity": the pair's tokenizer/shape parity report, or None without a pair,
+         "data":   {what the inputs were: sources, sha256 of the texts or files, ...}}
+
+    A role's entry is its model's own provenance (`HookedModel.provenance`: resolved path, kind, dtype, device,
+    backend, chat template hash, ...) and always has the four `MODEL_PROVENANCE_KEYS` (None when unknown, e.g.
+    the revision of a local folder). `pair` (a ModelPair) gives the roles base and post from `pair.provenance()`;
+    `models` adds roles (a HookedModel or a dict each), e.g. one per checkpoint; `model_extra` merges facts about
+    how a role was used (its prompt format, ...) into its entry."""
+    roles: dict[str, dict[str, Any]] = {}
+    parity = None
+    if pair is not None:
+        p = pair.provenance()
+        parity = p.get("parity")
+        roles.update({r: v for r, v in p.items() if r != "parity"})
+    for role, m in (models or {}).items():
+        roles[role] = m if isinstance(m, dict) else getattr(m, "provenance", None)
+        if not isinstance(roles[role], dict):
+            raise TypeError(f"model {role!r} is a {type(m).__name__}; pass a HookedModel or a provenance dict")
+    for role, extra in (model_extra or {}).items():
+        if role not in roles:
+            raise KeyError(f"model_extra names {role!r}, which is not among the models {sorted(roles)}")
+        roles[role] = {**roles[role], **extra}
+    out = {role: {**{k: None for k in MODEL_PROVENANCE_KEYS}, **dict(v)} for role, v in roles.items()}
+    return {"models": out, "parity": parity, "data": dict(data or {})}
+
 
 def package_versions() -> dict[str, str]:
     """Installed versions (importlib.metadata) of the packages that shape results, plus Python."""
@@ -494,6 +532,7 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 __all__ = [
+    "MODEL_PROVENANCE_KEYS",
     "SCHEMA_VERSION",
     "VOLATILE_META_KEYS",
     "RunDirError",
@@ -501,6 +540,7 @@ __all__ = [
     "RunTimer",
     "git_state",
     "host_info",
+    "provenance",
     "is_run_dir",
     "package_versions",
     "read_run",

@@ -25,8 +25,6 @@ from posttrain_probe.probes.refusal import (
     save_refusal_vectors,
 )
 from posttrain_probe.probes.refusal.core import (
-    cosine,
-    diff_in_means,
     is_refusal,
     kl_next_token,
     refusal_log_odds,
@@ -38,6 +36,7 @@ from posttrain_probe.probes.refusal.core import (
 from posttrain_probe.probes.refusal.model import format_prompts, post_instruction_tokens
 from posttrain_probe.probes.refusal.orthogonalize import export_orthogonalized, orthogonalized_copy
 from posttrain_probe.results import read_run, write_run
+from posttrain_probe.stats import cosine_batched, diff_in_means
 from posttrain_probe.steering import SteeringVector
 from posttrain_probe.testing import make_tiny_checkpoint
 
@@ -84,9 +83,9 @@ def test_diff_in_means_recovers_planted_direction():
     u /= u.norm()
     harmless = torch.randn(n, 3, d, generator=g)
     harmful = torch.randn(n, 3, d, generator=g) + 3.0 * u
-    r = diff_in_means(harmful, harmless)
-    assert r.shape == (3, d)
-    assert (cosine(r, u.expand(3, d)) > 0.99).all()
+    r = diff_in_means(harmful, harmless, dtype=torch.float32)
+    assert r.shape == (3, d) and r.dtype == torch.float32
+    assert (cosine_batched(r, u.expand(3, d)) > 0.99).all()
     with pytest.raises(ValueError, match="shapes differ"):
         diff_in_means(harmful, harmless[:, :2])
 

@@ -16,12 +16,14 @@ import torch
 
 import posttrain_probe.results as results
 from posttrain_probe.results import (
+    MODEL_PROVENANCE_KEYS,
     SCHEMA_VERSION,
     RunDirError,
     RunResult,
     RunTimer,
     git_state,
     is_run_dir,
+    provenance,
     read_run,
     to_jsonable,
     write_run,
@@ -75,7 +77,9 @@ def _example() -> RunResult:
             "weights_again": weights,  # the same tensor twice
             "scalar": torch.tensor(3.5, dtype=torch.float64),
         },
-        provenance={"base": "toy/base", "post": "toy/post", "sha256": "ab" * 32},
+        provenance=provenance(
+            models={"base": {"source": "toy/base"}, "post": {"source": "toy/post"}}, data={"sha256": "ab" * 32}
+        ),
         seeds={"seed": 0, "noise_seed": 1},
         notes=["one seed only"],
     )
@@ -265,3 +269,27 @@ def test_no_pickle_in_writer_or_loaders(tmp_path):
     out = write_run(tmp_path / "run", _example())
     suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert suffixes == {".json", ".csv", ".safetensors"}
+
+
+def test_one_provenance_shape_from_a_pair_or_from_models():
+    class Model:
+        provenance = {"source": "ckpt/step_1", "weights_sha256": "cd", "dtype": "float32"}
+
+    class Pair:
+        def provenance(self):
+            return {"base": {"source": "b", "revision": "r1"}, "post": {"source": "p"}, "parity": {"ok": True}}
+
+    p = provenance(Pair(), data={"n": 3}, model_extra={"post": {"prompt_format": "chat"}})
+    assert set(p) == {"models", "parity", "data"} and p["parity"] == {"ok": True} and p["data"] == {"n": 3}
+    assert set(p["models"]) == {"base", "post"}
+    for entry in p["models"].values():
+        assert set(MODEL_PROVENANCE_KEYS) <= set(entry)  # the four keys always, None when unknown
+    assert p["models"]["base"]["revision"] == "r1" and p["models"]["post"]["tokenizer_sha256"] is None
+    assert p["models"]["post"]["prompt_format"] == "chat"
+    q = provenance(models={"step_0": Model()})
+    assert q["parity"] is None and q["data"] == {}
+    assert q["models"]["step_0"]["weights_sha256"] == "cd" and q["models"]["step_0"]["dtype"] == "float32"
+    with pytest.raises(KeyError, match="not among the models"):
+        provenance(models={"a": {}}, model_extra={"b": {}})
+    with pytest.raises(TypeError, match="HookedModel or a provenance dict"):
+        provenance(models={"a": 3})

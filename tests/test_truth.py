@@ -27,7 +27,6 @@ from posttrain_probe.probes.truth import (
 )
 from posttrain_probe.probes.truth.fit import (
     ProbeDataError,
-    cosine,
     fit_logistic,
     fit_mass_mean,
     nie_summary,
@@ -46,6 +45,7 @@ from posttrain_probe.probes.truth.model import (
     site_for_layer,
 )
 from posttrain_probe.results import read_run, write_run
+from posttrain_probe.stats import cosine
 from posttrain_probe.testing import make_tiny_checkpoint, tiny_tokenizer
 
 # ---------------------------------------------------------------------------------------------- probe math

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
+from posttrain_probe.stats import cosine, diff_in_means, split_by_label
+
 
 def _tensors(model_dir: str | Path) -> dict[str, torch.Tensor]:
     files = sorted(Path(model_dir).glob("model*.safetensors"))  # not trainer_state.safetensors
@@ -85,19 +87,6 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     hsic = (x.T @ y).pow(2).sum()
     norm = torch.sqrt((x.T @ x).pow(2).sum() * (y.T @ y).pow(2).sum())
     return float(hsic / norm) if norm > 0 else float("nan")
-
-
-def diff_in_means(acts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """mean(acts | label 1) − mean(acts | label 0); acts (N, D), labels (N,)."""
-    labels = labels.bool()
-    if labels.all() or (~labels).all():
-        raise ValueError("difference in means needs both classes; pass labelled examples of each")
-    return acts[labels].double().mean(0) - acts[~labels].double().mean(0)
-
-
-def cosine(u: torch.Tensor, v: torch.Tensor) -> float:
-    u, v = u.double().flatten(), v.double().flatten()
-    return float(u @ v / (u.norm() * v.norm()).clamp_min(1e-30))
 
 
 def tracing_map_change(start: torch.Tensor, other: torch.Tensor) -> dict[str, float | int | None]:
@@ -217,12 +206,11 @@ class DriftConfig:
 
 
 def _step_of(path: Path, index: int) -> int:
-    import json
+    """The step a checkpoint records (RLVR metadata.json), else its position in the series."""
+    from posttrain_probe.rlvr.run import checkpoint_step
 
-    meta = Path(path) / "metadata.json"
-    if meta.exists():
-        return int(json.loads(meta.read_text()).get("step", index))
-    return index
+    step = checkpoint_step(path)
+    return index if step is None else step
 
 
 @torch.no_grad()
@@ -382,7 +370,7 @@ def compare_checkpoints(
     (table neuron_effects); `screen_neurons` adds the weight screens' selection overlap. See the module
     docstring for the choices; `config` sets the probe sizes. Every checkpoint must share the start's tokenizer.
     """
-    from posttrain_probe.results import RunResult, RunTimer
+    from posttrain_probe.results import RunResult, RunTimer, provenance
 
     cfg = config or DriftConfig()
     if not checkpoints:
@@ -420,10 +408,32 @@ def compare_checkpoints(
         },
         summary=summary,
         tables=tables,
+        provenance=provenance(
+            models=probes.models,
+            data=_inputs_provenance(statements, harmful, harmless, cka_texts, facts, neuron_texts),
+        ),
         seeds={"tracing_noise": cfg.seed, "neuron_texts_split": cfg.seed, "neuron_control_set": cfg.seed + 2},
         notes=_notes(summary),
     )
     return timer.record_into(result)
+
+
+def _inputs_provenance(statements, harmful, harmless, cka_texts, facts, neuron_texts) -> dict:
+    """sha256 of every probe input (texts joined by newlines; statements with their labels, facts with subject
+    and answer); None for an input not given."""
+    from posttrain_probe.utils.io import sha256_text
+
+    def h(lines) -> str | None:
+        return None if not lines else sha256_text("\n".join(lines))
+
+    return {
+        "statements_sha256": h([f"{s.label}\t{s.text}" for s in statements or []]),
+        "harmful_sha256": h(harmful),
+        "harmless_sha256": h(harmless),
+        "cka_texts_sha256": h(cka_texts),
+        "facts_sha256": h([f"{f.prompt}\t{f.subject}\t{f.answer}" for f in facts or []]),
+        "neuron_texts_sha256": h(neuron_texts),
+    }
 
 
 def load_series_model(path: str, backend: str, device: str | None, dtype: str | None, probes: _Probes):
@@ -454,6 +464,7 @@ class _Probes:
         self.dir_rows: list[dict] = []
         self.tracer: _Tracer | None = None
         self.ablator: _NeuronAblator | None = None
+        self.models: dict[str, dict] = {}  # provenance of each checkpoint, by "step_<n>"
 
     def _features(self, model) -> dict[str, torch.Tensor]:
         from posttrain_probe.pair import format_instruction, resolve_format
@@ -465,16 +476,21 @@ class _Probes:
         if self.statements:
             acts = _last_token_resid(model, [s.text for s in self.statements], bs)
             labels = torch.tensor([s.label for s in self.statements])
-            feats["truth"] = torch.stack([diff_in_means(acts[:, l], labels) for l in range(acts.shape[1])])
+            feats["truth"] = torch.stack(
+                [diff_in_means(*split_by_label(acts[:, l], labels)) for l in range(acts.shape[1])]
+            )
         if self.harmful and self.harmless:
             fmt = resolve_format("auto", model.tokenizer, "post")
             texts = [format_instruction(t, fmt, model.tokenizer) for t in list(self.harmful) + list(self.harmless)]
             acts = _last_token_resid(model, texts, bs)
             labels = torch.tensor([1] * len(self.harmful) + [0] * len(self.harmless))
-            feats["refusal"] = torch.stack([diff_in_means(acts[:, l], labels) for l in range(acts.shape[1])])
+            feats["refusal"] = torch.stack(
+                [diff_in_means(*split_by_label(acts[:, l], labels)) for l in range(acts.shape[1])]
+            )
         return feats
 
     def add(self, step: int, path: str, model) -> None:
+        self.models[f"step_{step}"] = dict(model.provenance)
         resolved = model.provenance["resolved"]
         if self.start_dir is None:
             self.start_dir = resolved
@@ -534,12 +550,12 @@ def _selection_overlap(series: list[tuple[int, str]], cfg: DriftConfig):
 
 
 def entropy_curve(metrics_jsonl: str | Path):
-    """(step, entropy_mean, accuracy) per step of an RLVR run's metrics.jsonl."""
-    import json
-
+    """(step, entropy_mean, accuracy) per step of an RLVR run's metrics.jsonl (a torn last line is no row)."""
     import pandas as pd
 
-    rows = [json.loads(x) for x in Path(metrics_jsonl).read_text().splitlines() if x.strip()]
+    from posttrain_probe.rlvr.trainer import read_jsonl
+
+    rows = read_jsonl(metrics_jsonl)
     return pd.DataFrame(
         [{"step": r["step"], "entropy_mean": r.get("entropy_mean"), "accuracy": r.get("accuracy")} for r in rows],
         columns=["step", "entropy_mean", "accuracy"],

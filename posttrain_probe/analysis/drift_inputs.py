@@ -25,19 +25,21 @@ class DriftInputs:
 def expand_checkpoints(items: list[str]) -> tuple[list[str], Path | None]:
     """CKPT arguments → checkpoint sources in order: an RLVR run directory contributes its complete step_*
     checkpoints (oldest first) and its metrics.jsonl; anything else is taken as one checkpoint."""
-    from posttrain_probe.rlvr.checkpoint import list_checkpoints
+    from posttrain_probe.rlvr.run import RLVRRun
 
     out: list[str] = []
     metrics = None
     for item in items:
-        path = Path(item)
-        if path.is_dir() and (path / "checkpoints").is_dir():
-            found = list_checkpoints(path)
+        if RLVRRun.is_run_dir(item):
+            run = RLVRRun(item)
+            found = run.checkpoints()
             if not found:
-                raise FileNotFoundError(f"RLVR run {path} has no complete checkpoint; train longer or pass step_* dirs")
+                raise FileNotFoundError(
+                    f"RLVR run {run.path} has no complete checkpoint; train longer or pass step_* dirs"
+                )
             out += [str(p) for _, p in found]
-            if metrics is None and (path / "metrics.jsonl").is_file():
-                metrics = path / "metrics.jsonl"
+            if metrics is None and run.metrics_path.is_file():
+                metrics = run.metrics_path
         else:
             out.append(item)
     return out, metrics

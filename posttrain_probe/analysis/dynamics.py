@@ -161,20 +161,6 @@ def _read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-def _run_label(run_dir) -> str:
-    """The run's `arm` when set, else its loss recipe, else its loss name."""
-    import json
-    from pathlib import Path
-
-    cfg = json.loads((Path(run_dir) / "config.json").read_text())
-    if cfg.get("arm"):
-        return str(cfg["arm"])
-    loss = cfg.get("loss", {})
-    if not isinstance(loss, dict):
-        return str(loss)
-    return loss.get("recipe") or loss.get("name", "?")
-
-
 def eval_entropy_last_k(run_dir, k: int = 3) -> float:
     """Mean `eval_entropy_mean` of the last k rows of a run's eval.jsonl (the fixed held-out set)."""
     from pathlib import Path
@@ -188,14 +174,12 @@ def eval_entropy_last_k(run_dir, k: int = 3) -> float:
     return float(np.mean([r["eval_entropy_mean"] for r in last]))
 
 
-def _token_rows(run_dir) -> dict[str, np.ndarray]:
-    """Concatenate every per-token dump of a run into flat arrays over valid response tokens."""
-    from pathlib import Path
-
+def _token_rows(run) -> dict[str, np.ndarray]:
+    """Concatenate every per-token dump of a run (an `RLVRRun`) into flat arrays over valid response tokens."""
     from safetensors.numpy import load_file
 
     cols: dict[str, list[np.ndarray]] = {}
-    for f in sorted((Path(run_dir) / "token_dumps").glob("*.safetensors")):
+    for _, f in run.token_dumps():
         d = load_file(str(f))
         mask = d["response_mask"].astype(bool)
         group_acc = None
@@ -220,18 +204,23 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
     """Entropy dynamics of one or more RLVR run directories → a `RunResult` ('rlvr_dynamics')."""
     import pandas as pd
 
-    from ..results import RunResult
+    from ..results import RunResult, provenance
+    from ..rlvr.run import RLVRRun
 
     if not run_dirs:
         raise ValueError("no RLVR run directories given; pass the folders written by `posttrain-probe rlvr train`")
     curves, laws, steps_agree, token_agree, quads, difficulty = [], [], [], [], [], []
     single_step = []
     summary: dict = {}
+    models, data = {}, {}
     for rd in run_dirs:
-        rows = _read_jsonl(f"{rd}/metrics.jsonl")
+        run = RLVRRun(rd)
+        rows = run.metrics()
         if len(rows) < 3:
             raise ValueError(f"{rd} has {len(rows)} metric rows; train at least 3 steps before analysing it")
-        label = _run_label(rd)
+        label = run.label
+        models[label] = run.start_model()
+        data[label] = {k: run.config.get(k) for k in ("task", "data", "eval_data")}
         df = pd.DataFrame(rows)
         df["run"] = label
         keep = [
@@ -275,7 +264,7 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
                             **predictor_agreement(smooth(df[pred], w), smooth(df["dH_realized"], w)),
                         }
                     )
-        tok = _token_rows(rd)
+        tok = _token_rows(run)
         if tok and "entropy_new" in tok:
             realized = tok["entropy_new"] - tok["entropy_old"]
             for name in ("cov", "omega"):
@@ -344,4 +333,5 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
         },
         summary=summary,
         tables=tables,
+        provenance=provenance(models=models, data=data),
     )

@@ -1,11 +1,12 @@
-"""Several `posttrain-probe rlvr train` runs one after another in one process.
+"""Several RLVR training runs one after another in one process (the demo's parallel workers).
 
     python -m posttrain_probe.rlvr.batch CONFIG OUT [CONFIG OUT ...]
 
-Each run is exactly `rlvr train --config CONFIG --out OUT` (same errors, same files); sharing the process saves the
-interpreter, torch and transformers start (~4 s) of every run after the first, which is a tenth of a quick demo.
-After each finished run one line `OUT<TAB>seconds` goes to stdout; the first failing run stops the batch with its
-exit status, its one-line error on stderr.
+Each run is `posttrain_probe.rlvr.train(RLVRConfig.from_yaml(CONFIG), OUT)`, as `posttrain-probe rlvr train
+--config CONFIG --out OUT` runs it (same files, same one-line errors); sharing the process saves the interpreter,
+torch and transformers start (~4 s) of every run after the first, which is a tenth of a quick demo. After each
+finished run one line `OUT<TAB>seconds` goes to stdout; the first failing run stops the batch with exit status 1
+(130 on Ctrl-C) and its one-line error (`error: ...`) on stderr. The worker calls the library, never the CLI.
 """
 
 from __future__ import annotations
@@ -14,17 +15,27 @@ import sys
 import time
 from collections.abc import Sequence
 
+USAGE = "usage: python -m posttrain_probe.rlvr.batch CONFIG OUT [CONFIG OUT ...]"
+
+
+def train_one(config: str, out: str) -> int:
+    """Train the run of the YAML file `config` into the new run directory `out`; returns 0."""
+    from posttrain_probe.rlvr import RLVRConfig, train
+
+    train(RLVRConfig.from_yaml(config), out)
+    return 0
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ..cli import main as cli_main
+    from posttrain_probe.utils.errors import one_line_errors
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or len(args) % 2:
-        print("usage: python -m posttrain_probe.rlvr.batch CONFIG OUT [CONFIG OUT ...]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
     for config, out in zip(args[::2], args[1::2]):
         t = time.perf_counter()
-        rc = cli_main(["rlvr", "train", "--config", config, "--out", out])
+        rc = one_line_errors(lambda: train_one(config, out))  # noqa: B023  (called before the loop moves on)
         if rc:
             return rc
         print(f"{out}\t{time.perf_counter() - t:.3f}", flush=True)

@@ -52,6 +52,7 @@ from posttrain_probe.rlvr.session import (
     derived_generator,
     setup_session,
 )
+from posttrain_probe.stats import pearson
 from posttrain_probe.utils.device import autocast_context
 from posttrain_probe.utils.io import atomic_write_json, atomic_write_text
 
@@ -176,9 +177,7 @@ def _score_all(s: Session, model: Any, batch: dict[str, torch.Tensor], groups: l
 
 
 def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
-    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
-    denom = float(x.norm() * y.norm())
-    return float((x * y).sum()) / denom if denom > 0 else float("nan")
+    return pearson(x, y, min_n=2)  # float64 on the tensors' device; the guard n_train > 1 is the caller's
 
 
 def _update(

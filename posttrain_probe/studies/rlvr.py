@@ -108,6 +108,7 @@ def train_runs(study: Study, losses: tuple[str, ...], steps: int | None = None, 
     import json
 
     from posttrain_probe.rlvr import resume, train
+    from posttrain_probe.rlvr.run import RLVRRun
 
     configs = {loss: rlvr_config(study, loss, steps, task) for loss in losses}  # every config checked first
     runs = []
@@ -117,17 +118,12 @@ def train_runs(study: Study, losses: tuple[str, ...], steps: int | None = None, 
             shutil.rmtree(rd)
         if not rd.exists():
             train(cfg, rd)
-        elif json.loads((rd / "config.json").read_text()) != json.loads(json.dumps(cfg.to_dict())):
+        elif RLVRRun(rd).config != json.loads(json.dumps(cfg.to_dict())):
             raise FileExistsError(f"{rd} holds a run of another config; pass --force or another --out")
-        elif _steps_done(rd) < cfg.steps:
+        elif not RLVRRun(rd).is_finished:
             resume(rd)
         runs.append(rd)
     return runs
-
-
-def _steps_done(run_dir: Path) -> int:
-    metrics = run_dir / "metrics.jsonl"
-    return len([x for x in metrics.read_text().splitlines() if x.strip()]) if metrics.is_file() else 0
 
 
 def run_rlvr_dynamics(study: Study) -> list[Path]:

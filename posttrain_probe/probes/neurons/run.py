@@ -47,7 +47,7 @@ from posttrain_probe.probes.neurons.tables import (
     matching_table,
     side_by_side,
 )
-from posttrain_probe.results import RunResult, RunTimer
+from posttrain_probe.results import RunResult, RunTimer, provenance
 from posttrain_probe.utils.io import sha256_text
 
 ANALYSIS = "neurons"
@@ -252,7 +252,7 @@ def _run_neurons(pair: ModelPair, texts: list[str], cfg: NeuronsConfig, text_sou
         summary=summary,
         tables=tables,
         tensors=tensors,
-        provenance={"pair": pair.provenance(), "data": data},
+        provenance=provenance(pair, data=data),
         seeds={
             "split": cfg.seed,
             "single_controls": cfg.seed + 1,

@@ -10,8 +10,9 @@ import pandas as pd
 import torch
 
 from posttrain_probe.probes.patching.pairs import STATEMENT_CLASSES, EncodedPair, position_classes
-from posttrain_probe.results import RunResult
+from posttrain_probe.results import RunResult, provenance
 from posttrain_probe.stats import bootstrap_ci, class_means, nanmean0, pearson
+from posttrain_probe.utils.io import sha256_text
 
 ANALYSIS = "truth_patching"
 ROLES = ("base", "post")
@@ -118,7 +119,13 @@ def assemble_result(pair, cfg, encoded, maps, lds, dirs) -> RunResult:
         summary=summary,
         tables={"maps": pd.DataFrame(rows), "pairs": table},
         tensors=tensors,
-        provenance=pair.provenance(),
+        provenance=provenance(
+            pair,
+            data={
+                "n_pairs": len(encoded),
+                "pairs_sha256": sha256_text("\n".join(f"{e.pair.true_text}\t{e.pair.false_text}" for e in encoded)),
+            },
+        ),
         seeds={"pairs": cfg.seed, "shots": cfg.seed, "bootstrap": cfg.seed},
         notes=[
             "patched site: resid_post.l (block l output) at one token; "

@@ -62,22 +62,6 @@ def kl_next_token(ref_logits: torch.Tensor, new_logits: torch.Tensor) -> torch.T
     return (lp.exp() * (lp - lq)).sum(-1)
 
 
-def diff_in_means(harmful: torch.Tensor, harmless: torch.Tensor) -> torch.Tensor:
-    """mean(harmful) − mean(harmless) over the first (example) axis: (N, ..., D), (M, ..., D) → (..., D)."""
-    if harmful.shape[1:] != harmless.shape[1:]:
-        raise ValueError(f"activation shapes differ: {tuple(harmful.shape)} vs {tuple(harmless.shape)}")
-    if harmful.shape[0] == 0 or harmless.shape[0] == 0:
-        raise ValueError("need at least one harmful and one harmless example")
-    return harmful.double().mean(0).float() - harmless.double().mean(0).float()
-
-
-def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine along the last axis (NaN where a vector is zero)."""
-    a, b = a.double(), b.double()
-    den = a.norm(dim=-1) * b.norm(dim=-1)
-    return torch.where(den > 0, (a * b).sum(-1) / den, torch.full_like(den, float("nan"))).float()
-
-
 def select_candidate(
     scores: pd.DataFrame,
     n_layers: int,

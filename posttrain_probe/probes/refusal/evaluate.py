@@ -13,7 +13,6 @@ import torch
 from posttrain_probe.pair import HookedModel
 from posttrain_probe.probes.refusal.config import RefusalConfig
 from posttrain_probe.probes.refusal.core import (
-    diff_in_means,
     is_refusal,
     kl_next_token,
     refusal_log_odds,
@@ -30,6 +29,7 @@ from posttrain_probe.probes.refusal.model import (
     last_logits,
     post_instruction_tokens,
 )
+from posttrain_probe.stats import diff_in_means
 
 
 def _bar(it, cfg: RefusalConfig, desc: str, total: int | None = None):
@@ -65,7 +65,7 @@ def prepare_model(role: str, model: HookedModel, data: RefusalData, cfg: Refusal
     tr_hl = format_prompts(model, role, data.harmless_train, fmt, cfg.base_template)
     acts_h = candidate_activations(model, tr_h, P, cfg.batch_size)  # (N, L, P, D)
     acts_hl = candidate_activations(model, tr_hl, P, cfg.batch_size)
-    cands = diff_in_means(acts_h, acts_hl)  # (L, P, D)
+    cands = diff_in_means(acts_h, acts_hl, dtype=torch.float32)  # (L, P, D)
     ids = refusal_start_token_ids(model.tokenizer, cfg.score_phrases or cfg.refusal_phrases)
     if not ids:
         raise ValueError(

@@ -41,7 +41,6 @@ import pandas as pd
 from posttrain_probe.pair import ModelPair
 from posttrain_probe.probes.refusal.config import RefusalConfig, RefusalDataSpec
 from posttrain_probe.probes.refusal.core import (
-    cosine,
     select_candidate,
 )
 from posttrain_probe.probes.refusal.data import ANALYSIS, ROLES, RefusalData, load_refusal_data
@@ -54,7 +53,8 @@ from posttrain_probe.probes.refusal.evaluate import (
     score_candidates,
 )
 from posttrain_probe.probes.refusal.model import format_prompts
-from posttrain_probe.results import RunResult, RunTimer
+from posttrain_probe.results import RunResult, RunTimer, provenance
+from posttrain_probe.stats import cosine_batched
 
 # ---------------------------------------------------------------------------------------------- the run
 
@@ -124,10 +124,10 @@ def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
     cos_rows = pd.DataFrame(
         {
             "layer": list(range(L)),
-            "cos_last_position": cosine(b.candidates[:, -1], p_.candidates[:, -1]).tolist(),
-            "cos_selected_positions": cosine(b.candidates[:, pb], p_.candidates[:, pp]).tolist(),
-            "cos_base_to_selected_base": cosine(b.candidates[:, pb], chosen["base"][0]).tolist(),
-            "cos_post_to_selected_post": cosine(p_.candidates[:, pp], chosen["post"][0]).tolist(),
+            "cos_last_position": cosine_batched(b.candidates[:, -1], p_.candidates[:, -1]).tolist(),
+            "cos_selected_positions": cosine_batched(b.candidates[:, pb], p_.candidates[:, pp]).tolist(),
+            "cos_base_to_selected_base": cosine_batched(b.candidates[:, pb], chosen["base"][0]).tolist(),
+            "cos_post_to_selected_post": cosine_batched(p_.candidates[:, pp], chosen["post"][0]).tolist(),
             "norm_base": b.candidates[:, pb].norm(dim=-1).tolist(),
             "norm_post": p_.candidates[:, pp].norm(dim=-1).tolist(),
         }
@@ -167,14 +167,17 @@ def _run(pair: ModelPair, data: RefusalData, cfg: RefusalConfig) -> RunResult:
         summary=summary,
         tables=tables,
         tensors=tensors,
-        provenance={
-            **pair.provenance(),
-            "data": {"sources": data.sources, "sha256": data.hashes()},
-            "formats": {r: states[r].fmt for r in ROLES},
-            "refusal_start_tokens": {
-                r: states[r].model.tokenizer.convert_ids_to_tokens(states[r].score_ids) for r in ROLES
+        provenance=provenance(
+            pair,
+            data={"sources": data.sources, "sha256": data.hashes()},
+            model_extra={
+                r: {
+                    "prompt_format": states[r].fmt,
+                    "refusal_start_tokens": states[r].model.tokenizer.convert_ids_to_tokens(states[r].score_ids),
+                }
+                for r in ROLES
             },
-        },
+        ),
         seeds={"seed": cfg.seed},
         notes=notes,
     )
@@ -194,7 +197,8 @@ def _summary(sel, evaluation: pd.DataFrame, cos_rows: pd.DataFrame, chosen, stat
         "formats": {r: states[r].fmt for r in ROLES},
         "post_instruction_tokens": {r: states[r].post_tokens for r in ROLES},
         "selected": sel,
-        "cosine_selected_directions": float(cosine(chosen["base"][0], chosen["post"][0])),
+        # float32, like the table of cosines
+        "cosine_selected_directions": float(cosine_batched(chosen["base"][0], chosen["post"][0])),
         "cosine_by_layer_last_position": [round(x, 4) for x in cos_rows.cos_last_position],
         "refusal_rate": rates,
         "kl_harmless": kl,

@@ -12,8 +12,9 @@ import torch
 
 from posttrain_probe.pair.spans import TOKEN_CLASSES, token_class_masks
 from posttrain_probe.probes.tracing.core import NOISE_SITE, ModelTrace, PreparedFact
-from posttrain_probe.results import RunResult
+from posttrain_probe.results import RunResult, provenance
 from posttrain_probe.stats import argmax_2d, bootstrap_ci, class_means, nanmean0, pearson
+from posttrain_probe.utils.io import sha256_text
 
 if TYPE_CHECKING:
     from posttrain_probe.probes.tracing.config import TracingConfig
@@ -116,10 +117,16 @@ def assemble_result(pair, facts, prepared, skipped, clean, known, common, traces
         summary=summary,
         tables=tables,
         tensors=tensors,
-        provenance=pair.provenance(),
+        provenance=provenance(pair, data=_facts_provenance(facts)),
         seeds={"noise": cfg.seed, "bootstrap": cfg.seed},
         notes=_notes(cfg, L, skipped, prepared),
     )
+
+
+def _facts_provenance(facts) -> dict:
+    """How many facts were given and a hash of their prompt, subject and answer."""
+    text = "\n".join(f"{f.prompt}\t{f.subject}\t{f.answer}" for f in facts)
+    return {"n_facts": len(facts), "facts_sha256": sha256_text(text)}
 
 
 def _store(tensors, rows, aie, scope, role, kind, mean, lo, hi, n) -> None:

@@ -67,14 +67,6 @@ def _is_zero(v: np.ndarray, scale: float = 1.0) -> bool:
     return float(np.linalg.norm(v)) <= 1e-10 * max(scale, 1.0)
 
 
-def cosine(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
-    """Cosine similarity of two vectors; NaN when either is zero (a degenerate probe has no direction)."""
-    a, b = as_numpy(a), as_numpy(b)
-    if _is_zero(a) or _is_zero(b):
-        return float("nan")
-    return float(unit(a) @ unit(b))
-
-
 def truth_delta(mu_true: np.ndarray, mu_false: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """δ = ((μ_true − μ_false)·d̂) d̂: the class-mean gap along the probe direction (SPEC §2a); zero for a
     zero direction."""
@@ -256,7 +248,6 @@ __all__ = [
     "as_numpy",
     "auroc",
     "class_means",
-    "cosine",
     "fit_logistic",
     "fit_mass_mean",
     "fit_probe",

@@ -66,7 +66,7 @@ from posttrain_probe.probes.truth.tables import (
     run_interventions,
     score_tables,
 )
-from posttrain_probe.results import RunResult, RunTimer
+from posttrain_probe.results import RunResult, RunTimer, provenance
 from posttrain_probe.utils.io import sha256_text
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -219,7 +219,7 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
         summary=summary,
         tables=tables,
         tensors=tensors,
-        provenance={"pair": pair.provenance(), "data": data_prov},
+        provenance=provenance(pair, data=data_prov),
         seeds={
             "seed": cfg.seed,
             "split": cfg.seed,

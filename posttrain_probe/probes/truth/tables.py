@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from posttrain_probe.probes.truth.data import unk_fraction
-from posttrain_probe.probes.truth.fit import PROBE_KINDS, LinearProbe, cosine, fit_probe, nie_summary
+from posttrain_probe.probes.truth.fit import PROBE_KINDS, LinearProbe, fit_probe, nie_summary
 from posttrain_probe.probes.truth.model import (
     check_prompt_lengths,
     max_token_length,
@@ -18,6 +18,7 @@ from posttrain_probe.probes.truth.model import (
     render_prompt,
 )
 from posttrain_probe.probes.truth.reach import patch_reach
+from posttrain_probe.stats import cosine
 
 ROLES = ("base", "post")
 
