@@ -372,7 +372,7 @@ def _compare_checkpoints(sub):
         ("seed", 0, "seed of the samples and the tracing noise"),
     ):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=default, help=f"{text} (default: {default})")
-    from .analysis.drift import TRACING_KINDS, DriftConfig
+    from .analysis.drift_config import TRACING_KINDS, DriftConfig
 
     d = DriftConfig()
     p.add_argument(

@@ -128,11 +128,12 @@ def _start_worker(jobs: list[tuple[str, Path]], ctx: DemoContext, log: Path) -> 
 
 def _rlvr_runs(ctx: DemoContext) -> list[Path]:
     from posttrain_probe.rlvr import train
+    from posttrain_probe.rlvr.run import RLVRRun
 
     runs, pending = [], []
     for loss in ctx.losses or RLVR_LOSSES:
         rd = safe_join(ctx.out / "rlvr", safe_name(loss, "RLVR loss"), "RLVR loss")  # it may be rmtree'd below
-        if not (rd / "metrics.jsonl").exists() or ctx.force:
+        if ctx.force or not (rd.is_dir() and RLVRRun(rd).is_finished):
             if rd.exists():
                 shutil.rmtree(rd)
             pending.append((loss, rd))
@@ -200,10 +201,11 @@ def _dynamics(ctx: DemoContext):
 def _drift(ctx: DemoContext):
     from posttrain_probe.analysis.drift import DriftConfig, compare_checkpoints
     from posttrain_probe.data import load_facts, load_instructions, load_statements
-    from posttrain_probe.rlvr.checkpoint import list_checkpoints
+    from posttrain_probe.rlvr.run import RLVRRun
 
     run = ctx.out / "rlvr" / "grpo"
-    ckpts = [str(p) for _, p in list_checkpoints(run)]
+    grpo = RLVRRun(run)
+    ckpts = [str(p) for _, p in grpo.checkpoints()]
     data = Path(ctx.toy.data_dir)
     statements = [s for s in load_statements(data / "statements.csv") if s.extra.get("family") == "comparison"][:200]
     harmful = [i.text for i in load_instructions(data / "harmful.json", harmful=True)]
@@ -223,7 +225,7 @@ def _drift(ctx: DemoContext):
         harmful=harmful,
         harmless=harmless,
         cka_texts=texts,
-        metrics_jsonl=run / "metrics.jsonl",
+        metrics_jsonl=grpo.metrics_path,
         facts=facts,
         neuron_texts=corpus[64:512],
         config=cfg,
