@@ -16,7 +16,7 @@ from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.results import is_run_dir, read_run
 from posttrain_probe.studies import PAIRS, Study, rlvr_config, study_from_args, study_parser
 
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 SCRIPTS = ("knowledge_localization", "directions", "entropy_neurons", "rlvr_dynamics", "checkpoint_drift")
 CHAT = (
     "{% for m in messages %}{% if m['role'] == 'user' %}User {{ m['content'] }} {% endif %}{% endfor %}"

@@ -2,7 +2,7 @@
 weights, optimizer state, metrics, evaluations and token dumps of an uninterrupted run, and no leftovers.
 
 The processes run `posttrain_probe.cli.main(["rlvr", "train" | "resume", ...])`, forked from a server that did
-the imports once (tests/_cli_fork_server.py); every kill is a real SIGKILL of such a process.
+the imports once (tests/integration/_cli_fork_server.py); every kill is a real SIGKILL of such a process.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def test_config_yaml_rejects_unknown_keys_and_fills_defaults(tmp_path):
 
 
 def test_shipped_configs_parse():
-    configs = sorted((Path(__file__).parent.parent / "experiments" / "configs").glob("rlvr_*.yaml"))
+    configs = sorted((Path(__file__).resolve().parents[2] / "experiments" / "configs").glob("rlvr_*.yaml"))
     assert configs, "experiments/configs/rlvr_*.yaml are missing"
     names = {RLVRConfig.from_yaml(p).loss.name for p in configs}
     assert {"grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "steer"} <= names

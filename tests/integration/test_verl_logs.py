@@ -61,6 +61,6 @@ def test_the_package_and_the_log_converter_never_import_verl():
 
 def test_the_verl_adapter_says_what_to_install_when_verl_is_missing():
     if importlib.util.find_spec("verl") is not None:
-        pytest.skip("verl is installed here; tests/integrations/test_verl.py covers the adapter")
+        pytest.skip("verl is installed here; tests/integration/test_verl.py covers the adapter")
     with pytest.raises(ImportError, match=r"needs verl \(written against verl 0.9.1\)"):
         import posttrain_probe.integrations.verl  # noqa: F401

@@ -20,7 +20,7 @@ from posttrain_probe.rlvr import tasks
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.toyworld.config import preset_config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NO_CUDA = not torch.cuda.is_available()
 
 

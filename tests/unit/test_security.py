@@ -13,7 +13,7 @@ import torch
 
 from posttrain_probe.utils.io import UnsafePathError, safe_join, safe_name
 
-PACKAGE = Path(__file__).resolve().parent.parent / "posttrain_probe"
+PACKAGE = Path(__file__).resolve().parents[2] / "posttrain_probe"
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
 # classes whose from_pretrained loads weights
 WEIGHT_LOADERS = ("Model", "ForCausalLM", "LMHeadModel", "PreTrainedModel")
