@@ -1,5 +1,6 @@
-"""experiments/*.py end to end at the smallest sizes: on the quick toy pair, and on tiny random-init checkpoints of
-a real architecture standing in for hub ids with the real data sets; `figures` redraws from saved results only."""
+"""experiments/*.py end to end at the smallest sizes: on the quick toy pair, and on tiny random-init
+checkpoints of a real architecture standing in for hub ids with the real data sets; `figures` redraws from
+saved results only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import pytest
 
 from posttrain_probe.paths import shared_data_dir
 from posttrain_probe.results import is_run_dir, read_run
-from posttrain_probe.studies import PAIRS, Study, rlvr_config, study_from_args, study_parser
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 SCRIPTS = ("knowledge_localization", "directions", "entropy_neurons", "rlvr_dynamics", "checkpoint_drift")
@@ -163,47 +163,6 @@ def test_real_pair_path_runs_on_tiny_checkpoints_with_the_real_data(tmp_path):
     assert run["task"] == "countdown" and run["model"] == str(post) and run["prompt_format"] == "auto"
     assert is_run_dir(tmp_path / "checkpoint_drift" / "drift_rlvr")
     assert is_run_dir(tmp_path / "checkpoint_drift" / "drift_base_to_post")
-
-
-def test_pair_registry_and_argument_errors(tmp_path):
-    assert PAIRS["qwen2.5-0.5b"].post == "Qwen/Qwen2.5-0.5B-Instruct"
-    assert PAIRS["llama-3.2-1b"].base == "meta-llama/Llama-3.2-1B"
-    parser = study_parser("x", "test")
-    study = study_from_args("x", parser.parse_args(["--pair", "qwen2.5-0.5b"]))
-    assert (study.base, study.size, study.out) == ("Qwen/Qwen2.5-0.5B", "real", Path("runs/experiments/x/qwen2.5-0.5b"))
-    study = study_from_args("x", parser.parse_args(["--preset", "quick"]))
-    assert (study.base, study.post, study.size) == ("toyworld:quick:base", "toyworld:quick:post", "quick")
-    assert study_from_args("x", parser.parse_args([])).base == "toyworld:base"
-    for argv, match in (
-        (["--pair", "qwen2.5-0.5b", "--base", "a", "--post", "b"], "drop --pair"),
-        (["--base", "a"], "both --base and --post"),
-        (["--base", "a", "--post", "b", "--preset", "quick"], "drop it"),
-    ):
-        with pytest.raises(ValueError, match=match):
-            study_from_args("x", parser.parse_args(argv))
-    with pytest.raises(ValueError, match="for both"):
-        Study("x", "toyworld:base", str(tmp_path), tmp_path)
-    assert _main("directions")(["--pair", "qwen2.5-0.5b", "--base", "a", "--post", "b"]) == 1
-
-
-def test_real_rlvr_configs_follow_the_pair(tmp_path):
-    configs = EXPERIMENTS / "configs"
-    qwen = Study("r", *(PAIRS["qwen2.5-0.5b"].base, PAIRS["qwen2.5-0.5b"].post), tmp_path, pair="qwen2.5-0.5b",
-                 device="cpu", configs=configs)  # fmt: skip
-    cfg = rlvr_config(qwen, "clip_cov")
-    assert (cfg.model, cfg.task, cfg.steps, cfg.loss.name, cfg.loss.cov_preset) == (
-        "Qwen/Qwen2.5-0.5B-Instruct", "gsm8k", 300, "clip_cov", "paper")  # fmt: skip
-    assert cfg.eval_data == "shared:gsm8k/test.jsonl" and "<|im_end|>" in cfg.stop_tokens
-    math = Study("r", PAIRS["qwen2.5-math-1.5b"].base, PAIRS["qwen2.5-math-1.5b"].post, tmp_path,
-                 pair="qwen2.5-math-1.5b", device="cpu", configs=configs)  # fmt: skip
-    cfg = rlvr_config(math, "kl_cov", steps=20)
-    assert (cfg.task, cfg.data, cfg.eval_data, cfg.steps, cfg.checkpoint_every) == (
-        "math500", "shared:math500/test.jsonl", None, 20, 5)  # fmt: skip
-    llama = Study("r", PAIRS["llama-3.2-1b"].base, PAIRS["llama-3.2-1b"].post, tmp_path, pair="llama-3.2-1b",
-                  device="cpu", configs=configs)  # fmt: skip
-    assert "<|eot_id|>" in rlvr_config(llama, "steer").stop_tokens
-    with pytest.raises(ValueError, match="unknown loss"):
-        rlvr_config(llama, "ppo")
 
 
 def test_figures_only_keeps_the_matching_names_and_refuses_a_pattern_that_matches_nothing(toy_runs, tmp_path):

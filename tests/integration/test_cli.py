@@ -1,18 +1,9 @@
-"""The CLI is thin: it parses, calls the API and prints; mismatches exit 1 with one line."""
+"""The CLI is thin: `pair check` on tiny checkpoints; mismatches exit 1 with one line."""
 
 from __future__ import annotations
 
-import json
-
 from posttrain_probe.cli import main
 from posttrain_probe.testing import make_tiny_checkpoint
-
-
-def test_info_prints_versions_and_cache_dir(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(tmp_path))
-    assert main(["info", "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
-    assert info["cache_dir"] == str(tmp_path) and info["versions"]["torch"]
 
 
 def test_pair_check_ok_and_mismatch(capsys, tmp_path):

@@ -27,11 +27,6 @@ def reference(ckpts):
     return {f: AutoModelForCausalLM.from_pretrained(p, attn_implementation="eager").eval() for f, p in ckpts.items()}
 
 
-def test_position_ids_from_mask_hand_computed():
-    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
-    assert position_ids_from_mask(mask).tolist() == [[1, 1, 0, 1, 2], [0, 1, 2, 3, 4]]
-
-
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("backend", ["bridge", "nnsight"])
 def test_tokens_equal_hf_greedy_generate(ckpts, reference, family, backend):

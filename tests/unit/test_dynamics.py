@@ -115,21 +115,3 @@ def test_analyze_runs_reads_metrics_and_token_dumps(tmp_path):
     assert len(save_figures(back, tmp_path / "figs")) == 4
     with pytest.raises(ValueError, match="no RLVR run"):
         analyze_runs([])
-
-
-def test_report_figures_from_a_second_process_equal_in_process_ones_and_survive_its_failure(tmp_path, monkeypatch):
-    from posttrain_probe import report
-    from posttrain_probe.analysis.dynamics import analyze_runs
-    from posttrain_probe.results import read_run, write_run
-
-    res = analyze_runs([_fake_run(tmp_path / "a", "grpo"), _fake_run(tmp_path / "b", "clip_cov", seed=1)])
-    dirs = [write_run(tmp_path / "dyn1", res), write_run(tmp_path / "dyn2", res)]
-    results = [read_run(d) for d in dirs]
-    monkeypatch.setattr(report.os, "cpu_count", lambda: 2)
-    split = report._all_figures(dirs, results)  # dyn1 drawn by the second process
-    monkeypatch.setattr(report.os, "cpu_count", lambda: 1)
-    serial = report._all_figures(dirs, results)
-    assert len(split[0]) == 4 and split == serial
-    monkeypatch.setattr(report.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(report.sys, "executable", "false")  # the second process fails: its share is drawn here
-    assert report._all_figures(dirs, results) == serial
