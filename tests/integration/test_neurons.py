@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import random
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from posttrain_probe.pair import load_model, load_pair
+from posttrain_probe.pair import HookedModel, load_model, load_pair
 from posttrain_probe.pair.arch import discover
 from posttrain_probe.probes.neurons import (
     NeuronsConfig,
@@ -21,8 +22,8 @@ from posttrain_probe.probes.neurons import (
     selection_overlap,
 )
 from posttrain_probe.probes.neurons.ablate import (
+    _ablation_interventions,
     ablation_effects,
-    mean_ablation_logits,
     reference_means,
 )
 from posttrain_probe.probes.neurons.screen import (
@@ -93,6 +94,33 @@ def planted(tmp_path_factory):
 # ---------------------------------------------------------------------------------------------- ablation
 
 
+@torch.no_grad()
+def _mean_ablation_logits(
+    model: HookedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    layer: int,
+    neuron_sets: Sequence[Sequence[int]],
+    means: torch.Tensor,
+    freeze_norm_scale: bool = False,
+) -> torch.Tensor:
+    """Logits (S, B, T, V) with each of the S neuron sets mean-ablated in one batched forward through the
+    production interventions; with `freeze_norm_scale` the final norm's scale is patched to its clean value."""
+    B = input_ids.shape[0]
+    S = len(neuron_sets)
+    masks = torch.zeros(S, model.d_mlp, dtype=torch.bool)
+    for s, ns in enumerate(neuron_sets):
+        masks[s, list(ns)] = True
+    frozen, scale = [], None
+    if freeze_norm_scale:
+        scale = model.run(input_ids, attention_mask, read=["final_norm_scale"]).cache["final_norm_scale"]
+        scale = scale.repeat(S, 1)  # (S·B, T)
+        frozen = list(range(S * B))
+    ivs = _ablation_interventions(layer, masks.repeat_interleave(B, 0), means, frozen, scale)
+    out = model.run(input_ids.repeat(S, 1), attention_mask.repeat(S, 1), interventions=ivs)
+    return out.logits.reshape(S, B, *out.logits.shape[1:])
+
+
 @pytest.mark.parametrize("family,backend", [("gpt2", "bridge"), ("llama", "nnsight"), ("gemma2", "bridge")])
 def test_ablating_zero_neurons_and_freezing_the_scale_alone_are_no_ops(tiny, family, backend):
     m = load_model(tiny[family], backend=backend)
@@ -100,12 +128,12 @@ def test_ablating_zero_neurons_and_freezing_the_scale_alone_are_no_ops(tiny, fam
     layer = m.n_layers - 1
     means = reference_means(m, ids, am, [layer])[layer]
     clean = m.forward(ids, am)
-    none = mean_ablation_logits(m, ids, am, layer, [[]], means)
+    none = _mean_ablation_logits(m, ids, am, layer, [[]], means)
     assert torch.equal(none[0], clean)
-    frozen = mean_ablation_logits(m, ids, am, layer, [[]], means, freeze_norm_scale=True)
+    frozen = _mean_ablation_logits(m, ids, am, layer, [[]], means, freeze_norm_scale=True)
     assert (frozen[0] - clean).abs().max().item() <= 1e-5
     # a real ablation does change the logits (the test above can fail)
-    some = mean_ablation_logits(m, ids, am, layer, [list(range(0, m.d_mlp, 2))], means)
+    some = _mean_ablation_logits(m, ids, am, layer, [list(range(0, m.d_mlp, 2))], means)
     assert (some[0] - clean).abs().max().item() > 1e-4
     stats = ablation_effects(m, ids, am, layer, [[], [1, 2]], means, batch_rows=4)
     assert np.abs(stats.effects[0]).max() <= 1e-5

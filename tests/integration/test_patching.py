@@ -12,7 +12,6 @@ import torch
 
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import load_model, load_pair
-from posttrain_probe.pair.restore import restore_naive
 from posttrain_probe.probes.patching import (
     PatchingConfig,
     add_cli,
@@ -66,26 +65,17 @@ def encoded(ckpt):
     return [encode_pair(tok, p, prompt) for p in pairs[:3]]
 
 
-def test_batched_maps_equal_one_forward_per_patch_and_last_cell_is_the_full_gap(ckpt, encoded):
+def test_batched_maps_are_zero_before_the_subject_and_the_last_cell_is_the_full_gap(ckpt, encoded):
+    """Cell by cell against one forward per patch: tests/reference/test_tracing_reference.py."""
     m = load_model(ckpt, backend="nnsight")
     t_id, f_id, _ = label_token_ids(m.tokenizer, " TRUE", " FALSE")
     maps, lds = patch_maps({"base": m}, encoded, t_id, f_id, [("base", "base")], {"base": True}, progress=False)
     L = m.n_layers
-    biggest = 0.0
-    scored = torch.tensor([[t_id, f_id]])
     for i, e in enumerate(encoded):
-        true = m.run(e.true_ids[None], read=[f"resid_post.{l}" for l in range(L)])
-        for t in range(e.subject[0], e.n_tokens):
-            for l in range(L):
-                patch = [(f"resid_post.{l}", [t], true.cache[f"resid_post.{l}"][:, t : t + 1])]
-                lp = restore_naive(m, e.false_ids[None], scored, {}, patch)[0]
-                ref = (lp[0] - lp[1]).item() - lds["ld_false.base"][i].item()
-                assert maps["base"][i, t, l].item() == pytest.approx(ref, abs=1e-5)
-                biggest = max(biggest, abs(ref))
         assert torch.all(maps["base"][i, : e.subject[0]] == 0)
         gap = (lds["ld_true.base"][i] - lds["ld_false.base"][i]).item()
         assert maps["base"][i, e.n_tokens - 1, L - 1].item() == pytest.approx(gap, abs=1e-5)
-    assert biggest > 1e-4
+    assert maps["base"].nan_to_num().abs().max() > 1e-4  # the maps are not all zeros
 
 
 def test_bridge_nnsight_and_identical_cross_model_maps_agree(ckpt, encoded):

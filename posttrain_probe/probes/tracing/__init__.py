@@ -31,7 +31,6 @@ from posttrain_probe.probes.tracing.core import (
     clean_answer_probs,
     embedding_std,
     prepare_facts,
-    trace_fact_naive,
     trace_model,
 )
 from posttrain_probe.probes.tracing.result import ANALYSIS, ROLES, assemble_result
@@ -49,7 +48,6 @@ __all__ = [
     "prepare_facts",
     "embedding_std",
     "trace_model",
-    "trace_fact_naive",
     "run_tracing",
     "add_cli",
 ]
