@@ -1,5 +1,5 @@
 """Benchmark: batched causal tracing vs (a) a loop over TransformerLens's patching helper and (b) a naive
-one-forward-per-patch loop with our engine, on the same model, facts, noise and cells.
+one-forward-per-patch loop on the plain HF model, on the same model, facts, noise and cells.
 
 (a) TransformerLens 4.x has no ROME helper; `transformer_lens.patching.generic_activation_patch` (what
 `get_act_patch_resid_pre` / `get_act_patch_mlp_out` / `get_act_patch_attn_out` wrap) accepts the bridge.
@@ -8,7 +8,8 @@ corrupted run made by a noise hook at `blocks.0.hook_resid_pre` held by `bridge.
 answer probability over the noise samples as metric: one forward per (layer, position), ROME's own loop.
 TL patches one layer per forward, so its mlp/attn numbers are single-layer restorations, not ROME's windows
 (same number of forwards; only the resid maps are compared numerically).
-(b) `trace_fact_naive`: one full forward (batch = noise samples) per (token, layer, kind).
+(b) `tests/reference/naive_tracing.trace_fact`, the test suite's oracle (plain HF forward hooks, its own noise
+draws): one full forward (batch = noise samples) per (token, layer, kind).
 (c) The floor: raw HF forwards (no hooks) of exactly the batches our engine runs, and the share of their
 token × layer work that any method must do (blocks above the lowest restored layer, positions ≥ t).
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -151,7 +153,6 @@ def main() -> None:
     from posttrain_probe.probes.tracing.core import (
         embedding_std,
         prepare_facts,
-        trace_fact_naive,
         trace_model,
     )
 
@@ -194,9 +195,19 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     out["ours_s"] = statistics.median(times)
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.reference
+    from transformers import AutoModelForCausalLM
+
+    from tests.reference.naive_tracing import trace_fact
+
+    hf = AutoModelForCausalLM.from_pretrained(path).eval()
+
+    def cells(f):
+        return range(f.subject[0], f.n_tokens)
+
     t0 = time.perf_counter()
     naive = [
-        trace_fact_naive(m, f, sigma, n, kinds, args.window, seed, positions=range(f.subject[0], f.n_tokens))[0]
+        trace_fact(hf, f.ids, f.subject, f.answer_id, f.index, sigma, n, kinds, args.window, seed, cells(f))[0]
         for f in prepared
     ]
     out["naive_s"] = time.perf_counter() - t0

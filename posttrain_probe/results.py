@@ -11,7 +11,7 @@ numbers round-trip; tuples are written as lists, numpy scalars as Python numbers
 
 Reproducibility: the result.json keys in `VOLATILE_META_KEYS` (when, where and with which versions it ran)
 differ between two runs of the same analysis; input paths appear verbatim in config/provenance. Everything
-else, the tables and the tensors are identical for the same inputs and seed (tests/test_determinism.py);
+else, the tables and the tensors are identical for the same inputs and seed (tests/e2e/test_determinism.py);
 `reproducible_json` is result.json without the volatile keys, with paths made relative to given roots.
 """
 

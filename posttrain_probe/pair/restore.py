@@ -222,18 +222,3 @@ def restore(
         res = model.run(receiver.ids[items, start:], interventions=ivs, **kw)
         out[idx] = _scored(res.logits, token_ids[items])
     return out
-
-
-@torch.no_grad()
-def restore_naive(
-    model: HookedModel,
-    ids: torch.Tensor,
-    token_ids: torch.Tensor,
-    adds: dict[str, torch.Tensor],
-    patches: Sequence[tuple[str, Sequence[int], torch.Tensor]],
-) -> torch.Tensor:
-    """The reference: one full forward of `ids` (N, T) with `adds` and the given patches (site, positions,
-    value broadcastable to (N, P, D)); returns log-probs (N, K) of `token_ids` at the last position."""
-    ivs: list = _add_ivs({k: v.to(model.device) for k, v in adds.items()}, torch.arange(ids.shape[0]), 0)
-    ivs += [Patch(site, value=value, positions=list(pos)) for site, pos, value in patches]
-    return _scored(model.run(ids, interventions=ivs, logits_to_keep=1).logits, token_ids)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from example_probe.config import ExampleConfig, ExampleData
 from posttrain_probe.results import RunResult
+from tests.example_probe.config import ExampleConfig, ExampleData
 
 
 def load_inputs(data: ExampleData, sources, cfg: ExampleConfig) -> list[str]:

@@ -83,33 +83,6 @@ def _ablation_interventions(
     return ivs
 
 
-@torch.no_grad()
-def mean_ablation_logits(
-    model: HookedModel,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    layer: int,
-    neuron_sets: Sequence[Sequence[int]],
-    means: torch.Tensor,
-    freeze_norm_scale: bool = False,
-) -> torch.Tensor:
-    """Logits (S, B, T, V) with each of the S neuron sets mean-ablated in one batched forward; with
-    `freeze_norm_scale` the final norm's scale is patched to its clean value (the direct effect)."""
-    B = input_ids.shape[0]
-    S = len(neuron_sets)
-    masks = torch.zeros(S, model.d_mlp, dtype=torch.bool)
-    for s, ns in enumerate(neuron_sets):
-        masks[s, list(ns)] = True
-    frozen, scale = [], None
-    if freeze_norm_scale:
-        scale = model.run(input_ids, attention_mask, read=["final_norm_scale"]).cache["final_norm_scale"]
-        scale = scale.repeat(S, 1)  # (S·B, T)
-        frozen = list(range(S * B))
-    ivs = _ablation_interventions(layer, masks.repeat_interleave(B, 0), means, frozen, scale)
-    out = model.run(input_ids.repeat(S, 1), attention_mask.repeat(S, 1), interventions=ivs)
-    return out.logits.reshape(S, B, *out.logits.shape[1:])
-
-
 @dataclass
 class AblationStats:
     """Per-text results of a batch of ablation conditions.

@@ -59,7 +59,6 @@ __getattr__, __dir__ = lazy_exports(
         "prepare_facts": "core",
         "embedding_std": "core",
         "trace_model": "core",
-        "trace_fact_naive": "core",
         "clean_answer_probs": "core",
         "TOKEN_CLASSES": "posttrain_probe.pair.spans",
         "SubjectNotFoundError": "posttrain_probe.pair.spans",

@@ -7,7 +7,8 @@ Conventions (recorded in every result):
   measured at the same site, so the noise-to-signal ratio does not depend on the convention.
 - Embedding std σ: the std of all resid_pre.0 entries of a reference text set (default: the facts'
   subjects tokenized without special tokens, as ROME's `collect_embedding_std`). Noise = scale · σ · z,
-  z ~ N(0, 1) drawn per fact from a generator seeded by (seed, fact index): the same z for every model.
+  z ~ N(0, 1) of shape (n_samples, n_subject_tokens, d_model), one `torch.randn` call on a CPU generator
+  seeded with seed · 1_000_003 + fact index: the same z for every model.
 - p = the probability of the answer's first token at the last prompt position. IE(t, l) = mean over noise
   samples of p_restored − mean of p_corrupted. Restoring a position before the subject is a no-op (the
   corrupted and clean runs agree there), so those cells are 0 without a forward.
@@ -30,7 +31,6 @@ from posttrain_probe.pair.restore import (
     Restorations,
     restoration_sites,
     restore,
-    restore_naive,
     run_receiver,
     source_sites,
 )
@@ -214,36 +214,3 @@ def trace_model(
         ie={k: ie[:, :, j].contiguous() for j, k in enumerate(kinds)},
         n_tokens=[f.n_tokens for f in facts],
     )
-
-
-@torch.no_grad()
-def trace_fact_naive(
-    model: HookedModel,
-    fact: PreparedFact,
-    sigma: float,
-    n_samples: int = 10,
-    kinds: Sequence[str] = ("resid", "mlp", "attn"),
-    window: int = 10,
-    seed: int = 0,
-    positions: Sequence[int] | None = None,
-) -> tuple[dict[str, torch.Tensor], float, float]:
-    """The reference implementation: one full forward (batch = noise samples) per (token, layer, kind).
-
-    Returns (ie[kind] (T, L), p_clean, p_corrupted). `positions` defaults to every token (before the subject
-    too, which must give 0)."""
-    L, D, T, n = model.n_layers, model.d_model, fact.n_tokens, n_samples
-    ids = fact.ids.unsqueeze(0)
-    ans = torch.tensor([[fact.answer_id]])
-    clean = model.run(ids, read=source_sites(kinds, L))
-    p_clean = float(torch.softmax(clean.logits[0, -1].float(), -1)[fact.answer_id])
-    noise = {NOISE_SITE: _noise_full(fact, n, D, sigma, seed)}
-    ids_n, ans_n = ids.repeat(n, 1), ans.repeat(n, 1)
-    p_corr = float(restore_naive(model, ids_n, ans_n, noise, [])[:, 0].exp().mean())
-    ie = {k: torch.zeros(T, L) for k in kinds}
-    for t in range(T) if positions is None else positions:
-        for k in kinds:
-            for l in range(L):
-                patches = [(s, [t], clean.cache[s][:, t : t + 1]) for s in restoration_sites(k, l, L, window)]
-                p = float(restore_naive(model, ids_n, ans_n, noise, patches)[:, 0].exp().mean())
-                ie[k][t, l] = p - p_corr
-    return ie, p_clean, p_corr

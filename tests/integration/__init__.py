@@ -1,0 +1,1 @@
+"""Tiny random-init models of real architectures (posttrain_probe.testing.make_tiny_checkpoint)."""

@@ -1,0 +1,69 @@
+"""The toy world without training: deterministic world, held-out splits, config validation, the tokenizer."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from transformers import AutoTokenizer
+
+from posttrain_probe.toyworld import preset_config
+from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs
+from posttrain_probe.toyworld.tokenizer import build_tokenizer
+from posttrain_probe.toyworld.world import make_world
+
+
+def test_world_is_deterministic_and_names_are_multi_token():
+    cfg = preset_config("quick", seed=3)
+    a, b = make_world(cfg), make_world(cfg)
+    assert [p.name for p in a.people] == [p.name for p in b.people]
+    assert [p.name for p in make_world(preset_config("quick", seed=4)).people] != [p.name for p in a.people]
+    tok = build_tokenizer(a)
+    for p in a.people[:10]:
+        assert len(tok(p.name, add_special_tokens=False)["input_ids"]) == 2
+    assert any(len(tok(c, add_special_tokens=False)["input_ids"]) == 2 for c in a.cities)
+    docs = pretraining_docs(a, cfg, random.Random(0))
+    assert all(tok.unk_token_id not in tok(d)["input_ids"] for d in docs[:500])
+
+
+def test_heldout_splits_are_disjoint_from_training_text():
+    cfg = preset_config("quick")
+    w = make_world(cfg)
+    docs = " ".join(pretraining_docs(w, cfg, random.Random(0)))
+    a, b = sorted(w.comparison_heldout)[0]
+    assert f"{' '.join(str(a))} is larger than {' '.join(str(b))} ." not in docs
+    new = w.new_people[0]
+    assert new.name not in docs  # SFT-only facts never appear in pretraining
+    held = {r[0] for r in w.requests["heldout"]}
+    assert held.isdisjoint({r[0] for r in w.requests["train"]})
+
+
+def test_config_validation_names_the_fix():
+    with pytest.raises(ValueError, match="d_mlp"):
+        preset_config("quick", d_mlp=64)
+    with pytest.raises(ValueError, match="unknown toy-world preset"):
+        preset_config("huge")
+    with pytest.raises(ValueError, match="unknown toy-world config keys"):
+        preset_config("quick", n_dragons=3)
+
+
+def test_tokenizer_round_trips_the_prompts_probes_use(tmp_path):
+    cfg = preset_config("quick")
+    world = make_world(cfg)
+    build_tokenizer(world).save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    sets = eval_sets(world, random.Random(0), 10)
+    texts = [f["prompt"] for f in sets["facts"]] + [s["statement"] for s in sets["statements"][:50]]
+    texts += [BASE_TEMPLATE.format(instruction=r["instruction"]) for r in sets["harmful"] + sets["harmless"]]
+    texts += [r["question"] for r in sets["arithmetic"][:20]]
+    for text in texts:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.unk_token_id not in ids, text
+        assert tok.decode(ids) == text
+    toks = tok.convert_ids_to_tokens(tok("User : how do I bake bread ?\nAssistant :")["input_ids"])
+    assert toks[-3:] == ["\n", "Assistant", ":"] and toks[0] == "<s>"
+    assert tok.convert_ids_to_tokens(tok("5 7 + 1 0 =", add_special_tokens=False)["input_ids"]) == list("57+10=")
+    chat = tok.apply_chat_template(
+        [{"role": "user", "content": "5 7 + 1 0 ="}], add_generation_prompt=True, tokenize=False
+    )
+    assert tok.decode(tok(chat, add_special_tokens=False)["input_ids"]) == chat.strip()
