@@ -16,14 +16,13 @@ from posttrain_probe.probes.refusal import (
     load_refusal_data,
 )
 from posttrain_probe.probes.refusal.core import (
-    cosine,
-    diff_in_means,
     is_refusal,
     kl_next_token,
     refusal_log_odds,
     refusal_start_token_ids,
     select_candidate,
 )
+from posttrain_probe.stats import cosine_batched, diff_in_means
 
 
 def test_refusal_log_odds_matches_hand_computation():
@@ -63,7 +62,7 @@ def test_diff_in_means_recovers_planted_direction():
     harmful = torch.randn(n, 3, d, generator=g) + 3.0 * u
     r = diff_in_means(harmful, harmless)
     assert r.shape == (3, d)
-    assert (cosine(r, u.expand(3, d)) > 0.99).all()
+    assert (cosine_batched(r, u.expand(3, d)) > 0.99).all()
     with pytest.raises(ValueError, match="shapes differ"):
         diff_in_means(harmful, harmless[:, :2])
 
