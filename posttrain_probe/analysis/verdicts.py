@@ -93,6 +93,8 @@ def entropy_law(res: RunResult, runs: dict[int, str]) -> tuple[Interval, str]:
         return _over_seeds(s, runs, lambda g: g["law_r2"]), f"Student-t 95% CI over {len(runs)} seeds"
     label = next(iter(runs.values()))
     df = _curve(res, label)
+    if len(df) < 3:
+        return (s[label]["law_r2"], None, None), "no curve saved, so no interval"
     x, r = np.exp(df.entropy_mean.to_numpy(float)), df.accuracy.to_numpy(float)
 
     def r2(idx: np.ndarray) -> float:
