@@ -228,7 +228,12 @@ def _refusal(ablated: list[int], baseline: list[int], passed: bool = False, indu
 
 
 @pytest.mark.parametrize(
-    ("ablated", "word"), [([0] * 40, "reproduced"), ([1] * 40, "refuted"), ([1, 0] * 20, "inconclusive")]
+    ("ablated", "word"),
+    [
+        ([0] * 40, "reproduced"),
+        ([1] * 40, "refuted"),
+        ([1] * 14 + [0] * 26, "inconclusive"),  # ratio 0.35 < 0.5, but its CI straddles 0.5
+    ],
 )
 def test_refusal_ablation_word_follows_the_paired_rate_ratio(ablated, word):
     from posttrain_probe.probes.refusal.verdicts import CLAIM_ABLATE, verdicts
@@ -266,7 +271,12 @@ def _neurons(share: float, std: float, gap: float = 0.05) -> RunResult:
 
 
 @pytest.mark.parametrize(
-    ("share", "std", "word"), [(0.05, 0.05, "reproduced"), (0.8, 0.1, "refuted"), (0.074, 0.37, "inconclusive")]
+    ("share", "std", "word"),
+    [
+        (0.05, 0.05, "reproduced"),
+        (0.8, 0.1, "refuted"),
+        (0.12, 0.10, "inconclusive"),  # 0.12 < 0.2, but its interval straddles 0.2
+    ],
 )
 def test_neuron_word_follows_the_control_spread_interval(share, std, word):
     from posttrain_probe.probes.neurons.verdicts import verdicts
@@ -348,7 +358,11 @@ def test_rlvr_one_run_uses_a_step_bootstrap_and_the_accuracy_guard():
 
 @pytest.mark.parametrize(
     ("base", "post", "n", "word"),
-    [(0.05, 0.9, 100, "reproduced"), (0.55, 0.62, 400, "refuted"), (0.45, 0.75, 40, "inconclusive")],
+    [
+        (0.05, 0.9, 100, "reproduced"),
+        (0.55, 0.62, 400, "refuted"),
+        (0.45, 0.80, 40, "inconclusive"),  # 0.35 > 0.3, but its CI straddles 0.3
+    ],
 )
 def test_new_knowledge_word_follows_the_difference_interval(base, post, n, word):
     from posttrain_probe.toyworld.verdicts import new_knowledge_verdicts
