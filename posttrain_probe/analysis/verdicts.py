@@ -1,98 +1,254 @@
-"""Verdicts of the RLVR entropy-dynamics analysis (Cui et al. 2025, Hao et al. 2025), from a saved result only."""
+"""Verdicts of the RLVR entropy-dynamics analysis (Cui et al. 2025, Hao et al. 2025), from a saved result only.
+
+Runs are grouped into arms by their label: `<loss>` or `<loss>_seed<k>` (seed k; a bare label is seed 0). Where an
+arm has several runs (a multi-seed study), a claim's interval is the Student-t 95% interval over seeds (ratios
+paired by seed); where it has one, the interval is a percentile bootstrap over that run's training steps (step
+noise only; the rule text says so).
+"""
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
 from posttrain_probe.results import RunResult
-from posttrain_probe.verdict import Verdict
+from posttrain_probe.verdict import Interval, Verdict, bootstrap_ci, decide, fmt_ci, seed_ci
+
+CUI, HAO = "Cui et al. 2025", "Hao et al. 2025 (STEER)"
+DROP_THRESHOLD = 0.3  # entropy drop fraction
+R2_THRESHOLD = 0.8
+COV_SHARE_THRESHOLD = 0.5  # "mostly positive": more than half of the steps
+KEEP_THRESHOLD = 1.0  # final entropy / GRPO's: "higher"
+N_BOOT = 1000
+NAN_IV: Interval = (math.nan, None, None)
+_SEED = re.compile(r"^(?P<arm>.+?)_seed(?P<k>\d+)$")
 
 
-def _v(paper: str, claim: str, verdict: str, evidence: str, **numbers) -> Verdict:
-    return Verdict(paper, claim, verdict, evidence, section="dynamics", **numbers)
+def arm_of(label: str) -> tuple[str, int]:
+    """('grpo', 3) for 'grpo_seed3'; ('grpo', 0) for 'grpo'."""
+    m = _SEED.match(label)
+    return (m["arm"], int(m["k"])) if m else (label, 0)
+
+
+def arms(summary: dict[str, Any]) -> dict[str, dict[int, str]]:
+    """{arm: {seed: run label}} of the runs in a dynamics summary."""
+    out: dict[str, dict[int, str]] = {}
+    for label, v in summary.items():
+        if isinstance(v, dict) and "entropy_last" in v:
+            arm, k = arm_of(label)
+            out.setdefault(arm, {})[k] = label
+    return out
+
+
+def window(n_steps: int) -> int:
+    """Steps averaged at the start and the end of a run: a tenth of the run, at least 3 (at most half)."""
+    return max(1, min(max(3, n_steps // 10), n_steps // 2))
+
+
+def _curve(res: RunResult, label: str) -> pd.DataFrame:
+    c = res.tables.get("curves")
+    return c[c.run == label].sort_values("step") if c is not None else pd.DataFrame()
+
+
+def _over_seeds(summary: dict, runs: dict[int, str], fn: Callable[[dict], float]) -> Interval:
+    return seed_ci([fn(summary[label]) for label in runs.values()])
+
+
+def _step_boot(n: int, stat: Callable[[np.ndarray], float], seed: int) -> Interval:
+    return bootstrap_ci(stat, n, N_BOOT, seed)
+
+
+def collapse(res: RunResult, runs: dict[int, str]) -> tuple[Interval, Interval, str]:
+    """(entropy drop fraction, accuracy rise, how) for the GRPO arm."""
+    s = res.summary
+    if len(runs) > 1:
+        drop = _over_seeds(s, runs, lambda g: g["entropy_drop_frac"])
+        rise = _over_seeds(s, runs, lambda g: g["accuracy_last"] - g["accuracy_first"])
+        return drop, rise, f"Student-t 95% CI over {len(runs)} seeds (first and last step)"
+    df = _curve(res, next(iter(runs.values())))
+    if len(df) < 2:
+        return NAN_IV, NAN_IV, "no curve"
+    w = window(len(df))
+    h, a = df.entropy_mean.to_numpy(float), df.accuracy.to_numpy(float)
+
+    def drop(idx: np.ndarray) -> float:
+        first = h[:w][idx].mean()
+        return float(1 - h[-w:][idx].mean() / first) if first > 0 else math.nan
+
+    def rise(idx: np.ndarray) -> float:
+        return float(a[-w:][idx].mean() - a[:w][idx].mean())
+
+    how = f"95% bootstrap CI over the first and last {w} steps of one run (step noise only, no seed replicates)"
+    return _step_boot(w, drop, 1), _step_boot(w, rise, 2), how
+
+
+def entropy_law(res: RunResult, runs: dict[int, str]) -> tuple[Interval, str]:
+    s = res.summary
+    if len(runs) > 1:
+        return _over_seeds(s, runs, lambda g: g["law_r2"]), f"Student-t 95% CI over {len(runs)} seeds"
+    label = next(iter(runs.values()))
+    df = _curve(res, label)
+    if len(df) < 3:
+        return (s[label]["law_r2"], None, None), "no curve saved, so no interval"
+    x, r = np.exp(df.entropy_mean.to_numpy(float)), df.accuracy.to_numpy(float)
+
+    def r2(idx: np.ndarray) -> float:
+        xs, rs = x[idx], r[idx]
+        if xs.std() == 0 or rs.std() == 0:
+            return math.nan
+        return float(np.corrcoef(xs, rs)[0, 1] ** 2)  # R² of the least-squares fit R = −a·e^H + b
+
+    est, lo, hi = _step_boot(len(df), r2, 3)
+    return (s[label]["law_r2"], lo, hi), f"95% bootstrap CI over the {len(df)} steps of one run (no seed replicates)"
+
+
+def cov_positive(res: RunResult, runs: dict[int, str]) -> tuple[Interval, str]:
+    s = res.summary
+    if len(runs) > 1:
+        return _over_seeds(s, runs, lambda g: g["share_steps_cov_positive"]), f"Student-t 95% CI over {len(runs)} seeds"
+    df = _curve(res, next(iter(runs.values())))
+    if "cov_mean" not in df or df.empty:
+        return NAN_IV, "no covariance logged"
+    pos = (df.cov_mean.to_numpy(float) > 0).astype(float)
+    return bootstrap_ci(pos, n_boot=N_BOOT, seed=4), f"95% bootstrap CI over the {len(df)} steps of one run"
+
+
+def entropy_ratio(res: RunResult, arm: dict[int, str], grpo: dict[int, str], seed: int) -> tuple[Interval, str]:
+    """Final entropy of `arm` / GRPO's: over paired seeds, or over the last steps of one run each (paired by
+    step: the same prompts and sampling seeds per step)."""
+    s = res.summary
+    paired = sorted(set(arm) & set(grpo))
+    if len(paired) > 1:
+        vals = [s[arm[k]]["entropy_last"] / max(s[grpo[k]]["entropy_last"], 1e-9) for k in paired]
+        return seed_ci(vals), f"Student-t 95% CI over {len(paired)} paired seeds (last step)"
+    a, g = _curve(res, arm[min(arm)]), _curve(res, grpo[min(grpo)])
+    n = min(len(a), len(g))
+    if n < 2:
+        return NAN_IV, "no curves"
+    w = window(n)
+    ha, hg = a.entropy_mean.to_numpy(float)[n - w : n], g.entropy_mean.to_numpy(float)[n - w : n]
+
+    def ratio(idx: np.ndarray) -> float:
+        d = hg[idx].mean()
+        return float(ha[idx].mean() / d) if d > 0 else math.nan
+
+    return _step_boot(w, ratio, seed), f"95% bootstrap CI over the last {w} steps, paired by step (one seed each)"
+
+
+def omega_vs_cov(res: RunResult) -> tuple[Interval, int, str]:
+    """Pearson(−Ω, ΔH) − Pearson(−Cov, ΔH) per run, with a Student-t interval over runs."""
+    tp = res.tables.get("token_predictors")
+    rows = {(r.run, r.predictor): r.pearson for r in tp.itertuples()}
+    runs = sorted({r for r, _ in rows})
+    diffs = [rows.get((r, "-omega"), math.nan) - rows.get((r, "-cov"), math.nan) for r in runs]
+    text = ", ".join(
+        f"{r}: Ω {rows.get((r, '-omega'), math.nan):.2f} vs Cov {rows.get((r, '-cov'), math.nan):.2f}" for r in runs
+    )
+    return seed_ci(diffs), len(runs), text
 
 
 def dynamics_verdicts(res: RunResult) -> list[Verdict]:
     s = res.summary
-    out = []
-    g = s.get("grpo")
-    if g and g["accuracy_first"] == 0 and g["accuracy_last"] == 0:
+    groups = arms(s)
+    grpo = groups.get("grpo")
+    out: list[Verdict] = []
+
+    def v(paper: str, claim: str, iv: Interval, n: int, thr: float, rule: str, ev: str, guard: str | None = None):
+        out.append(decide(paper, claim, iv, n, thr, rule, ev, "dynamics", guard=guard))
+
+    if grpo and all(s[r]["accuracy_first"] == 0 and s[r]["accuracy_last"] == 0 for r in grpo.values()):
+        g = s[next(iter(grpo.values()))]
         return [
-            _v(
-                "Cui et al. 2025 / Hao et al. 2025",
+            decide(
+                f"{CUI} / {HAO}",
                 "entropy dynamics claims",
-                "inconclusive",
-                f"GRPO never earned a reward in {g['steps']} steps (accuracy 0): no learning signal to study",
+                NAN_IV,
+                len(grpo),
+                math.nan,
+                "needs a learning signal",
+                f"GRPO accuracy 0 at the first and last step over {g['steps']} steps",
+                "dynamics",
+                guard="GRPO never earned a reward: no learning signal to study",
             )
         ]
-    if g:
-        collapsed = g["entropy_drop_frac"] > 0.3 and g["accuracy_last"] > g["accuracy_first"]
-        out.append(
-            _v(
-                "Cui et al. 2025",
-                "without intervention, entropy collapses while performance rises",
-                "reproduced" if collapsed else "not reproduced",
-                f"GRPO: entropy {g['entropy_first']:.3f} → {g['entropy_last']:.3f} ({g['entropy_drop_frac']:.0%} "
-                f"drop), accuracy {g['accuracy_first']:.3f} → {g['accuracy_last']:.3f} over {g['steps']} steps",
-            )
+    if grpo:
+        first = s[grpo[min(grpo)]]
+        drop, rise, how = collapse(res, grpo)
+        v(
+            CUI,
+            "without intervention, entropy collapses while performance rises",
+            drop,
+            len(grpo),
+            DROP_THRESHOLD,
+            f"entropy drop fraction of GRPO with its {how} entirely above {DROP_THRESHOLD}; needs the accuracy rise "
+            "CI above 0",
+            f"GRPO: entropy {first['entropy_first']:.3f} → {first['entropy_last']:.3f}, accuracy "
+            f"{first['accuracy_first']:.3f} → {first['accuracy_last']:.3f} over {first['steps']} steps (seed "
+            f"{min(grpo)}); drop {fmt_ci(drop)}, accuracy rise {fmt_ci(rise)}",
+            None if rise[1] is not None and rise[1] > 0 else "accuracy does not clearly rise (CI not above 0)",
         )
-        r2 = g["law_r2"]
-        out.append(
-            _v(
-                "Cui et al. 2025",
-                "R = −a·exp(H) + b fits performance against entropy",
-                "reproduced" if r2 > 0.8 else "not reproduced" if r2 < 0.4 else "mixed",
-                f"GRPO fit a = {g['law_a']:.3f}, b = {g['law_b']:.3f}, R² = {r2:.2f}, ceiling b − a = "
-                f"{g['law_ceiling']:.3f} (reproduced: R² > 0.8)",
-            )
+        law, how = entropy_law(res, grpo)
+        v(
+            CUI,
+            "R = −a·exp(H) + b fits performance against entropy",
+            law,
+            len(grpo),
+            R2_THRESHOLD,
+            f"R² of the GRPO fit with its {how} entirely above {R2_THRESHOLD}",
+            f"GRPO fit a = {first['law_a']:.3f}, b = {first['law_b']:.3f}, R² {fmt_ci(law)}, ceiling b − a = "
+            f"{first['law_ceiling']:.3f}",
         )
-        pos = g["share_steps_cov_positive"]
-        out.append(
-            _v(
-                "Cui et al. 2025",
-                "the covariance term stays mostly positive",
-                "reproduced" if pos > 0.8 else "not reproduced" if pos < 0.5 else "mixed",
-                f"share of GRPO steps with batch mean Cov > 0: {pos:.2f}",
-            )
+        pos, how = cov_positive(res, grpo)
+        v(
+            CUI,
+            "the covariance term stays mostly positive",
+            pos,
+            len(grpo),
+            COV_SHARE_THRESHOLD,
+            f"share of GRPO steps with batch mean Cov > 0 with its {how} entirely above {COV_SHARE_THRESHOLD}",
+            f"share of GRPO steps with batch mean Cov > 0: {fmt_ci(pos)}",
         )
-        cov_runs = {k: v for k, v in s.items() if k in ("clip_cov", "kl_cov")}
-        if cov_runs:
-            kept = {k: v["entropy_last"] / max(g["entropy_last"], 1e-9) for k, v in cov_runs.items()}
-            ok = all(x > 1.2 for x in kept.values())
-            out.append(
-                _v(
-                    "Cui et al. 2025",
-                    "Clip-Cov and KL-Cov keep entropy higher than GRPO",
-                    "reproduced" if ok else "not reproduced" if all(x < 1.05 for x in kept.values()) else "mixed",
-                    ", ".join(f"{k}: final entropy {v:.2f}× GRPO's" for k, v in kept.items())
-                    + " (reproduced: > 1.2× for both; same prompts and sampling seeds per step)",
+        for i, (arm, name) in enumerate((("clip_cov", "Clip-Cov"), ("kl_cov", "KL-Cov"))):
+            if arm in groups:
+                iv, how = entropy_ratio(res, groups[arm], grpo, 5 + i)
+                v(
+                    CUI,
+                    f"{name} keeps entropy higher than GRPO",
+                    iv,
+                    len(groups[arm]),
+                    KEEP_THRESHOLD,
+                    f"final entropy of {name} / GRPO's with its {how} entirely above {KEEP_THRESHOLD}",
+                    f"{name}: final entropy {fmt_ci(iv)}× GRPO's (same prompts and sampling seeds per step)",
                 )
-            )
     tp = res.tables.get("token_predictors")
     if tp is not None and len(tp):
-        rows = {(r.run, r.predictor): r.pearson for r in tp.itertuples()}
-        better = [run for run in {r for r, _ in rows} if rows.get((run, "-omega"), -1) > rows.get((run, "-cov"), 1)]
-        n = len({r for r, _ in rows})
-        out.append(
-            _v(
-                "Hao et al. 2025 (STEER)",
-                "token-level Ω predicts the realized entropy change better than Cov",
-                "reproduced" if len(better) == n else "not reproduced" if not better else "mixed",
-                "per-token Pearson with realized ΔH: "
-                + ", ".join(
-                    f"{run}: Ω {rows.get((run, '-omega'), float('nan')):.2f} "
-                    f"vs Cov {rows.get((run, '-cov'), float('nan')):.2f}"
-                    for run in sorted({r for r, _ in rows})
-                ),
-            )
+        iv, n, text = omega_vs_cov(res)
+        v(
+            HAO,
+            "token-level Ω predicts the realized entropy change better than Cov",
+            iv,
+            n,
+            0.0,
+            f"Pearson(−Ω, ΔH) − Pearson(−Cov, ΔH) per token, Student-t 95% CI over the {n} runs (every arm and seed "
+            "one value) entirely above 0",
+            f"per-token Pearson with realized ΔH: {text}; difference {fmt_ci(iv)}",
         )
-        st = s.get("steer")
-        if st and g:
-            out.append(
-                _v(
-                    "Hao et al. 2025 (STEER)",
-                    "STEER mitigates entropy collapse",
-                    "reproduced" if st["entropy_last"] > 1.2 * g["entropy_last"] else "not reproduced",
-                    f"final entropy STEER {st['entropy_last']:.3f} vs GRPO {g['entropy_last']:.3f}; accuracy "
-                    f"{st['accuracy_last']:.3f} vs {g['accuracy_last']:.3f}",
-                )
+        if "steer" in groups and grpo:
+            iv, how = entropy_ratio(res, groups["steer"], grpo, 7)
+            st, g = s[groups["steer"][min(groups["steer"])]], s[grpo[min(grpo)]]
+            v(
+                HAO,
+                "STEER mitigates entropy collapse",
+                iv,
+                len(groups["steer"]),
+                KEEP_THRESHOLD,
+                f"final entropy of STEER / GRPO's with its {how} entirely above {KEEP_THRESHOLD}",
+                f"final entropy STEER / GRPO {fmt_ci(iv)}; last step STEER {st['entropy_last']:.3f} vs GRPO "
+                f"{g['entropy_last']:.3f}, accuracy {st['accuracy_last']:.3f} vs {g['accuracy_last']:.3f}",
             )
     return out

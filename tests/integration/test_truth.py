@@ -165,6 +165,17 @@ def test_run_truth_end_to_end_writes_a_readable_run_dir(pair, tmp_path):
     assert len(la) == 2 * 2 * L1 and la.test_acc.between(0, 1).all()
     assert back.summary["probe_layer"] in range(1, L1) and back.summary["band"][-1] == back.summary["probe_layer"]
     assert any("P(TRUE) − P(FALSE)" in n for n in back.notes)
+    # per-statement predictions at the probe layer reproduce the accuracy tables (verdicts bootstrap them)
+    pp, lp = back.tables["probe_predictions"], back.summary["probe_layer"]
+    acc = pp.groupby(["probe", "direction_from", "applied_to"]).correct.mean()
+    for r in la[la.layer == lp].itertuples():
+        assert acc[(r.probe, r.model, r.model)] == pytest.approx(r.test_acc)
+    for r in back.tables["cross_model"][lambda t: t.layer == lp].itertuples():
+        assert acc[(r.probe, r.direction_from, r.applied_to)] == pytest.approx(r.test_acc)
+    from posttrain_probe.probes.truth.verdicts import verdicts as truth_verdicts
+
+    shared = truth_verdicts(back)[0]
+    assert shared.estimate == pytest.approx(back.summary["cosine_at_probe_layer"]["mass_mean"], abs=1e-5)
     # the patching check of the intervened cells ran for both models and is saved
     reach = back.summary["intervention_reach"]
     assert set(reach) == {"base", "post"} and reach["base"]["band"] == back.summary["band"]

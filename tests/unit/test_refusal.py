@@ -185,14 +185,27 @@ def test_refusal_verdict_says_why_ablation_does_not_bypass_when_the_diagnostics_
         },
         "selected": {"post": {"val_harmful_refusal_score": 6.74}},
     }
-    res = RunResult(analysis="refusal", config={}, summary=summary)
+    cells = {  # per-prompt outcomes behind the rates above (20 prompts each)
+        ("none", "baseline", "harmful"): 1,
+        ("post", "ablation", "harmful"): 1,
+        ("post", "addition", "harmless"): 0,
+        ("base", "addition", "harmless"): 0,
+    }
+    gen = pd.DataFrame(
+        [
+            dict(applied_to="post", direction_from=src, condition=c, prompt_set=ps, index=i, refused=bool(r))
+            for (src, c, ps), r in cells.items()
+            for i in range(20)
+        ]
+    )
+    res = RunResult(analysis="refusal", config={}, summary=summary, tables={"generations": gen})
     plain = {v["claim"]: v for v in refusal_verdicts(res)}
     abl = plain["ablating the refusal direction bypasses refusal in the post model"]
-    assert abl["verdict"] == "not reproduced" and "property of the model" not in abl["evidence"]
+    assert abl["verdict"] == "refuted" and "property of the model" not in abl["evidence"]
     res.summary["diagnostics"] = {"post": _diag()}
     why = {v["claim"]: v for v in refusal_verdicts(res)}
     abl = why["ablating the refusal direction bypasses refusal in the post model"]
-    assert abl["verdict"] == "not reproduced" and "property of the model" in abl["evidence"]
+    assert abl["verdict"] == "refuted" and "property of the model" in abl["evidence"]
     assert "4.65" in abl["evidence"] and "1.00/0.97/0.81/0.54" in abl["evidence"]
     fwd = why["the base refusal direction transfers poorly to the post model (forward)"]
     assert fwd["verdict"] == "inconclusive" and "c=2 3.60" in fwd["evidence"]

@@ -63,6 +63,7 @@ from posttrain_probe.probes.truth.tables import (
     intervention_reach,
     intervention_rows,
     lodo_table,
+    probe_predictions,
     run_interventions,
     score_tables,
 )
@@ -156,6 +157,7 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
     if cfg.lodo != "none" and len(set(ds)) >= 2:
         layers = list(range(n_blocks + 1)) if cfg.lodo == "all" else [lp]
         tables["lodo"] = lodo_table(acts_np, y, ds, cfg, layers)
+    tables["probe_predictions"] = probe_predictions(acts_np, y, test, fits, lp)
     band = default_band(lp, n_blocks) if cfg.band_start is None else list(range(cfg.band_start, lp + 1))
     deltas = {r: torch.from_numpy(fits[(r, cfg.direction_probe, lp)].delta).float() for r in ROLES}
 

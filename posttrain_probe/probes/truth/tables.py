@@ -87,6 +87,23 @@ def score_tables(acts, y, ds, test, fits) -> dict[str, pd.DataFrame]:
     }
 
 
+def probe_predictions(acts, y, test, fits, layer: int) -> pd.DataFrame:
+    """Per held-out statement at `layer`: whether each model's probe (of each kind) judges it correctly on
+    each model's activations (own and cross-model), so verdicts can bootstrap accuracies over statements."""
+    rows = np.flatnonzero(test)
+    out = []
+    for (role, kind, l), probe in fits.items():
+        if l != layer:
+            continue
+        for applied in ROLES:
+            pred = probe.predict(acts[applied][rows, l])
+            out += [
+                dict(statement=int(i), probe=kind, layer=l, direction_from=role, applied_to=applied, correct=bool(c))
+                for i, c in zip(rows, pred == y[rows])
+            ]
+    return pd.DataFrame(out)
+
+
 def lodo_table(acts, y, ds, cfg, layers: list[int]) -> pd.DataFrame:
     """Leave-one-dataset-out at `layers`: train on all other datasets (both splits), test on every row of
     the held-out one."""
