@@ -20,10 +20,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from posttrain_probe.probes.base import SIZES  # noqa: E402
+from posttrain_probe.probes.base import SIZES
 from posttrain_probe.sources import is_toy_alias, parse_source
-
-from ..cli_args import one_line_errors
+from posttrain_probe.utils.errors import one_line_errors
 
 TOY_PRESETS = ("quick", "default", "large")
 
