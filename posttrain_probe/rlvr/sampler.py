@@ -60,6 +60,17 @@ def _returned_cache(out: Any) -> Any:
     raise ValueError("the model returned no KV cache although use_cache=True")
 
 
+def new_cache(model: torch.nn.Module, cache_name: str) -> dict[str, Any]:
+    """The empty KV cache to pass to the prefill: an HF `DynamicCache` for `past_key_values` models (the Cache
+    API; legacy tuples are deprecated), nothing for other models (they create their own)."""
+    config = getattr(model, "config", None)
+    if cache_name != "past_key_values" or config is None:
+        return {}
+    from transformers import DynamicCache
+
+    return {cache_name: DynamicCache(config=config)}
+
+
 def draw_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, temperature: float) -> torch.Tensor:
     """Tokens (B,) from last-position logits (B, V): inverse-CDF with `uniforms` (B,), or argmax if T = 0."""
     if temperature == 0:
@@ -106,10 +117,21 @@ def sample(
     attn = prompt_mask.long()
     positions = position_ids_from_mask(attn)
     kwargs: dict[str, Any] = {"logits_to_keep": 1} if keep_last else {}
-    out = model(input_ids=prompt_ids, attention_mask=attn, position_ids=positions, use_cache=True, **kwargs)
-    cache = _returned_cache(out)
+    out = model(
+        input_ids=prompt_ids,
+        attention_mask=attn,
+        position_ids=positions,
+        use_cache=True,
+        **new_cache(model, cache_name),
+        **kwargs,
+    )
+    cache = _returned_cache(out)  # the same DynamicCache, filled in place
     next_pos = positions[:, -1:] + 1  # (B, 1)
 
+    # the attention mask grows by one column per step: write into a preallocated (B, P + max_new) buffer
+    attn_buf = torch.ones(batch, attn.shape[1] + max_new_tokens, dtype=attn.dtype, device=device)
+    attn_buf[:, : attn.shape[1]] = attn
+    width = attn.shape[1]
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
     alive = torch.ones(batch, dtype=torch.bool, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -125,10 +147,10 @@ def sample(
         alive &= ~hit_stop
         if not alive.any() or t == max_new_tokens - 1:
             break
-        attn = torch.cat([attn, torch.ones(batch, 1, dtype=attn.dtype, device=device)], dim=1)
+        width += 1
         out = model(
             input_ids=tok[:, None],
-            attention_mask=attn,
+            attention_mask=attn_buf[:, :width],
             position_ids=next_pos,
             use_cache=True,
             **{cache_name: cache},

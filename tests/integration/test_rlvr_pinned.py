@@ -1,0 +1,144 @@
+"""Pinned numbers of short seeded RLVR runs: every metric, eval row, token dump and final weight.
+
+The pins (tests/rlvr_pinned.json) were written by the trainer as it was before the speed work of issue 17, so
+a change that alters any logged number, bit for bit, fails here and must say which number changed and why.
+On torch 2.13.0 on the CPU, 2 threads, the comparison is exact; elsewhere (another torch build, a GPU) floating-point
+kernels differ, so numbers are compared to rel 1e-4 and the exact tensor hashes are skipped.
+
+    POSTTRAIN_PROBE_REPIN=1 python -m pytest tests/test_rlvr_pinned.py   # rewrite the pins (say why in the commit)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from posttrain_probe.rlvr import tasks
+from posttrain_probe.rlvr.config import RLVRConfig
+from posttrain_probe.rlvr.losses import LossConfig
+from posttrain_probe.rlvr.trainer import METRICS_FILE, TIMING_KEYS, read_jsonl, train
+
+pytestmark = pytest.mark.slow
+PINS = Path(__file__).with_name("rlvr_pinned.json")
+EXACT_TORCH = "2.13.0+cpu"
+THREADS = 2  # the pins were written with 2 torch threads (summation order changes with the thread count)
+WORDS = "one two three four five six seven eight nine".split()
+RUNS = {
+    "grpo": {"loss": LossConfig("grpo")},
+    "steer_micro3": {"loss": LossConfig("steer"), "micro_batch_size": 3},
+    "clip_cov_mini_micro3": {
+        "loss": LossConfig("clip_cov", selection_scope="mini", clip_cov_ratio=0.1),
+        "micro_batch_size": 3,
+    },
+    "kl_cov_refkl": {"loss": LossConfig("kl_cov", kl_coef=0.05), "minibatches": 4},
+}
+
+
+def digit_share(completion: str, problem: Any) -> float:
+    """Dense reward in [0, 1] (share of digit tokens) so that the groups have reward variance."""
+    toks = completion.split()
+    return sum(t.isdigit() for t in toks) / max(len(toks), 1)
+
+
+@pytest.fixture(autouse=True)
+def _dense_task(monkeypatch):
+    monkeypatch.setitem(tasks.TASKS, "digits", tasks.Task("digits", digit_share, None))
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The runs set torch's thread count (reduction order, hence the last bits, depends on it); put it back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> tuple[Path, Path]:
+    from posttrain_probe.testing import make_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("pinned")
+    model = make_tiny_checkpoint("llama", root / "start", d_model=32, n_layers=2, vocab_extra=60)
+    rng = random.Random(0)
+    with open(root / "problems.jsonl", "w") as f:
+        for _ in range(60):
+            a, b = rng.randint(1, 4), rng.randint(1, 9)
+            q = f"{WORDS[a - 1]} and " + " ".join([WORDS[b - 1]] * rng.randint(1, 4)) + " is"
+            f.write(json.dumps({"question": q, "answer": str(a + b)}) + "\n")
+    return model, root / "problems.jsonl"
+
+
+def _digest(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _observe(run: Path) -> dict[str, Any]:
+    """Everything a run logs that must not move: metrics (timings dropped), eval rows, dump and weight hashes."""
+    rows = [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in read_jsonl(run / METRICS_FILE)]
+    dumps = sorted((run / "token_dumps").glob("*.safetensors"))
+    last = sorted((run / "checkpoints").glob("step_*"))[-1]
+    return {
+        "metrics": rows,
+        "eval": read_jsonl(run / "eval.jsonl"),
+        "dump_sha256": {d.name: _digest(load_file(str(d))) for d in dumps},
+        "weights_sha256": _digest(load_file(str(last / "model.safetensors"))),
+    }
+
+
+def _close(a: Any, b: Any, exact: bool) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return a == b if exact else math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+    return a == b
+
+
+def _diff(got: dict[str, Any], want: dict[str, Any], exact: bool) -> list[str]:
+    out = []
+    for kind in ("metrics", "eval"):
+        if len(got[kind]) != len(want[kind]):
+            out.append(f"{kind}: {len(got[kind])} rows, pinned {len(want[kind])}")
+            continue
+        for g, w in zip(got[kind], want[kind]):
+            for k in sorted(set(g) | set(w)):
+                if k not in g or k not in w or not _close(g[k], w[k], exact):
+                    out.append(f"{kind} step {w.get('step')} {k}: {g.get(k)!r} != pinned {w.get(k)!r}")
+    if exact:
+        for k in ("dump_sha256", "weights_sha256"):
+            if got[k] != want[k]:
+                out.append(f"{k} differs")
+    return out
+
+
+@pytest.mark.parametrize("name", list(RUNS))
+def test_seeded_run_matches_its_pinned_numbers(world, tmp_path, name):
+    model, data = world
+    base = dict(
+        model=str(model), data=str(data), task="digits", n_eval=8, eval_every=3, eval_samples=2,
+        prompts_per_step=4, group_size=4, max_new_tokens=6, steps=3, minibatches=2, checkpoint_every=3,
+        token_dump_every=1, progress=False, lr=3e-3, device="cpu", threads=THREADS,
+    )  # fmt: skip
+    cfg = RLVRConfig(**{**base, **RUNS[name]})
+    got = _observe(train(cfg, tmp_path / name))
+    pins = json.loads(PINS.read_text()) if PINS.exists() else {}
+    if os.environ.get("POSTTRAIN_PROBE_REPIN"):
+        pins[name] = got
+        PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
+        pytest.skip("pins rewritten")
+    assert name in pins, f"no pins for {name}; run with POSTTRAIN_PROBE_REPIN=1"
+    exact = torch.__version__ == EXACT_TORCH
+    problems = _diff(got, pins[name], exact)
+    assert not problems, "\n".join(problems[:20])
