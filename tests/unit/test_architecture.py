@@ -217,7 +217,8 @@ def test_the_tracing_window_is_derived_from_the_depth_once():
 def test_one_parser_for_sources():
     from posttrain_probe.sources import parse_source
 
-    assert parse_source("toyworld:post") == parse_source("toyworld:default:post")
+    a, b = parse_source("toyworld:post"), parse_source("toyworld:default:post")
+    assert (a.kind, a.preset, a.name) == (b.kind, b.preset, b.name) == ("toyworld", "default", "post")
     s = parse_source("toyworld:quick:arithmetic")
     assert (s.kind, s.preset, s.name) == ("toyworld", "quick", "arithmetic")
     assert parse_source(str(ROOT)).kind == "local" and parse_source("Qwen/Qwen2.5-0.5B").kind == "hub"

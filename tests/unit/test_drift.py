@@ -8,12 +8,11 @@ import torch
 from safetensors.torch import save_file
 
 from posttrain_probe.analysis.drift import (
-    cosine,
-    diff_in_means,
     linear_cka,
     module_of,
     relative_weight_change,
 )
+from posttrain_probe.stats import cosine, diff_in_means, split_by_label
 
 
 def test_relative_weight_change_per_module(tmp_path):
@@ -55,9 +54,9 @@ def test_diff_in_means_recovers_planted_direction():
     d = torch.randn(16, generator=g)
     labels = torch.arange(400) % 2
     acts = torch.randn(400, 16, generator=g) + labels[:, None] * 2.0 * d
-    assert cosine(diff_in_means(acts, labels), d) > 0.95
+    assert cosine(diff_in_means(*split_by_label(acts, labels)), d) > 0.95
     with pytest.raises(ValueError, match="both classes"):
-        diff_in_means(acts, torch.ones(400))
+        split_by_label(acts, torch.ones(400))
 
 
 def test_tracing_map_change_by_hand():

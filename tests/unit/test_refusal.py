@@ -173,8 +173,8 @@ def test_diagnosis_note_only_for_a_refusing_model_whose_direction_fails_and_with
 
 
 def test_refusal_verdict_says_why_ablation_does_not_bypass_when_the_diagnostics_show_it():
+    from posttrain_probe.probes.refusal.verdicts import verdicts as refusal_verdicts
     from posttrain_probe.results import RunResult
-    from posttrain_probe.verdicts import refusal_verdicts
 
     summary = {
         "cosine_selected_directions": 0.0,
