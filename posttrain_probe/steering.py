@@ -394,10 +394,15 @@ class SteeringVector:
         known (HookedModel, or `tokenizer=`).
         """
         diffs = self.check_compatible(model, tokenizer)
-        if diffs and (not force or any(d.startswith("d_model") for d in diffs)):
+        if any(d.startswith("d_model") for d in diffs):
             raise SteeringMismatchError(
-                f"steering vector was made for another model: {'; '.join(diffs)}"
-                + ("" if force else " (pass force=True to apply anyway)")
+                f"steering vector was made for another model: {'; '.join(diffs)}; a vector of another width "
+                "cannot be added to this residual stream (not even with force=True): extract one from this model"
+            )
+        if diffs and not force:
+            raise SteeringMismatchError(
+                f"steering vector was made for another model: {'; '.join(diffs)}; "
+                "pass force=True to apply it anyway if the token ids mean the same"
             )
         s = self.scale if scale is None else float(scale)
         hf = _raw_hf(model)
