@@ -204,6 +204,26 @@ class HookedModel:
         return f"HookedModel({self.provenance.get('source')!r}, backend={self.backend}, {self.arch.shapes()})"
 
 
+_PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def _no_safetensors_message(source: Any, path: str, msg: str) -> str:
+    """One line for a checkpoint without safetensors weights: only pickled weights (refused, never unpickled)
+    or no weights at all (a local folder that holds only config/tokenizer files)."""
+    folder = Path(path)
+    pickled = sorted({f.name for pat in _PICKLED_WEIGHTS for f in folder.glob(pat)}) if folder.is_dir() else []
+    if folder.is_dir() and not pickled:
+        return (
+            f"{source} has no model weights: neither model.safetensors nor model.safetensors.index.json with its "
+            "shards is in the folder; pass the folder that holds the weights (save_pretrained writes them)"
+        )
+    found = f"only pickled {', '.join(pickled[:3])}" if pickled else msg
+    return (
+        f"{source}: no safetensors weights ({found}); posttrain_probe never unpickles .bin files — "
+        "convert the checkpoint to safetensors"
+    )
+
+
 def load_model(
     source: str | os.PathLike,
     backend: str = "nnsight",
@@ -263,10 +283,7 @@ def load_model(
     except OSError as e:
         msg = str(e).splitlines()[0]
         if "safetensors" in msg.lower():
-            raise ModelLoadError(
-                f"{source}: no safetensors weights ({msg}); posttrain_probe never unpickles .bin files — "
-                "convert the checkpoint to safetensors"
-            ) from None
+            raise ModelLoadError(_no_safetensors_message(source, path, msg)) from None
         raise ModelLoadError(f"could not load {source}: {msg}") from None
     except Exception as e:  # corrupt weights and similar surface as various exception types
         raise ModelLoadError(f"could not load {source}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
