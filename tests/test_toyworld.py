@@ -92,6 +92,25 @@ def test_toyworld_alias_loads_through_load_pair(toy_pair_quick, monkeypatch):
     assert pair.parity.ok and pair.base.provenance["kind"] == "toyworld"
 
 
+def test_pair_encode_on_the_toy_tokenizer_names_unknown_words_instead_of_unk_ids(tmp_path):
+    from types import SimpleNamespace
+
+    from posttrain_probe.pair import ModelPair
+    from posttrain_probe.testing import tiny_tokenizer
+    from posttrain_probe.toyworld.tokenizer import UnknownWordsError, is_toy_tokenizer
+
+    build_tokenizer(make_world(preset_config("quick"))).save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert is_toy_tokenizer(tok) and not is_toy_tokenizer(tiny_tokenizer())
+    model = SimpleNamespace(tokenizer=tok)
+    pair = ModelPair(model, model, None)  # encode reads only the tokenizer
+    ids, _ = pair.encode(["5 7 is larger than 3 2 .", "<unk> is the city"])  # a literal <unk> is allowed
+    assert ids.shape[0] == 2
+    with pytest.raises(UnknownWordsError, match="'The', 'Eiffel', 'Tower', 'Paris'") as e:  # was: silent <unk> ids
+        pair.encode(["The Eiffel Tower is in the city of Paris"])
+    assert "\n" not in str(e.value) and str(e.value).startswith("4 word(s)")  # case-sensitive: 'The'
+
+
 def test_tokenizer_round_trips_the_prompts_probes_use(tmp_path):
     cfg = preset_config("quick")
     world = make_world(cfg)
