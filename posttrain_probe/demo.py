@@ -7,6 +7,7 @@ unless `force=True`. Steps are plain functions in `STEPS`, run in order.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -285,6 +286,18 @@ def _write_timings(ctx: DemoContext) -> None:
     (ctx.out / "timings.txt").write_text("\n".join(f"{k}\t{v:.1f}" for k, v in ctx.timings.items()) + "\n")
 
 
+def _read_timings(out: Path) -> dict[str, float]:
+    """The step times of an earlier (stopped) run in `out`, less its total; unreadable lines are skipped."""
+    path = out / "timings.txt"
+    rows = [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
+    found = {}
+    for row in rows:
+        with contextlib.suppress(ValueError):
+            if len(row) == 2 and row[0] != "total":
+                found[row[0]] = float(row[1])
+    return found
+
+
 def run_demo(
     out: str | Path = "runs/demo",
     quick: bool = False,
@@ -317,6 +330,8 @@ def run_demo(
     check_device(device)
     ctx = DemoContext(Path(out), preset, seed, force, rlvr_steps, tuple(losses), resolve_device(device))
     ctx.out.mkdir(parents=True, exist_ok=True)
+    if not force:  # a resumed run skips the finished steps: keep their times
+        ctx.timings.update(_read_timings(ctx.out))
     t0 = time.perf_counter()
     ctx.toy = build(ctx.preset, seed=seed, progress=progress, device=ctx.device)
     ctx.timings["toyworld"] = time.perf_counter() - t0
@@ -326,10 +341,12 @@ def run_demo(
         rd = ctx.out / name
         if not is_run_dir(rd) or force:
             t = time.perf_counter()
-            result = fn(ctx)
-            write_run(rd, result, overwrite=True)
-            ctx.timings[name] = time.perf_counter() - t
-            _write_timings(ctx)
+            try:
+                result = fn(ctx)
+                write_run(rd, result, overwrite=True)
+                ctx.timings[name] = time.perf_counter() - t
+            finally:  # on Ctrl-C too: the RLVR runs a stopped step finished keep their times
+                _write_timings(ctx)
         run_dirs.append(rd)
     from .verdicts import verdicts
 

@@ -200,3 +200,33 @@ def test_entropy_neuron_verdict_needs_a_gap_and_resolution(gap, total_share, con
     (v,) = neuron_verdicts(res)
     assert v["verdict"] == expected
     assert "du_own_direct" in v["evidence"] and "du_base_total" not in v["evidence"]
+
+
+def test_a_resumed_demo_keeps_the_times_of_the_steps_it_skips(tmp_path, monkeypatch):
+    """Ctrl-C during the second step, then a rerun: timings.txt still has the first step's time."""
+    from types import SimpleNamespace
+
+    from posttrain_probe import demo, report, toyworld, verdicts
+
+    calls = {"b": 0}
+
+    def step_b(ctx):
+        calls["b"] += 1
+        if calls["b"] == 1:
+            raise KeyboardInterrupt
+        return RunResult("b", {}, {})
+
+    monkeypatch.setattr(toyworld, "build", lambda *a, **k: SimpleNamespace(report={}))
+    monkeypatch.setattr(demo, "STEPS", [("a", lambda ctx: RunResult("a", {}, {})), ("b", step_b)])
+    monkeypatch.setattr(report, "build_report", lambda run_dirs, out, **kw: out)
+    monkeypatch.setattr(verdicts, "verdicts", lambda *a: [])
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path / "demo", progress=False)
+
+    def times() -> dict[str, str]:
+        return dict(line.split("\t") for line in (tmp_path / "demo" / "timings.txt").read_text().splitlines())
+
+    first = times()
+    assert set(first) == {"toyworld", "a"}
+    demo.run_demo(tmp_path / "demo", progress=False)
+    assert set(times()) == {"toyworld", "a", "b", "total"} and times()["a"] == first["a"]  # was: a lost
