@@ -287,18 +287,25 @@ def _read_table(run_dir: Path, name: str, schema: dict[str, Any]) -> pd.DataFram
     path = run_dir / schema["file"]
     if not path.is_file():
         raise RunDirError(f"{run_dir}: table file {schema['file']} is missing; the run dir is damaged")
-    dtypes: dict[str, str] = schema["dtypes"]
-    text_cols = {c: str for c, t in dtypes.items() if _is_text_dtype(t)}
-    df = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={c: [""] for c in dtypes})
-    for c, t in dtypes.items():
-        if not _is_text_dtype(t) and str(df[c].dtype) != t:
-            df[c] = df[c].astype(t)
-        elif t == "object":
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
-    if schema["index_columns"]:
-        df = df.set_index(schema["index_columns"])
-        df.index.names = schema["index_names"]
-    return df[schema["columns"]] if list(df.columns) != schema["columns"] else df
+    try:
+        dtypes: dict[str, str] = schema["dtypes"]
+        text_cols = {c: str for c, t in dtypes.items() if _is_text_dtype(t)}
+        df = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={c: [""] for c in dtypes})
+        for c, t in dtypes.items():
+            if not _is_text_dtype(t) and str(df[c].dtype) != t:
+                df[c] = df[c].astype(t)
+            elif t == "object":
+                df[c] = df[c].astype(object).where(df[c].notna(), None)
+        if schema["index_columns"]:
+            df = df.set_index(schema["index_columns"])
+            df.index.names = schema["index_names"]
+        return df[schema["columns"]] if list(df.columns) != schema["columns"] else df
+    except (ValueError, KeyError, TypeError) as e:  # pandas parser errors are ValueErrors
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise RunDirError(
+            f"{path}: table {name!r} cannot be read as result.json describes it ({type(e).__name__}: {first}); "
+            "the run dir is damaged: rerun the analysis"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- write / read
@@ -435,11 +442,17 @@ def read_run(run_dir: str | Path) -> RunResult:
         path = run_dir / (doc.get("tensors_file") or TENSORS_FILE)
         if not path.is_file():
             raise RunDirError(f"{run_dir}: {path.name} is missing; the run dir is damaged")
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+            loaded = load_file(str(path))
+        except Exception as e:  # safetensors raises its own SafetensorError on a corrupt file
+            raise RunDirError(
+                f"{path}: not a readable safetensors file ({type(e).__name__}: {(str(e) or '?').splitlines()[0]}); "
+                "the run dir is damaged: rerun the analysis"
+            ) from None
         if header.get("analysis") != doc["analysis"]:
             raise RunDirError(f"{path}: header names analysis {header.get('analysis')!r}, not {doc['analysis']!r}")
-        loaded = load_file(str(path))
         if set(loaded) != set(doc["tensors"]):
             raise RunDirError(f"{path}: tensors {sorted(loaded)} do not match result.json {sorted(doc['tensors'])}")
         for n, spec in doc["tensors"].items():
