@@ -5,9 +5,11 @@
     <run>/tables/<name>.csv     one CSV per pandas DataFrame (dtypes and index recorded in result.json)
     <run>/tensors.safetensors   every tensor, bit-exact; its header carries analysis and schema_version
 
-Writes are atomic (the folder appears complete or not at all) and use no pickle. JSON keeps NaN and
-±Infinity as the tokens NaN / Infinity / -Infinity (what Python's json reads back), so non-finite
-numbers round-trip; tuples are written as lists, numpy scalars as Python numbers, dataclasses as dicts.
+Writes are atomic (the folder appears complete or not at all) and use no pickle. result.json is valid JSON:
+a NaN or ±Infinity is written as null and listed in `non_finite` ([key path, "NaN" | "Infinity" | "-Infinity"]
+pairs), so `read_run` restores the exact values while other JSON readers see null (schema 2; schema-1 files,
+which held the tokens NaN / Infinity, are still read). Tuples are written as lists, numpy scalars as Python
+numbers, dataclasses as dicts.
 
 Reproducibility: the result.json keys in `VOLATILE_META_KEYS` (when, where and with which versions it ran)
 differ between two runs of the same analysis; input paths appear verbatim in config/provenance. Everything
@@ -37,7 +39,7 @@ import torch
 
 from posttrain_probe.utils.io import atomic_dir, atomic_write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: non-finite floats as null + the non_finite index (1: NaN tokens)
 RESULT_FILE = "result.json"
 TENSORS_FILE = "tensors.safetensors"
 TABLES_DIR = "tables"
@@ -56,7 +58,7 @@ VOLATILE_META_KEYS = frozenset(
 )
 _BODY_KEYS = frozenset(
     ("schema_version", "analysis", "config", "provenance", "seeds", "summary", "tables", "table_schemas")
-    + ("tensors", "tensors_file", "notes")
+    + ("tensors", "tensors_file", "notes", "non_finite")
 )
 
 
@@ -113,6 +115,39 @@ def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
     return a == b
+
+
+# the objects Python's json gives for the tokens, so restored values behave like schema-1 ones (one NaN object)
+_NON_FINITE = {t: json.loads(t) for t in ("NaN", "Infinity", "-Infinity")}
+
+
+def _split_non_finite(obj: Any, path: list[Any], found: list[list[Any]]) -> Any:
+    """`obj` (plain JSON types) with NaN / ±Infinity replaced by None; their key paths go to `found`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        found.append([list(path), "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")])
+        return None
+    if isinstance(obj, dict):
+        return {k: _split_non_finite(v, [*path, k], found) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_split_non_finite(v, [*path, i], found) for i, v in enumerate(obj)]
+    return obj
+
+
+def _restore_non_finite(path: Path, doc: dict[str, Any]) -> None:
+    """Put the `non_finite` values of a schema-2 result.json back where null stands for them (in place)."""
+    entries = doc.get("non_finite") or []
+    for entry in entries if isinstance(entries, list) else [None]:
+        try:
+            keys, token = entry
+            *parents, last = keys
+            node = doc
+            for k in parents:
+                node = node[k]
+            if node[last] is not None or token not in _NON_FINITE:
+                raise ValueError
+            node[last] = _NON_FINITE[token]
+        except (TypeError, ValueError, KeyError, IndexError):
+            raise RunDirError(f"{path}: non_finite entry {entry!r} does not point at a null; damaged run dir") from None
 
 
 # ---------------------------------------------------------------------------------------------- the record
@@ -373,7 +408,9 @@ def write_run(out_dir: str | Path, result: RunResult, overwrite: bool = False) -
         "tensors_file": TENSORS_FILE if tensors else None,
         "notes": list(result.notes),
     }
-    text = json.dumps(doc, indent=2, allow_nan=True) + "\n"
+    non_finite: list[list[Any]] = []
+    clean = _split_non_finite(doc, [], non_finite)
+    text = json.dumps({**clean, "non_finite": non_finite}, indent=2, allow_nan=False) + "\n"
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         if tables:
@@ -426,6 +463,7 @@ def _load_doc(run_dir: Path) -> dict[str, Any]:
             f"{run_dir} has schema_version {doc['schema_version']} > {SCHEMA_VERSION} "
             "(newer than this posttrain_probe); upgrade posttrain_probe to read it"
         )
+    _restore_non_finite(path, doc)
     return doc
 
 

@@ -230,3 +230,11 @@ def test_a_resumed_demo_keeps_the_times_of_the_steps_it_skips(tmp_path, monkeypa
     assert set(first) == {"toyworld", "a"}
     demo.run_demo(tmp_path / "demo", progress=False)
     assert set(times()) == {"toyworld", "a", "b", "total"} and times()["a"] == first["a"]  # was: a lost
+
+
+def test_a_null_rate_in_the_toy_report_reads_as_nan_in_the_verdicts():
+    from posttrain_probe.verdicts import new_knowledge_verdicts
+
+    fr = {"base_sft_new_facts": None, "post_sft_new_facts": None, "n_sft_new": 0}  # written as null, was NaN
+    (v,) = new_knowledge_verdicts({"fact_recall": fr})
+    assert v["verdict"] == "not reproduced" and "base nan, post nan" in v["evidence"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -28,8 +29,28 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
-def dumps_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN / ±Infinity (Python or numpy float, in dicts, lists, tuples, arrays) replaced by None,
+    so it can be written as valid JSON (`null`). Other values are returned as they are."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.floating | np.ndarray):
+            return finite_or_none(obj.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """Valid JSON (RFC 8259): non-finite floats are written as null, never as NaN / Infinity tokens."""
+    return json.dumps(finite_or_none(obj), indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
