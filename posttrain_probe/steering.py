@@ -39,7 +39,7 @@ from torch import nn
 
 from .pair.arch import _get, discover
 from .pair.interventions import Ablate, Add, Edit, Intervention, Receipt
-from .utils.io import atomic_write_json
+from .utils.io import atomic_write_json, honour_umask
 
 FORMAT = "posttrain_probe.steering_vector/1"
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "resid_all")
@@ -279,6 +279,7 @@ class SteeringVector:
         os.close(fd)
         try:
             save_file({"vector": self.vector.detach().contiguous().cpu()}, tmp, metadata={"format": FORMAT})
+            honour_umask(tmp)
             os.replace(tmp, st_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

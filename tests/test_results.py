@@ -320,3 +320,32 @@ def test_no_pickle_in_writer_or_loaders(tmp_path):
     out = write_run(tmp_path / "run", _example())
     suffixes = {p.suffix for p in out.rglob("*") if p.is_file()}
     assert suffixes == {".json", ".csv", ".safetensors"}
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_written_files_and_run_dirs_honour_the_umask(umask, file_mode, dir_mode, tmp_path):
+    """Like open() / mkdir(): a colleague or web server can read a run when the umask allows (was 0600 / 0700)."""
+    import os
+    import stat
+
+    from posttrain_probe.report import build_report
+    from posttrain_probe.steering import SteeringVector
+    from posttrain_probe.utils.io import atomic_dir, atomic_write_text
+
+    def mode(p) -> int:
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    old = os.umask(umask)
+    try:
+        run = write_run(tmp_path / "run", _example())
+        build_report([run], tmp_path / "report.html")
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+        SteeringVector(torch.ones(4), "resid_pre", 0, metadata={}).save(tmp_path / "v")
+    finally:
+        os.umask(old)
+    assert mode(run) == dir_mode and mode(tmp_path / "d") == dir_mode and mode(run / "tables") == dir_mode
+    for f in [run / "result.json", tmp_path / "report.html", tmp_path / "a.txt", tmp_path / "v.safetensors"]:
+        assert mode(f) == file_mode, f
+    assert mode(tmp_path / "v.json") == file_mode

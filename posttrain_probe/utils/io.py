@@ -53,6 +53,25 @@ def dumps_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(finite_or_none(obj), indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
 
 
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by tempfile (0600 / 0700) the mode a plain open() / mkdir() would
+    give it under the user's umask, so a run's files are as readable by group and others as the user's others."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write `text` to `path` through a temp file in the same folder and an atomic rename."""
     path = Path(path)
@@ -63,6 +82,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -84,6 +104,7 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(f"{final} already exists; choose another --out or pass overwrite/--force")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
+        honour_umask(tmp, directory=True)
         yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")
