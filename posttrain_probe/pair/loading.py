@@ -211,7 +211,8 @@ class HookedModel:
     ) -> RunOutput:
         """One forward through the backend: cache the `read` sites, apply `interventions` (with receipts)."""
         n_ctx = self.max_context
-        if n_ctx is not None and input_ids.shape[-1] > n_ctx and model_kwargs.get("past_key_values") is None:
+        cached = model_kwargs.get("past_key_values", model_kwargs.get("cache")) is not None
+        if n_ctx is not None and input_ids.shape[-1] > n_ctx and not cached:
             raise ValueError(
                 f"prompt of {input_ids.shape[-1]} tokens is longer than the model's context of {n_ctx}; "
                 "shorten or truncate the prompts"
