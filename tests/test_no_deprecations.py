@@ -12,6 +12,7 @@ import pytest
 from posttrain_probe.data.records import Fact
 from posttrain_probe.pair import encode, load_pair
 from posttrain_probe.pair.generate import greedy_generate
+from posttrain_probe.probes._tracing_batch import kv_cache_reuse_works
 from posttrain_probe.probes.tracing import TracingConfig, run_tracing
 from posttrain_probe.testing import make_tiny_checkpoint
 
@@ -55,6 +56,7 @@ def test_a_traced_gemma3_run_uses_no_deprecated_transformers_api(backend, tmp_pa
             res = run_tracing(pair, facts, cfg)
             assert res.summary["n_common"] + res.summary["n_skipped"] >= 1
             if backend == "nnsight":  # generation runs on nnsight (the bridge does not fill HF's KV cache)
+                assert kv_cache_reuse_works(pair.base)  # the cache= path gives the full forward's logits
                 ids, mask = encode(tok, [p for p, _ in PROMPTS])
                 greedy_generate(pair.base, ids, mask, max_new_tokens=3)
     finally:

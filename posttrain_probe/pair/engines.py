@@ -253,6 +253,12 @@ class NNsightEngine(Engine):
         from nnsight import save
 
         a = self.arch
+        cache = kw.get(self.cache_name)
+        if attention_mask is None and cache is not None and self.cache_name != "past_key_values":
+            # nnsight adds a mask over the new tokens only unless the cache is called past_key_values; one over
+            # cached + new tokens is what HF assumes without a mask (same logits, bit for bit)
+            n = cache.get_seq_length() + input_ids.shape[-1]
+            attention_mask = torch.ones(input_ids.shape[0], n, dtype=torch.long, device=input_ids.device)
         trace_kw: dict[str, Any] = {"attention_mask": attention_mask} if attention_mask is not None else {}
         if self.remote:
             trace_kw["remote"] = self.remote
