@@ -230,14 +230,15 @@ class HookedModel:
         return f"HookedModel({self.provenance.get('source')!r}, backend={self.backend}, {self.arch.shapes()})"
 
 
-_PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+_PICKLED_SUFFIXES = ("bin", "pt", "pth", "ckpt", "pkl")  # named only to say they are there; never opened
 
 
 def _no_safetensors_message(source: Any, path: str, msg: str) -> str:
     """One line for a checkpoint without safetensors weights: only pickled weights (refused, never unpickled)
     or no weights at all (a local folder that holds only config/tokenizer files)."""
     folder = Path(path)
-    pickled = sorted({f.name for pat in _PICKLED_WEIGHTS for f in folder.glob(pat)}) if folder.is_dir() else []
+    files = folder.iterdir() if folder.is_dir() else ()
+    pickled = sorted(f.name for f in files if f.is_file() and f.suffix.lstrip(".") in _PICKLED_SUFFIXES)
     if folder.is_dir() and not pickled:
         return (
             f"{source} has no model weights: neither model.safetensors nor model.safetensors.index.json with its "
