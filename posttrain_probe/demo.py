@@ -10,6 +10,7 @@ a rerun reuses finished steps (their `result.json` exists) unless `force=True`. 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -249,23 +250,21 @@ def steps() -> list[tuple[str, Callable]]:
     return [(p.name, _probe_step(p.name)) for p in registry.probes()] + [("dynamics", _dynamics), ("drift", _drift)]
 
 
-def _read_timings(out: Path) -> dict[str, float]:
-    """The times an earlier (stopped) demo in `out` recorded, so a resumed demo keeps them."""
-    path = out / "timings.txt"
-    times: dict[str, float] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            key, _, value = line.partition("\t")
-            try:
-                times[key] = float(value)
-            except ValueError:
-                continue
-    return times
-
-
 def _write_timings(ctx: DemoContext) -> None:
     """timings.txt (seconds per step), rewritten after every step so that a stopped run shows where time went."""
     (ctx.out / "timings.txt").write_text("\n".join(f"{k}\t{v:.1f}" for k, v in ctx.timings.items()) + "\n")
+
+
+def _read_timings(out: Path) -> dict[str, float]:
+    """The step times of an earlier (stopped) run in `out`, less its total; unreadable lines are skipped."""
+    path = out / "timings.txt"
+    rows = [line.split("\t") for line in path.read_text().splitlines()] if path.is_file() else []
+    found = {}
+    for row in rows:
+        with contextlib.suppress(ValueError):
+            if len(row) == 2 and row[0] != "total":
+                found[row[0]] = float(row[1])
+    return found
 
 
 def run_demo(
@@ -300,7 +299,7 @@ def run_demo(
     check_device(device)
     ctx = DemoContext(Path(out), preset, seed, force, rlvr_steps, tuple(losses), resolve_device(device))
     ctx.out.mkdir(parents=True, exist_ok=True)
-    if not force:
+    if not force:  # a resumed run skips the finished steps: keep their times
         ctx.timings.update(_read_timings(ctx.out))
     t0 = time.perf_counter()
     ctx.toy = build(ctx.preset, seed=seed, progress=progress, device=ctx.device)
@@ -311,12 +310,14 @@ def run_demo(
         rd = ctx.out / name
         if not is_run_dir(rd) or force:
             t = time.perf_counter()
-            result, write_artifacts = fn(ctx)
-            write_run(rd, result, overwrite=True)
-            if write_artifacts is not None:
-                write_artifacts(rd)
-            ctx.timings[name] = time.perf_counter() - t
-            _write_timings(ctx)
+            try:
+                result, write_artifacts = fn(ctx)
+                write_run(rd, result, overwrite=True)
+                if write_artifacts is not None:
+                    write_artifacts(rd)
+                ctx.timings[name] = time.perf_counter() - t
+            finally:  # on Ctrl-C too: the RLVR runs a stopped step finished keep their times
+                _write_timings(ctx)
         run_dirs.append(rd)
     from .toyworld.verdicts import new_knowledge_verdicts
     from .verdicts import collect_verdicts, write_verdicts

@@ -5,9 +5,11 @@
     <run>/tables/<name>.csv     one CSV per pandas DataFrame (dtypes and index recorded in result.json)
     <run>/tensors.safetensors   every tensor, bit-exact; its header carries analysis and schema_version
 
-Writes are atomic (the folder appears complete or not at all) and use no pickle. JSON keeps NaN and
-±Infinity as the tokens NaN / Infinity / -Infinity (what Python's json reads back), so non-finite
-numbers round-trip; tuples are written as lists, numpy scalars as Python numbers, dataclasses as dicts.
+Writes are atomic (the folder appears complete or not at all) and use no pickle. result.json is valid JSON:
+a NaN or ±Infinity is written as null and listed in `non_finite` ([key path, "NaN" | "Infinity" | "-Infinity"]
+pairs), so `read_run` restores the exact values while other JSON readers see null (schema 2; schema-1 files,
+which held the tokens NaN / Infinity, are still read). Tuples are written as lists, numpy scalars as Python
+numbers, dataclasses as dicts.
 
 Reproducibility: the result.json keys in `VOLATILE_META_KEYS` (when, where and with which versions it ran)
 differ between two runs of the same analysis; input paths appear verbatim in config/provenance. Everything
@@ -37,7 +39,7 @@ import torch
 
 from posttrain_probe.utils.io import atomic_dir, atomic_write_text
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: non-finite floats as null + the non_finite index (1: NaN tokens)
 RESULT_FILE = "result.json"
 TENSORS_FILE = "tensors.safetensors"
 TABLES_DIR = "tables"
@@ -56,7 +58,7 @@ VOLATILE_META_KEYS = frozenset(
 )
 _BODY_KEYS = frozenset(
     ("schema_version", "analysis", "config", "provenance", "seeds", "summary", "tables", "table_schemas")
-    + ("tensors", "tensors_file", "notes")
+    + ("tensors", "tensors_file", "notes", "non_finite")
 )
 
 
@@ -113,6 +115,39 @@ def _json_equal(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_json_equal(x, y) for x, y in zip(a, b))
     return a == b
+
+
+# the objects Python's json gives for the tokens, so restored values behave like schema-1 ones (one NaN object)
+_NON_FINITE = {t: json.loads(t) for t in ("NaN", "Infinity", "-Infinity")}
+
+
+def _split_non_finite(obj: Any, path: list[Any], found: list[list[Any]]) -> Any:
+    """`obj` (plain JSON types) with NaN / ±Infinity replaced by None; their key paths go to `found`."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        found.append([list(path), "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")])
+        return None
+    if isinstance(obj, dict):
+        return {k: _split_non_finite(v, [*path, k], found) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_split_non_finite(v, [*path, i], found) for i, v in enumerate(obj)]
+    return obj
+
+
+def _restore_non_finite(path: Path, doc: dict[str, Any]) -> None:
+    """Put the `non_finite` values of a schema-2 result.json back where null stands for them (in place)."""
+    entries = doc.get("non_finite") or []
+    for entry in entries if isinstance(entries, list) else [None]:
+        try:
+            keys, token = entry
+            *parents, last = keys
+            node = doc
+            for k in parents:
+                node = node[k]
+            if node[last] is not None or token not in _NON_FINITE:
+                raise ValueError
+            node[last] = _NON_FINITE[token]
+        except (TypeError, ValueError, KeyError, IndexError):
+            raise RunDirError(f"{path}: non_finite entry {entry!r} does not point at a null; damaged run dir") from None
 
 
 # ---------------------------------------------------------------------------------------------- the record
@@ -325,18 +360,25 @@ def _read_table(run_dir: Path, name: str, schema: dict[str, Any]) -> pd.DataFram
     path = run_dir / schema["file"]
     if not path.is_file():
         raise RunDirError(f"{run_dir}: table file {schema['file']} is missing; the run dir is damaged")
-    dtypes: dict[str, str] = schema["dtypes"]
-    text_cols = {c: str for c, t in dtypes.items() if _is_text_dtype(t)}
-    df = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={c: [""] for c in dtypes})
-    for c, t in dtypes.items():
-        if not _is_text_dtype(t) and str(df[c].dtype) != t:
-            df[c] = df[c].astype(t)
-        elif t == "object":
-            df[c] = df[c].astype(object).where(df[c].notna(), None)
-    if schema["index_columns"]:
-        df = df.set_index(schema["index_columns"])
-        df.index.names = schema["index_names"]
-    return df[schema["columns"]] if list(df.columns) != schema["columns"] else df
+    try:
+        dtypes: dict[str, str] = schema["dtypes"]
+        text_cols = {c: str for c, t in dtypes.items() if _is_text_dtype(t)}
+        df = pd.read_csv(path, dtype=text_cols, keep_default_na=False, na_values={c: [""] for c in dtypes})
+        for c, t in dtypes.items():
+            if not _is_text_dtype(t) and str(df[c].dtype) != t:
+                df[c] = df[c].astype(t)
+            elif t == "object":
+                df[c] = df[c].astype(object).where(df[c].notna(), None)
+        if schema["index_columns"]:
+            df = df.set_index(schema["index_columns"])
+            df.index.names = schema["index_names"]
+        return df[schema["columns"]] if list(df.columns) != schema["columns"] else df
+    except (ValueError, KeyError, TypeError) as e:  # pandas parser errors are ValueErrors
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise RunDirError(
+            f"{path}: table {name!r} cannot be read as result.json describes it ({type(e).__name__}: {first}); "
+            "the run dir is damaged: rerun the analysis"
+        ) from None
 
 
 # ---------------------------------------------------------------------------------------------- write / read
@@ -404,7 +446,9 @@ def write_run(out_dir: str | Path, result: RunResult, overwrite: bool = False) -
         "tensors_file": TENSORS_FILE if tensors else None,
         "notes": list(result.notes),
     }
-    text = json.dumps(doc, indent=2, allow_nan=True) + "\n"
+    non_finite: list[list[Any]] = []
+    clean = _split_non_finite(doc, [], non_finite)
+    text = json.dumps({**clean, "non_finite": non_finite}, indent=2, allow_nan=False) + "\n"
 
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         if tables:
@@ -457,6 +501,7 @@ def _load_doc(run_dir: Path) -> dict[str, Any]:
             f"{run_dir} has schema_version {doc['schema_version']} > {SCHEMA_VERSION} "
             "(newer than this posttrain_probe); upgrade posttrain_probe to read it"
         )
+    _restore_non_finite(path, doc)
     return doc
 
 
@@ -473,11 +518,17 @@ def read_run(run_dir: str | Path) -> RunResult:
         path = run_dir / (doc.get("tensors_file") or TENSORS_FILE)
         if not path.is_file():
             raise RunDirError(f"{run_dir}: {path.name} is missing; the run dir is damaged")
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                header = f.metadata() or {}
+            loaded = load_file(str(path))
+        except Exception as e:  # safetensors raises its own SafetensorError on a corrupt file
+            raise RunDirError(
+                f"{path}: not a readable safetensors file ({type(e).__name__}: {(str(e) or '?').splitlines()[0]}); "
+                "the run dir is damaged: rerun the analysis"
+            ) from None
         if header.get("analysis") != doc["analysis"]:
             raise RunDirError(f"{path}: header names analysis {header.get('analysis')!r}, not {doc['analysis']!r}")
-        loaded = load_file(str(path))
         if set(loaded) != set(doc["tensors"]):
             raise RunDirError(f"{path}: tensors {sorted(loaded)} do not match result.json {sorted(doc['tensors'])}")
         for n, spec in doc["tensors"].items():

@@ -40,7 +40,7 @@ from torch import nn
 from .pair.arch import _get, discover
 from .pair.hf_hooks import register_site_hooks
 from .pair.interventions import Ablate, Add, Edit, Intervention, Receipt, ablate_component
-from .utils.io import atomic_write_json
+from .utils.io import atomic_write_json, honour_umask
 
 FORMAT = "posttrain_probe.steering_vector/1"
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "resid_all")
@@ -279,6 +279,7 @@ class SteeringVector:
         os.close(fd)
         try:
             save_file({"vector": self.vector.detach().contiguous().cpu()}, tmp, metadata={"format": FORMAT})
+            honour_umask(tmp)
             os.replace(tmp, st_path)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
@@ -393,10 +394,15 @@ class SteeringVector:
         known (HookedModel, or `tokenizer=`).
         """
         diffs = self.check_compatible(model, tokenizer)
-        if diffs and (not force or any(d.startswith("d_model") for d in diffs)):
+        if any(d.startswith("d_model") for d in diffs):
             raise SteeringMismatchError(
-                f"steering vector was made for another model: {'; '.join(diffs)}"
-                + ("" if force else " (pass force=True to apply anyway)")
+                f"steering vector was made for another model: {'; '.join(diffs)}; a vector of another width "
+                "cannot be added to this residual stream (not even with force=True): extract one from this model"
+            )
+        if diffs and not force:
+            raise SteeringMismatchError(
+                f"steering vector was made for another model: {'; '.join(diffs)}; "
+                "pass force=True to apply it anyway if the token ids mean the same"
             )
         s = self.scale if scale is None else float(scale)
         hf = _raw_hf(model)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-FAMILIES = ("gpt2", "llama", "qwen2", "gemma", "gemma2")
+FAMILIES = ("gpt2", "llama", "qwen2", "gemma", "gemma2", "gemma3")
 
 _WORDS = (
     "the a an of in on is was and to at by for with from city country lives works born year "
@@ -83,6 +83,10 @@ def tiny_config(
         return GemmaConfig(head_dim=d_model // 4, **kw)
     if family == "gemma2":
         return Gemma2Config(head_dim=d_model // 4, sliding_window=64, **kw)
+    if family == "gemma3":  # the text-only Gemma-3 model (Gemma3ForCausalLM): sliding + global layers, qk-norm
+        from transformers import Gemma3TextConfig
+
+        return Gemma3TextConfig(head_dim=d_model // 4, sliding_window=64, **kw)
     raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
 
 

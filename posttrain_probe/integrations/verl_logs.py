@@ -64,7 +64,9 @@ def convert_verl_log(
         row.update({k: v for k, v in data.items() if k not in row})
         rows.append(row)
     if out is not None:
-        Path(out).write_text("".join(json.dumps(r) + "\n" for r in rows))
+        from posttrain_probe.utils.io import dumps_json
+
+        Path(out).write_text("".join(dumps_json(r, indent=None) + "\n" for r in rows))  # NaN → null
     return rows
 
 

@@ -78,6 +78,15 @@ class _Plan:
         return attn + (new_mid - mid)
 
 
+def hf_cache_name(hf_model: nn.Module) -> str:
+    """The KV-cache argument (and output field) of an HF causal LM: `cache` in newer transformers, where
+    `past_key_values` is deprecated (a FutureWarning on every call), else `past_key_values`. `HookedModel.run`
+    takes `past_key_values=` and passes it under this name."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
+
+
 class Engine:
     """Common interface: `run` one forward with reads and interventions."""
 
@@ -86,6 +95,7 @@ class Engine:
     def __init__(self, hf_model: nn.Module, arch: ArchInfo):
         self.hf = hf_model
         self.arch = arch
+        self.cache_name = hf_cache_name(hf_model)
 
     def run(
         self,
@@ -97,6 +107,8 @@ class Engine:
         **model_kwargs: Any,
     ) -> RunOutput:
         plan = _Plan(read, interventions, self.arch.n_layers)
+        if "past_key_values" in model_kwargs and self.cache_name != "past_key_values":
+            model_kwargs[self.cache_name] = model_kwargs.pop("past_key_values")  # the name transformers asks for
         with torch.set_grad_enabled(grad):
             logits, pkv = self._forward(plan, input_ids, attention_mask, **model_kwargs)
         check_all_fired(plan.ivs, plan.receipts)
@@ -179,7 +191,7 @@ class BridgeEngine(Engine):
 
     def _forward(self, plan, input_ids, attention_mask, **kw):
         hooks = self._hooks(plan)
-        want_cache = kw.pop("use_cache", False) or kw.get("past_key_values") is not None
+        want_cache = kw.pop("use_cache", False) or kw.get(self.cache_name) is not None
         out = self.bridge.run_with_hooks(
             input_ids,
             fwd_hooks=hooks,
@@ -241,6 +253,12 @@ class NNsightEngine(Engine):
         from nnsight import save
 
         a = self.arch
+        cache = kw.get(self.cache_name)
+        if attention_mask is None and cache is not None and self.cache_name != "past_key_values":
+            # nnsight adds a mask over the new tokens only unless the cache is called past_key_values; one over
+            # cached + new tokens is what HF assumes without a mask (same logits, bit for bit)
+            n = cache.get_seq_length() + input_ids.shape[-1]
+            attention_mask = torch.ones(input_ids.shape[0], n, dtype=torch.long, device=input_ids.device)
         trace_kw: dict[str, Any] = {"attention_mask": attention_mask} if attention_mask is not None else {}
         if self.remote:
             trace_kw["remote"] = self.remote
@@ -289,7 +307,7 @@ class NNsightEngine(Engine):
                     ratio = (s_old / s_new).unsqueeze(-1)
                     self._final_norm.output = (b + (out.float() - b) * ratio).to(out.dtype)
             res = self.lm.output
-            pkv = getattr(res, "past_key_values", None) if kw.get("use_cache") else None
+            pkv = getattr(res, self.cache_name, None) if kw.get("use_cache") else None
             out = save({"logits": res.logits, "pkv": pkv, "cache": plan.cache, "receipts": plan.receipts})
         plan.cache, plan.receipts = out["cache"], out["receipts"]
         return out["logits"], out["pkv"]

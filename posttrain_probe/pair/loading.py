@@ -119,13 +119,38 @@ def tokenizer_sha256(tokenizer) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _check_causal_lm(path: str, extra: dict, revision, trust_remote_code: bool) -> None:
+def _hub_unreachable(repo_id: str, revision: str | None, timeout: float = 5.0) -> str | None:
+    """None when the hub answers a HEAD for `repo_id`'s config.json (any HTTP status), else the network
+    error in one line. One request, no retries: huggingface_hub's own retries take ~25 s when offline."""
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json", revision=revision), timeout=timeout)
+    except HfHubHTTPError:
+        return None  # the hub answered (unknown id, gated, ...): the normal path reports it
+    except Exception as e:  # network errors of the HTTP client (DNS, refused, timeout)
+        return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no answer'}"
+    return None
+
+
+def _check_causal_lm(path: str, extra: dict, revision, trust_remote_code: bool, unreachable: str | None = None) -> None:
+    """Refuse a source that is not a causal LM; `unreachable` (why the hub cannot be used) reads the cache only."""
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     try:
-        cfg = AutoConfig.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        cfg = AutoConfig.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code, local_files_only=unreachable is not None
+        )
     except (OSError, ValueError) as e:
+        if extra.get("kind") == "hub" and unreachable:
+            raise ModelLoadError(
+                f"could not fetch {path!r} from the Hugging Face hub ({unreachable}) and it is not in the local "
+                "cache; pass a local model directory, or download it once while online"
+            ) from None
         if extra.get("kind") == "hub":
             raise ModelLoadError(
                 f"could not fetch {path!r} from the Hugging Face hub (offline or unknown id): "
@@ -186,7 +211,8 @@ class HookedModel:
     ) -> RunOutput:
         """One forward through the backend: cache the `read` sites, apply `interventions` (with receipts)."""
         n_ctx = self.max_context
-        if n_ctx is not None and input_ids.shape[-1] > n_ctx and model_kwargs.get("past_key_values") is None:
+        cached = model_kwargs.get("past_key_values", model_kwargs.get("cache")) is not None
+        if n_ctx is not None and input_ids.shape[-1] > n_ctx and not cached:
             raise ValueError(
                 f"prompt of {input_ids.shape[-1]} tokens is longer than the model's context of {n_ctx}; "
                 "shorten or truncate the prompts"
@@ -202,6 +228,27 @@ class HookedModel:
 
     def __repr__(self) -> str:
         return f"HookedModel({self.provenance.get('source')!r}, backend={self.backend}, {self.arch.shapes()})"
+
+
+_PICKLED_SUFFIXES = ("bin", "pt", "pth", "ckpt", "pkl")  # named only to say they are there; never opened
+
+
+def _no_safetensors_message(source: Any, path: str, msg: str) -> str:
+    """One line for a checkpoint without safetensors weights: only pickled weights (refused, never unpickled)
+    or no weights at all (a local folder that holds only config/tokenizer files)."""
+    folder = Path(path)
+    files = folder.iterdir() if folder.is_dir() else ()
+    pickled = sorted(f.name for f in files if f.is_file() and f.suffix.lstrip(".") in _PICKLED_SUFFIXES)
+    if folder.is_dir() and not pickled:
+        return (
+            f"{source} has no model weights: neither model.safetensors nor model.safetensors.index.json with its "
+            "shards is in the folder; pass the folder that holds the weights (save_pretrained writes them)"
+        )
+    found = f"only pickled {', '.join(pickled[:3])}" if pickled else msg
+    return (
+        f"{source}: no safetensors weights ({found}); posttrain_probe never unpickles .bin files — "
+        "convert the checkpoint to safetensors"
+    )
 
 
 def load_model(
@@ -234,7 +281,10 @@ def load_model(
         )
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if dev == "auto" else dev)
-    _check_causal_lm(path, extra, revision, trust_remote_code)
+    # offline: use the local cache only, at once, instead of huggingface_hub's retries (~25 s)
+    unreachable = _hub_unreachable(path, revision) if extra["kind"] == "hub" else None
+    local_only = unreachable is not None
+    _check_causal_lm(path, extra, revision, trust_remote_code, unreachable)
     # The bridge forces eager attention; use it for both backends so they agree to float precision.
     attn = attn_implementation or "eager"
     kwargs: dict[str, Any] = dict(
@@ -243,6 +293,7 @@ def load_model(
         trust_remote_code=trust_remote_code,
         use_safetensors=True,
         attn_implementation=attn,
+        local_files_only=local_only,
     )
     if dev == "auto":
         import importlib.util
@@ -259,14 +310,13 @@ def load_model(
     hf_logging.disable_progress_bar()  # one line per model is enough; the weight-loading bar is noise here
     try:
         hf = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        tok = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+        tok = AutoTokenizer.from_pretrained(
+            path, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only
+        )
     except OSError as e:
         msg = str(e).splitlines()[0]
         if "safetensors" in msg.lower():
-            raise ModelLoadError(
-                f"{source}: no safetensors weights ({msg}); posttrain_probe never unpickles .bin files — "
-                "convert the checkpoint to safetensors"
-            ) from None
+            raise ModelLoadError(_no_safetensors_message(source, path, msg)) from None
         raise ModelLoadError(f"could not load {source}: {msg}") from None
     except Exception as e:  # corrupt weights and similar surface as various exception types
         raise ModelLoadError(f"could not load {source}: {type(e).__name__}: {str(e).splitlines()[0]}") from None

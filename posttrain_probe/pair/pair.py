@@ -30,7 +30,12 @@ class ModelPair:
     def encode(
         self, texts: Sequence[str], padding_side: str = "left", add_special_tokens: bool = True
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token ids and attention mask (B, T) for both models."""
+        """Token ids and attention mask (B, T) for both models. On the toy world's word-level tokenizer, text
+        with words it does not know raises `UnknownWordsError` naming them (instead of silent `<unk>` ids)."""
+        from ..toyworld.tokenizer import check_known_words, is_toy_tokenizer
+
+        if is_toy_tokenizer(self.tokenizer):
+            check_known_words(self.tokenizer, [texts] if isinstance(texts, str) else texts)
         return encode(self.tokenizer, texts, padding_side, add_special_tokens)
 
     def provenance(self) -> dict[str, Any]:

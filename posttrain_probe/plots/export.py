@@ -4,6 +4,10 @@ Nothing but results is read: each run directory's result.json, tables and tensor
 analysis's plot module. Figures are written as `<analysis>__<figure>.<fmt>`, the names the HTML report's
 `figures_dir` uses; when several run directories hold the same analysis, their path below RESULTS_DIR is
 added (`<analysis>__<a_b>__<figure>.<fmt>` for `a/b/`), so the names stay stable from one run to the next.
+
+A damaged run directory (result.json unreadable, truncated or not ours, a corrupt table or tensor file, a summary its
+plot module cannot draw) is skipped with a one-line warning naming it and the problem; the healthy ones are drawn,
+and the command exits 1 when anything was skipped.
 """
 
 from __future__ import annotations
@@ -17,23 +21,30 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from posttrain_probe.results import is_run_dir, read_run
+from posttrain_probe.results import RESULT_FILE, RunDirError, read_run
 
 from . import write_figures
 
 
 def find_run_dirs(results_dir: str | Path) -> list[Path]:
-    """Run directories at or below `results_dir` (not inside another run directory), in sorted path order."""
+    """Folders at or below `results_dir` that hold a result.json (readable or not; not inside another such
+    folder, not hidden temporary folders), in sorted path order."""
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"results folder {root} not found; pass a folder of run dirs (e.g. runs/demo)")
     found = []
-    for here, dirs, _ in os.walk(root):
-        dirs.sort()
-        if is_run_dir(here):
+    for here, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .<name>.tmp-* are unfinished atomic writes
+        if RESULT_FILE in files:
             found.append(Path(here))
             dirs.clear()
     return sorted(found)
+
+
+def _problem(e: BaseException) -> str:
+    """An exception as one line: RunDirError messages as they are, anything else with its type."""
+    text = str(e).splitlines()[0] if str(e) else ""
+    return text if isinstance(e, RunDirError) else f"{type(e).__name__}: {text}".rstrip(": ")
 
 
 def plot_module(analysis: str):
@@ -50,17 +61,27 @@ def make_figures(
     fmt: str = "png",
     dpi: int = 130,
     only: Sequence[str] | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Path]:
     """Draw the figures of every run directory under `results_dir` into `out_dir`; returns the written paths.
     `only` keeps the figures whose name matches one of its glob patterns (e.g. `rlvr_dynamics__*`); a pattern
     that matches nothing is an error. Run directories of an analysis without figures are skipped; a folder with
-    no run directory is an error."""
+    no run directory is an error. A damaged run directory is skipped and the healthy ones drawn: one line per
+    skipped run ("<run>: <problem>") goes to `skipped` when given, else a `RunDirError` naming them is raised
+    after the healthy ones are drawn."""
     import matplotlib.pyplot as plt
 
     root = Path(results_dir)
-    runs = [(rd, read_run(rd)) for rd in find_run_dirs(root)]
-    if not runs:
+    found = find_run_dirs(root)
+    if not found:
         raise FileNotFoundError(f"no run directories (result.json) under {root}; pass a demo or experiment output")
+    problems: list[str] = []
+    runs = []
+    for rd in found:
+        try:
+            runs.append((rd, read_run(rd)))
+        except (RunDirError, OSError, ValueError, KeyError, TypeError) as e:
+            problems.append(f"{rd}: {_problem(e)}")
     count = Counter(res.analysis for _, res in runs)
     paths: list[Path] = []
     for rd, res in runs:
@@ -71,13 +92,24 @@ def make_figures(
         if count[res.analysis] > 1:
             rel = rd.relative_to(root).as_posix().replace("/", "_") or rd.name
             prefix = f"{res.analysis}__{rel}"
-        figs = {f"{prefix}__{name}": fig for name, fig in mod.figures(res).items()}
+        open_before = set(plt.get_fignums())
+        try:
+            figs = {f"{prefix}__{name}": fig for name, fig in mod.figures(res).items()}
+        except Exception as e:  # a damaged summary or table its plot module cannot draw: skip this run only
+            for num in set(plt.get_fignums()) - open_before:
+                plt.close(num)
+            problems.append(f"{rd}: cannot draw its figures ({_problem(e)}); the run dir is damaged or incomplete")
+            continue
         if only:
             for name in [n for n in figs if not any(fnmatch.fnmatch(n, pat) for pat in only)]:
                 plt.close(figs.pop(name))
         paths += write_figures(figs, out_dir, fmt, dpi)
+    if skipped is not None:
+        skipped += problems
+    elif problems:
+        raise RunDirError(f"skipped {len(problems)} damaged run dir(s), first {problems[0]}")
     unmatched = [pat for pat in only or () if not any(fnmatch.fnmatch(p.stem, pat) for p in paths)]
-    if unmatched:
+    if unmatched and not problems:
         raise ValueError(f"--only {' '.join(unmatched)} matched no figure; names look like rlvr_dynamics__curves")
     return paths
 
@@ -98,8 +130,13 @@ def add_cli(sub: argparse._SubParsersAction) -> None:
 def _cli_figures(args: argparse.Namespace) -> int:
     if args.dpi < 10:
         raise ValueError(f"--dpi {args.dpi} is too small; use e.g. 130")
-    paths = make_figures(args.results, args.out, args.format, args.dpi, only=args.only)
+    skipped: list[str] = []
+    paths = make_figures(args.results, args.out, args.format, args.dpi, only=args.only, skipped=skipped)
     for p in paths:
         print(p)
+    for line in skipped:
+        print(f"warning: skipped {line}", file=sys.stderr)
     print(f"wrote {len(paths)} figures to {args.out}", file=sys.stderr)
-    return 0
+    if skipped:
+        print(f"error: {len(skipped)} damaged run dir(s) skipped (warnings above); fix or remove them", file=sys.stderr)
+    return 1 if skipped else 0

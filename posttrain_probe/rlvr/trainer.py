@@ -54,7 +54,7 @@ from posttrain_probe.rlvr.session import (
 )
 from posttrain_probe.stats import pearson
 from posttrain_probe.utils.device import autocast_context
-from posttrain_probe.utils.io import atomic_write_json, atomic_write_text
+from posttrain_probe.utils.io import atomic_write_json, atomic_write_text, dumps_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -466,12 +466,13 @@ def evaluate(s: Session, batch_prompts: int = 64) -> dict[str, float]:
 
 def _append_jsonl(path: Path, row: dict[str, Any]) -> None:
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, allow_nan=True) + "\n")
+        f.write(dumps_json(row, indent=None) + "\n")  # valid JSON: a non-finite metric is null
         f.flush()
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a JSONL file; an unterminated last line (a write cut off by a kill) is not a row."""
+    """The rows of a JSONL file; an unterminated last line (a write cut off by a kill) is not a row. A null
+    value (how a non-finite metric is written: valid JSON) is read back as NaN."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -482,12 +483,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             json.loads(lines[-1])
         except json.JSONDecodeError:
             lines.pop()
-    return [json.loads(line) for line in lines if line.strip()]
+    rows = [json.loads(line) for line in lines if line.strip()]
+    return [{k: math.nan if v is None else v for k, v in r.items()} for r in rows]
 
 
 def _truncate_jsonl(path: Path, last_step: int) -> None:
     rows = [r for r in read_jsonl(path) if r["step"] <= last_step]
-    atomic_write_text(path, "".join(json.dumps(r, allow_nan=True) + "\n" for r in rows))
+    atomic_write_text(path, "".join(dumps_json(r, indent=None) + "\n" for r in rows))
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:

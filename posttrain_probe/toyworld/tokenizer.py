@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from .world import World
 
 SPECIALS = ["<unk>", "<pad>", "<s>", "</s>"]
@@ -55,3 +58,43 @@ def build_tokenizer(world: World):
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
+
+
+class UnknownWordsError(ValueError):
+    """Text with words the toy-world tokenizer does not know (they would all become one `<unk>` id)."""
+
+
+def is_toy_tokenizer(tokenizer: Any) -> bool:
+    """True for a tokenizer `build_tokenizer` made: word-level, with the toy chat tokens and fixed words."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or type(backend.model).__name__ != "WordLevel":
+        return False
+    vocab = backend.get_vocab()
+    return all(w in vocab for w in SPECIALS + CHAT_SPECIALS + FIXED)
+
+
+def unknown_words(tokenizer: Any, texts: Sequence[str]) -> list[str]:
+    """The distinct words of `texts` (first-seen order) that `tokenizer` maps to `<unk>`; a literal `<unk>` is
+    not one."""
+    backend = tokenizer.backend_tokenizer
+    unk = backend.token_to_id(tokenizer.unk_token) if tokenizer.unk_token else None
+    found: dict[str, None] = {}
+    for text in texts:
+        enc = backend.encode(text, add_special_tokens=False)
+        for i, (start, end) in zip(enc.ids, enc.offsets):
+            word = text[start:end]
+            if i == unk and word != tokenizer.unk_token:
+                found[word] = None
+    return list(found)
+
+
+def check_known_words(tokenizer: Any, texts: Sequence[str]) -> None:
+    """Raise `UnknownWordsError` (one line, naming the words) when `texts` hold words outside the toy vocabulary."""
+    words = unknown_words(tokenizer, texts)
+    if words:
+        shown = ", ".join(repr(w) for w in words[:8]) + (f" and {len(words) - 8} more" if len(words) > 8 else "")
+        raise UnknownWordsError(
+            f"{len(words)} word(s) are not in the toy-world vocabulary and would all become <unk>: {shown}; "
+            "the toy models know only the toy world's words (see its data/corpus.txt): rephrase with those, "
+            "or load a real model pair for other text"
+        )

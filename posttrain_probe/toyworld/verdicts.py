@@ -25,7 +25,8 @@ def _wald(p: float, n: int) -> tuple[float, float | None, float | None]:
 
 def new_knowledge_verdicts(toy_report: dict[str, Any]) -> list[Verdict]:
     """Du et al.'s 'develops new knowledge representations', from the toy build's recall of facts taught only in SFT."""
-    fr = toy_report.get("fact_recall", {})
+    # report.json holds null where a rate was undefined (NaN): read it back as NaN
+    fr = {k: float("nan") if v is None else v for k, v in toy_report.get("fact_recall", {}).items()}
     if "post_sft_new_facts" not in fr:
         return []
     base, post = fr["base_sft_new_facts"], fr["post_sft_new_facts"]

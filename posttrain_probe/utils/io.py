@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -28,8 +29,47 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot serialise {type(obj).__name__} to JSON")
 
 
-def dumps_json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, sort_keys=False, default=_json_default, allow_nan=True)
+def finite_or_none(obj: Any) -> Any:
+    """`obj` with every NaN / ±Infinity (Python or numpy float, in dicts, lists, tuples, arrays) replaced by None,
+    so it can be written as valid JSON (`null`). Other values are returned as they are."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.floating | np.ndarray):
+            return finite_or_none(obj.tolist())
+    except ImportError:  # pragma: no cover
+        pass
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """Valid JSON (RFC 8259): non-finite floats are written as null, never as NaN / Infinity tokens."""
+    return json.dumps(finite_or_none(obj), indent=indent, sort_keys=False, default=_json_default, allow_nan=False)
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc on Linux; elsewhere set and restored at once)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | Path, directory: bool = False) -> None:
+    """Give a file (0666) or folder (0777) made by tempfile (0600 / 0700) the mode a plain open() / mkdir() would
+    give it under the user's umask, so a run's files are as readable by group and others as the user's others."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -42,6 +82,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        honour_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -63,6 +104,7 @@ def atomic_dir(final: str | Path, overwrite: bool = False) -> Iterator[Path]:
         raise FileExistsError(f"{final} already exists; choose another --out or pass overwrite/--force")
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
+        honour_umask(tmp, directory=True)
         yield tmp
         if final.exists():
             old = final.with_name(f".{final.name}.old-{os.getpid()}")

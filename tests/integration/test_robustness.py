@@ -167,6 +167,74 @@ def test_bad_input_gives_one_line_error(case, tiny, model, tmp_path, monkeypatch
     assert match.lower() in _one_line(e.value).lower()
 
 
+def _no_network(monkeypatch, tmp_path):
+    """The hub at a closed local port (connection refused at once) and an empty cache, HF_HUB_OFFLINE unset."""
+    from huggingface_hub import constants
+
+    dead = "http://127.0.0.1:9"
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", dead)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", dead + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return tmp_path / "hub"
+
+
+def test_a_hub_id_without_network_fails_fast(monkeypatch, tmp_path):
+    import time
+
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES  # noqa: F401
+
+    _no_network(monkeypatch, tmp_path)
+    _ = transformers.AutoConfig, transformers.AutoModelForCausalLM, transformers.AutoTokenizer  # time no imports
+    t0 = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="not in the local cache") as e:
+        load_model("nobody-xyz/not-a-model")
+    assert time.perf_counter() - t0 < 3, "huggingface_hub retried instead of failing at once"
+    assert "nobody-xyz/not-a-model" in _one_line(e.value)
+
+
+def test_a_cached_hub_id_loads_without_network(tiny, monkeypatch, tmp_path):
+    import shutil
+
+    cache = _no_network(monkeypatch, tmp_path)
+    commit = "0" * 40
+    shutil.copytree(tiny, cache / "models--org--tiny" / "snapshots" / commit)
+    (cache / "models--org--tiny" / "refs").mkdir()
+    (cache / "models--org--tiny" / "refs" / "main").write_text(commit)
+    m = load_model("org/tiny", backend="nnsight")
+    assert m.provenance["kind"] == "hub" and m.arch.n_layers == 2
+
+
+def test_disk_full_during_a_run_write_leaves_nothing(tmp_path, monkeypatch):
+    import posttrain_probe.results as results
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(results, "save_file", full, raising=False)
+    monkeypatch.setattr("safetensors.torch.save_file", full)
+    res = RunResult("x", {}, {"a": 1}, tensors={"t": torch.ones(3)})
+    with pytest.raises(OSError, match="No space left"):
+        write_run(tmp_path / "run", res)
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
+def test_ctrl_c_during_a_write_leaves_nothing(tmp_path, monkeypatch):
+    import posttrain_probe.results as results
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(results, "atomic_write_json", interrupted, raising=False)
+    monkeypatch.setattr(json, "dumps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_run(tmp_path / "run", RunResult("x", {}, {"a": 1}))
+    assert list(tmp_path.iterdir()) == []
+
+
 # ------------------------------------------------------------------------------------------------- RLVR faults
 
 

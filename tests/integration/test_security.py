@@ -60,8 +60,23 @@ def test_a_pickled_only_checkpoint_is_refused_not_unpickled(tiny, tmp_path):
     shutil.copytree(tiny, d)
     (d / "model.safetensors").unlink()
     torch.save({"x": torch.zeros(1)}, d / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match="never unpickles"):
+    with pytest.raises(ModelLoadError, match="never unpickles") as e:
         load_model(d)
+    assert "pytorch_model.bin" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_folder_without_weights_says_so_not_pickle(tiny, tmp_path):
+    import shutil
+
+    from posttrain_probe.pair import ModelLoadError, load_model
+
+    d = tmp_path / "no_weights"
+    shutil.copytree(tiny, d)
+    (d / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match="has no model weights") as e:
+        load_model(d)
+    msg = str(e.value)
+    assert "model.safetensors" in msg and "index.json" in msg and ".bin" not in msg and "\n" not in msg
 
 
 def test_rlvr_refuses_a_pickled_only_start_model_in_one_line(tiny, tmp_path):

@@ -117,13 +117,12 @@ def test_mismatched_model_is_refused(hooked, hf, tmp_path):
     sv = _vec(m, site="resid_pre", layer=0)
     sv.save(tmp_path / "v")
     sv = SteeringVector.load(tmp_path / "v")
-    with pytest.raises(SteeringMismatchError, match="d_model 48"):
-        with sv.apply(hf["llama_wide"]):
-            pass
-    with pytest.raises(SteeringMismatchError, match="d_model"):
-        with sv.apply(hf["llama_wide"], force=True):
-            pass
-    with pytest.raises(SteeringMismatchError, match="vocab size"):
+    for force in (False, True):  # a d_model mismatch cannot be applied, so its error never suggests force
+        with pytest.raises(SteeringMismatchError, match="d_model 48") as e:
+            with sv.apply(hf["llama_wide"], force=force):
+                pass
+        assert "not even with force=True" in str(e.value) and "pass force=True" not in str(e.value)
+    with pytest.raises(SteeringMismatchError, match="vocab size.*pass force=True"):
         with sv.apply(hf["llama_vocab"]):
             pass
     with sv.apply(hf["llama_vocab"], force=True) as h:
@@ -133,6 +132,9 @@ def test_mismatched_model_is_refused(hooked, hf, tmp_path):
     with pytest.raises(SteeringMismatchError, match="tokenizer hash"):
         with sv.apply(hf["llama"], tokenizer=other_tok):
             pass
+    with sv.apply(hf["llama"], tokenizer=other_tok, force=True) as h:  # a tokenizer mismatch can be forced
+        hf["llama"](IDS)
+    assert h.fired
     too_deep = SteeringVector(sv.vector, "resid_pre", 5, metadata=sv.metadata)
     with pytest.raises(ValueError, match="model has 2 layers"):
         with too_deep.apply(hf["llama"]):

@@ -117,3 +117,41 @@ def test_entropy_neuron_verdict_needs_a_gap_and_resolution(gap, total_share, con
     (v,) = neuron_verdicts(res)
     assert v["verdict"] == expected
     assert "du_own_direct" in v["evidence"] and "du_base_total" not in v["evidence"]
+
+
+def test_a_resumed_demo_keeps_the_times_of_the_steps_it_skips(tmp_path, monkeypatch):
+    """Ctrl-C during the second step, then a rerun: timings.txt still has the first step's time."""
+    from types import SimpleNamespace
+
+    from posttrain_probe import demo, report, toyworld, verdicts
+
+    calls = {"b": 0}
+
+    def step_b(ctx):
+        calls["b"] += 1
+        if calls["b"] == 1:
+            raise KeyboardInterrupt
+        return RunResult("b", {}, {}), None
+
+    monkeypatch.setattr(toyworld, "build", lambda *a, **k: SimpleNamespace(report={}))
+    monkeypatch.setattr(demo, "steps", lambda: [("a", lambda ctx: (RunResult("a", {}, {}), None)), ("b", step_b)])
+    monkeypatch.setattr(report, "build_report", lambda run_dirs, out, **kw: out)
+    monkeypatch.setattr(verdicts, "collect_verdicts", lambda *a, **k: [])
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path / "demo", progress=False)
+
+    def times() -> dict[str, str]:
+        return dict(line.split("\t") for line in (tmp_path / "demo" / "timings.txt").read_text().splitlines())
+
+    first = times()
+    assert set(first) == {"toyworld", "a"}
+    demo.run_demo(tmp_path / "demo", progress=False)
+    assert set(times()) == {"toyworld", "a", "b", "total"} and times()["a"] == first["a"]  # was: a lost
+
+
+def test_a_null_rate_in_the_toy_report_reads_as_nan_in_the_verdicts():
+    from posttrain_probe.toyworld.verdicts import new_knowledge_verdicts
+
+    fr = {"base_sft_new_facts": None, "post_sft_new_facts": None, "n_sft_new": 0}  # written as null, was NaN
+    (v,) = new_knowledge_verdicts({"fact_recall": fr})
+    assert v.verdict == "inconclusive"

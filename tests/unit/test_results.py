@@ -103,6 +103,61 @@ def test_round_trip_gives_equal_result(tmp_path):
     assert back.meta == res.meta and back.meta["schema_version"] == SCHEMA_VERSION
 
 
+def _strict_json(text: str):
+    """json.loads that refuses the non-standard NaN / Infinity tokens (what any other JSON reader does)."""
+
+    def refuse(token: str):
+        raise ValueError(f"not valid JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_result_json_is_valid_json_with_null_for_non_finite_and_reads_back_exactly(tmp_path):
+    res = RunResult("x", {}, {"nan": float("nan"), "inf": [1.0, math.inf, -math.inf], "none": None, "one": 1.0})
+    out = write_run(tmp_path / "run", res)
+    doc = _strict_json((out / "result.json").read_text())  # was: bare NaN / Infinity tokens
+    assert doc["summary"] == {"nan": None, "inf": [1.0, None, None], "none": None, "one": 1.0}
+    assert doc["non_finite"] == [
+        [["summary", "nan"], "NaN"],
+        [["summary", "inf", 1], "Infinity"],
+        [["summary", "inf", 2], "-Infinity"],
+    ]
+    back = read_run(out).summary
+    assert math.isnan(back["nan"]) and back["inf"] == [1.0, math.inf, -math.inf] and back["none"] is None
+
+
+def test_a_schema_1_result_json_with_nan_tokens_is_still_read(tmp_path):
+    out = write_run(tmp_path / "run", RunResult("x", {}, {"a": 1.0}))
+    doc = json.loads((out / "result.json").read_text())
+    doc.pop("non_finite")
+    doc.update(schema_version=1, summary={"a": float("nan")})
+    (out / "result.json").write_text(json.dumps(doc))  # Python's json writes the NaN token
+    assert math.isnan(read_run(out).summary["a"])
+
+
+def test_a_non_finite_entry_that_points_nowhere_is_a_damaged_run_dir(tmp_path):
+    out = write_run(tmp_path / "run", RunResult("x", {}, {"a": 1.0}))
+    doc = json.loads((out / "result.json").read_text())
+    doc["non_finite"] = [[["summary", "a"], "NaN"]]  # summary.a is 1.0, not null
+    (out / "result.json").write_text(json.dumps(doc))
+    with pytest.raises(RunDirError, match="does not point at a null"):
+        read_run(out)
+
+
+def test_every_json_writer_writes_valid_json(tmp_path):
+    from posttrain_probe.utils.io import atomic_write_json, dumps_json
+
+    atomic_write_json(tmp_path / "a.json", {"x": float("nan"), "y": np.array([1.0, np.inf]), "z": (np.float32("nan"),)})
+    assert _strict_json((tmp_path / "a.json").read_text()) == {"x": None, "y": [1.0, None], "z": [None]}
+    assert dumps_json({"a": -math.inf}, indent=None) == '{"a": null}'
+    from posttrain_probe.rlvr.trainer import _append_jsonl, read_jsonl
+
+    _append_jsonl(tmp_path / "metrics.jsonl", {"step": 1, "dH_corr_cov": float("nan"), "loss": 0.5})
+    assert _strict_json((tmp_path / "metrics.jsonl").read_text()) == {"step": 1, "dH_corr_cov": None, "loss": 0.5}
+    (row,) = read_jsonl(tmp_path / "metrics.jsonl")  # null reads back as NaN
+    assert math.isnan(row["dH_corr_cov"]) and row["loss"] == 0.5
+
+
 def test_equality_notices_differences(tmp_path):
     res = _example()
     write_run(tmp_path / "run", res)
@@ -293,3 +348,32 @@ def test_one_provenance_shape_from_a_pair_or_from_models():
         provenance(models={"a": {}}, model_extra={"b": {}})
     with pytest.raises(TypeError, match="HookedModel or a provenance dict"):
         provenance(models={"a": 3})
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_written_files_and_run_dirs_honour_the_umask(umask, file_mode, dir_mode, tmp_path):
+    """Like open() / mkdir(): a colleague or web server can read a run when the umask allows (was 0600 / 0700)."""
+    import os
+    import stat
+
+    from posttrain_probe.report import build_report
+    from posttrain_probe.steering import SteeringVector
+    from posttrain_probe.utils.io import atomic_dir, atomic_write_text
+
+    def mode(p) -> int:
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    old = os.umask(umask)
+    try:
+        run = write_run(tmp_path / "run", _example())
+        build_report([run], tmp_path / "report.html")
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "f").write_text("x")
+        SteeringVector(torch.ones(4), "resid_pre", 0, metadata={}).save(tmp_path / "v")
+    finally:
+        os.umask(old)
+    assert mode(run) == dir_mode and mode(tmp_path / "d") == dir_mode and mode(run / "tables") == dir_mode
+    for f in [run / "result.json", tmp_path / "report.html", tmp_path / "a.txt", tmp_path / "v.safetensors"]:
+        assert mode(f) == file_mode, f
+    assert mode(tmp_path / "v.json") == file_mode

@@ -67,3 +67,22 @@ def test_tokenizer_round_trips_the_prompts_probes_use(tmp_path):
         [{"role": "user", "content": "5 7 + 1 0 ="}], add_generation_prompt=True, tokenize=False
     )
     assert tok.decode(tok(chat, add_special_tokens=False)["input_ids"]) == chat.strip()
+
+
+def test_pair_encode_on_the_toy_tokenizer_names_unknown_words_instead_of_unk_ids(tmp_path):
+    from types import SimpleNamespace
+
+    from posttrain_probe.pair import ModelPair
+    from posttrain_probe.testing import tiny_tokenizer
+    from posttrain_probe.toyworld.tokenizer import UnknownWordsError, is_toy_tokenizer
+
+    build_tokenizer(make_world(preset_config("quick"))).save_pretrained(tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert is_toy_tokenizer(tok) and not is_toy_tokenizer(tiny_tokenizer())
+    model = SimpleNamespace(tokenizer=tok)
+    pair = ModelPair(model, model, None)  # encode reads only the tokenizer
+    ids, _ = pair.encode(["5 7 is larger than 3 2 .", "<unk> is the city"])  # a literal <unk> is allowed
+    assert ids.shape[0] == 2
+    with pytest.raises(UnknownWordsError, match="'The', 'Eiffel', 'Tower', 'Paris'") as e:  # was: silent <unk> ids
+        pair.encode(["The Eiffel Tower is in the city of Paris"])
+    assert "\n" not in str(e.value) and str(e.value).startswith("4 word(s)")  # case-sensitive: 'The'
