@@ -21,8 +21,6 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from posttrain_probe.results import RESULT_FILE, RunDirError, read_run
-
 from . import write_figures
 
 
@@ -35,7 +33,7 @@ def find_run_dirs(results_dir: str | Path) -> list[Path]:
     found = []
     for here, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # .<name>.tmp-* are unfinished atomic writes
-        if RESULT_FILE in files:
+        if "result.json" in files:  # results.RESULT_FILE (not imported: `--help` stays light)
             found.append(Path(here))
             dirs.clear()
     return sorted(found)
@@ -44,6 +42,8 @@ def find_run_dirs(results_dir: str | Path) -> list[Path]:
 def _problem(e: BaseException) -> str:
     """An exception as one line: RunDirError messages as they are, anything else with its type."""
     text = str(e).splitlines()[0] if str(e) else ""
+    from posttrain_probe.results import RunDirError
+
     return text if isinstance(e, RunDirError) else f"{type(e).__name__}: {text}".rstrip(": ")
 
 
@@ -70,6 +70,8 @@ def make_figures(
     skipped run ("<run>: <problem>") goes to `skipped` when given, else a `RunDirError` naming them is raised
     after the healthy ones are drawn."""
     import matplotlib.pyplot as plt
+
+    from posttrain_probe.results import RunDirError, read_run
 
     root = Path(results_dir)
     found = find_run_dirs(root)

@@ -235,3 +235,16 @@ def test_the_demo_needs_no_file_outside_the_package_and_its_rlvr_settings_match_
 
     assert yaml.safe_load((ROOT / "experiments" / "configs" / "rlvr_toy_grpo.yaml").read_text()) == TOY_RLVR
     assert "experiments" not in (PKG / "demo.py").read_text()
+
+
+def test_posttrain_probe_help_imports_no_torch():
+    """`posttrain-probe --help` stays fast: building the whole parser imports no torch, pandas or matplotlib."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from posttrain_probe.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'pandas', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip() == "[]"
