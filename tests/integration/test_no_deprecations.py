@@ -8,7 +8,7 @@ import logging
 import warnings
 
 import pytest
-from posttrain_probe.probes._tracing_batch import kv_cache_reuse_works
+from posttrain_probe.pair.restore import kv_cache_reuse_works
 
 from posttrain_probe.data.records import Fact
 from posttrain_probe.pair import encode, load_pair
