@@ -90,7 +90,7 @@ def fmt_number(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, int):
-        return f"{v:,}" if abs(v) >= 10_000 else str(v)
+        return (f"{v:,}" if abs(v) >= 10_000 else str(v)).replace("-", "−")
     v = float(v)
     if math.isnan(v):
         return "n/a"
@@ -99,8 +99,10 @@ def fmt_number(v: Any) -> str:
     if v == 0:
         return "0"
     if 1_000 <= abs(v) < 1e9:
-        return f"{v:,.0f}".replace("-", "−")
-    return f"{v:.3g}".replace("-", "−") if abs(v) >= 1e-3 else f"{v:.2e}"
+        text = f"{v:,.0f}"
+    else:
+        text = f"{v:.3g}" if abs(v) >= 1e-4 else f"{v:.2e}"
+    return text.replace("-", "−")
 
 
 def _is_number(v: Any) -> bool:
@@ -206,23 +208,77 @@ def _flat_record(v: Any) -> bool:
     return isinstance(v, Mapping) and bool(v) and all(_scalar(x) for x in v.values())
 
 
-def value_html(v: Any) -> str:
-    """Any JSON-like value as HTML: scalars formatted, records of records as a grid, other mappings as nested
-    key/value tables, short lists inline and long ones summarized."""
+def _matrix(v: Any) -> bool:
+    """A list of equal-length lists of scalars (a map: rows × columns)."""
+    return (
+        isinstance(v, (list, tuple))
+        and len(v) >= 2
+        and all(isinstance(r, (list, tuple)) and r and all(_scalar(x) for x in r) for r in v)
+        and len({len(r) for r in v}) == 1
+    )
+
+
+def _matrix_table(rows: Sequence[Sequence[Any]], labels: Sequence[str] | None) -> str:
+    """A map as a grid; rows are named by `labels` when their count matches, else numbered."""
+    names = labels if labels is not None and len(labels) == len(rows) else [str(i) for i in range(len(rows))]
+    head = "<tr><th></th>" + "".join(f"<th>{j}</th>" for j in range(len(rows[0]))) + "</tr>"
+    body = "".join(
+        f"<tr><th>{html.escape(_key(n))}</th>" + "".join(f"<td class='n'>{_cell(x)}</td>" for x in r) + "</tr>"
+        for n, r in zip(names, rows)
+    )
+    return f"<table class='grid'>{head}{body}</table>"
+
+
+def _leaves(v: Any) -> int:
+    if isinstance(v, Mapping):
+        return sum(_leaves(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return sum(_leaves(x) for x in v)
+    return 1
+
+
+def summary_html(summary: Mapping[str, Any], fold_over: int = 40) -> str:
+    """A result's summary as one key/value table; values with more than `fold_over` numbers (maps the figures
+    draw) are folded under a one-line summary, and matrices name their rows from a list of labels of the same
+    length in the summary (e.g. token classes). A summary of records (one per run) is one grid."""
+    vals = list(summary.values())
+    if len(vals) >= 2 and all(_flat_record(x) for x in vals):  # one record per run/model: one grid
+        return _records_table(vals, index=list(summary))
+    labels = [v for v in vals if isinstance(v, list) and v and all(isinstance(x, str) for x in v)]
+    rows = []
+    for k, v in summary.items():
+        body = value_html(v, labels)
+        n = _leaves(v)
+        if n > fold_over:
+            body = f"<details><summary>{n} values (show)</summary>{body}</details>"
+        rows.append(f"<tr><th>{html.escape(_key(k))}</th><td>{body}</td></tr>")
+    return f"<table class='kv'>{''.join(rows)}</table>" if rows else "<p>(empty summary)</p>"
+
+
+def value_html(v: Any, labels: Sequence[Sequence[str]] = ()) -> str:
+    """Any JSON-like value as HTML: scalars formatted, records of records and matrices as grids, other mappings
+    as nested key/value tables, short lists inline and long ones summarized. `labels`: candidate row names."""
     if _scalar(v):
         return _cell(v)
+    if _matrix(v):
+        match = [lab for lab in labels if len(lab) == len(v)]
+        return _matrix_table(v, match[0] if len(match) == 1 else None)
     if isinstance(v, Mapping):
         if not v:
             return "—"
         vals = list(v.values())
         if len(vals) >= 2 and all(_flat_record(x) for x in vals) and len({k for x in vals for k in x}) <= 14:
             return _records_table(vals, index=list(v))
-        rows = "".join(f"<tr><th>{html.escape(_key(k))}</th><td>{value_html(x)}</td></tr>" for k, x in v.items())
+        rows = "".join(
+            f"<tr><th>{html.escape(_key(k))}</th><td>{value_html(x, labels)}</td></tr>" for k, x in v.items()
+        )
         return f"<table class='kv'>{rows}</table>"
     items = list(v)
     if not items:
         return "—"
     if all(_scalar(x) for x in items):
+        if any(isinstance(x, str) and not any(ch.isalnum() for ch in x) for x in items):  # tokens such as ","
+            return " ".join(f"<code>{_cell(x)}</code>" for x in items[:_MAX_ROWS])
         shown = ", ".join(_cell(x) for x in items[:_MAX_ITEMS])
         if len(items) <= _MAX_ITEMS:
             return shown
@@ -231,7 +287,7 @@ def value_html(v: Any) -> str:
         return f"{shown}, … ({len(items)} values{rng})"
     if all(_flat_record(x) for x in items):
         return _records_table(items)
-    return "<ol>" + "".join(f"<li>{value_html(x)}</li>" for x in items[:_MAX_ROWS]) + "</ol>"
+    return "<ol>" + "".join(f"<li>{value_html(x, labels)}</li>" for x in items[:_MAX_ROWS]) + "</ol>"
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -278,7 +334,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table{border-collapse:collapse;margin:.4em 0}
 td,th{border:1px solid #ddd;padding:3px 8px;font-size:.9em;text-align:left;vertical-align:top}
 th{background:#fafafa;font-weight:600}table table{margin:0}table table td,table table th{font-size:.85em}
-td.n{font-variant-numeric:tabular-nums}img{max-width:100%;border:1px solid #eee;margin:.5em 0}
+td.n{font-variant-numeric:tabular-nums}code{background:#f1f1f1;padding:0 .3em;margin-right:.2em}
+img{max-width:100%;border:1px solid #eee;margin:.5em 0}
 .q{font-style:italic;color:#555}.v-reproduced{color:#16632c;font-weight:bold}
 .v-not{color:#9b1c1c;font-weight:bold}.v-mixed{color:#8a5a00;font-weight:bold}.v-none{color:#666}
 .smoke{background:#fff4d6;border:1px solid #e0b040;padding:.6em 1em;margin:1em 0}
@@ -387,7 +444,7 @@ def build_report(
             if figures_dir is not None:
                 Path(figures_dir).mkdir(parents=True, exist_ok=True)
                 (Path(figures_dir) / f"{res.analysis}__{name}.png").write_bytes(png)
-        parts.append("<h3>Summary</h3>" + value_html(res.summary))
+        parts.append("<h3>Summary</h3>" + summary_html(res.summary))
         for note in res.notes:
             parts.append(f"<p>{_esc(note)}</p>")
         prov = {"run directory": str(rd), "seeds": res.seeds, "config": res.config, "provenance": res.provenance}

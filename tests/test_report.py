@@ -150,7 +150,7 @@ def test_quick_report_is_labelled_a_smoke_test_and_judges_nothing(runs, tmp_path
 
 def test_numbers_and_text_are_formatted_for_readers():
     assert [fmt_number(x) for x in (0.51234, 1234.7, float("nan"), 3, 1e-5, -0.25)] == [
-        "0.512", "1,235", "n/a", "3", "1.00e-05", "−0.25",
+        "0.512", "1,235", "n/a", "3", "1.00e−05", "−0.25",
     ]  # fmt: skip
     assert prose("n ({'base': 100, 'post': 100}) a->b nan 0.123456789") == "n (base 100, post 100) a→b n/a 0.123"
 
