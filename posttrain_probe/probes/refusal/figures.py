@@ -84,7 +84,7 @@ def refusal_rates(result: RunResult, metric: str = "refusal_rate") -> Figure:
         ax.set_title(f"applied to {to}")
         why = _empty_panel_reason(e[metric], to, metric)
         if why:  # nothing to see: say why instead of an empty or all-zero panel
-            ax.text(0.5, 0.5, why, ha="center", va="center", wrap=True, fontsize=9, transform=ax.transAxes)
+            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, transform=ax.transAxes)
             ax.set_xticks([])
             continue
         for gi, (pset, cond) in enumerate(groups):
@@ -111,7 +111,8 @@ def refusal_rates(result: RunResult, metric: str = "refusal_rate") -> Figure:
     for ax in axes:
         handles, labels = ax.get_legend_handles_labels()
         uniq.update({k: h for k, h in zip(labels, handles) if k not in uniq})
-    axes[1].legend(uniq.values(), [f"direction from {k}" if k != "none" else "no intervention" for k in uniq])
+    names = [f"direction from {k}" if k != "none" else "no intervention" for k in uniq]
+    fig.legend(uniq.values(), names, loc="outside right upper", fontsize=8)  # beside the panels, not over bars
     fig.suptitle(f"{'Refusal rate' if metric == 'refusal_rate' else 'Refusal score'} on the evaluation split")
     return fig
 
@@ -123,8 +124,8 @@ def _empty_panel_reason(values, role: str, metric: str) -> str:
         return f"no {metric.replace('_', ' ')} was measured on {role}"
     if metric == "refusal_rate" and (finite == 0).all():
         return (
-            f"{role} refuses none of the evaluation prompts under any condition\n(every rate is 0; the "
-            "refusal-score figure shows how far each condition moves it)"
+            f"{role} refuses none of the evaluation\nprompts under any condition: every\nrate is 0 (the "
+            "refusal-score figure\nshows how far each condition moves it)"
         )
     return ""
 
