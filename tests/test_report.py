@@ -126,7 +126,7 @@ def test_report_has_contents_section_ids_and_verdict_rows_linked_to_them(runs, t
     assert "#reportcheck" in page.hrefs and "#verdicts" in page.hrefs  # the table of contents
     linked = [r for r in page.rows if r]
     assert len(linked) == len(VERDICTS) and all(h[0].lstrip("#") in page.ids for h in linked)
-    text = "".join(page.text)
+    text = " ".join(page.text)
     assert "Report check: a nested summary" in text  # the registry title
     assert "95% CI" in text and "[0.4, 0.6]" in text and "n/a" in text
     for bad in ("NaN", "->", "{'", '{"', "0.5123", "0.8999"):
