@@ -415,13 +415,13 @@ def build_report(
         parts.append(f"<p class='smoke'><strong>{html.escape(_SMOKE)}</strong></p>")
     toc = ["<nav class='toc' id='contents'><h2>Contents</h2><ol>"]
     if verdicts:
-        label = "Claims of the papers" if smoke_test else "Verdicts on the papers' claims"
+        label = "Verdicts on the papers' claims" + (" (not judged)" if smoke_test else "")
         toc.append(f"<li><a href='#verdicts'>{html.escape(label)}</a></li>")
     toc += [f"<li><a href='#{sid}'>{_esc(t)}</a></li>" for sid, t in zip(ids, titles)]
     parts += toc + ["</ol></nav>"]
     if verdicts:
         heading = (
-            "Claims of the papers (not judged: smoke test)"
+            "Verdicts on the papers' claims: not judged (smoke test)"
             if smoke_test
             else "Verdicts on the papers' claims (as measured here)"
         )
