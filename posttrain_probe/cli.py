@@ -192,9 +192,19 @@ def _demo(sub):
         "--seed", type=int, default=0, help="seed of the toy build, the probes and the RLVR runs (default: 0)"
     )
     p.add_argument("--force", action="store_true", help="recompute finished steps")
+    p.add_argument(
+        "--keep-checkpoints",
+        default="analysed",
+        choices=["analysed", "all"],
+        help="analysed (default): once dynamics and drift are written, delete the RLVR checkpoints no analysis "
+        "reads (all but the GRPO run's, which drift reads); all: keep every run's checkpoints",
+    )
 
     def run(args) -> int:
+        from pathlib import Path
+
         from .demo import RLVR_LOSSES, run_demo
+        from .report import verdict_table_text
 
         losses = tuple(x.strip() for x in args.losses.split(",") if x.strip()) if args.losses else ()
         unknown = [x for x in losses if x not in RLVR_LOSSES]
@@ -204,8 +214,12 @@ def _demo(sub):
             raise ValueError(f"--rlvr-steps {args.rlvr_steps} must be >= 1")
         report = run_demo(
             args.out, preset=args.preset, device=args.device, seed=args.seed, force=args.force,
-            rlvr_steps=args.rlvr_steps, losses=losses,
+            rlvr_steps=args.rlvr_steps, losses=losses, keep_checkpoints=args.keep_checkpoints,
         )  # fmt: skip
+        rows = json.loads((Path(args.out) / "verdicts.json").read_text())
+        if args.preset == "quick":
+            print("smoke test (quick preset: its model learns little); the claims are listed, not judged")
+        print(verdict_table_text(rows, judged=args.preset != "quick"))
         print(f"report: {report}")
         return 0
 

@@ -242,6 +242,27 @@ def _dynamics(ctx: DemoContext):
     return analyze_runs(_rlvr_runs(ctx)), None
 
 
+KEEP_CHECKPOINTS = ("analysed", "all")
+ANALYSED_RUNS = ("grpo",)  # RLVR runs whose checkpoints an analysis reads (drift: the GRPO run)
+
+
+def prune_checkpoints(out: Path) -> list[Path]:
+    """Delete the checkpoints of the demo's RLVR runs that no analysis reads, once the dynamics and drift run
+    dirs exist (their results are computed; the dynamics read only metrics.jsonl and token dumps). Returns what
+    was deleted. A finished run keeps its metrics, so a rerun of the demo does not retrain it."""
+    from .results import is_run_dir
+
+    if not (is_run_dir(out / "dynamics") and is_run_dir(out / "drift")):
+        return []
+    gone = []
+    for run in sorted(p for p in (out / "rlvr").glob("*") if p.is_dir() and p.name not in ANALYSED_RUNS):
+        ckpts = run / "checkpoints"
+        if ckpts.is_dir() and (run / "metrics.jsonl").is_file():
+            shutil.rmtree(ckpts)
+            gone.append(ckpts)
+    return gone
+
+
 def steps() -> list[tuple[str, Callable]]:
     """The demo's steps in order: every registered probe, then the RLVR runs with their dynamics, then drift.
     A step returns (result, write_artifacts or None)."""
@@ -277,13 +298,16 @@ def run_demo(
     losses: tuple[str, ...] = (),
     preset: str | None = None,
     device: str = "auto",
+    keep_checkpoints: str = "analysed",
 ) -> Path:
     """Run the whole study on the toy pair; returns the path of the HTML report.
 
     `preset` is the toy-world preset (quick | default | large; `quick=True` is short for preset="quick").
     `device` (auto | cpu | cuda | cuda:N) runs the toy build, the probes and RLVR there; on CUDA the toy build and
     RLVR forward passes use bf16 autocast, the probes fp32. `rlvr_steps` and `losses` shorten the RLVR part
-    (default: 12 steps quick / 60 otherwise, all six losses)."""
+    (default: 12 steps quick / 60 otherwise, all six losses). `keep_checkpoints="analysed"` deletes the RLVR
+    checkpoints no analysis reads (every run's but GRPO's, which the drift step reads) once dynamics and drift
+    are written; "all" keeps them (e.g. to resume or extend a run)."""
     from tqdm.auto import tqdm
 
     from posttrain_probe.report import build_report
@@ -297,6 +321,8 @@ def run_demo(
     if quick and preset != "quick":
         raise ValueError(f"quick=True contradicts preset={preset!r}; pass one of them")
     check_device(device)
+    if keep_checkpoints not in KEEP_CHECKPOINTS:
+        raise ValueError(f"keep_checkpoints={keep_checkpoints!r}; choose one of {', '.join(KEEP_CHECKPOINTS)}")
     ctx = DemoContext(Path(out), preset, seed, force, rlvr_steps, tuple(losses), resolve_device(device))
     ctx.out.mkdir(parents=True, exist_ok=True)
     if not force:  # a resumed run skips the finished steps: keep their times
@@ -319,6 +345,8 @@ def run_demo(
             finally:  # on Ctrl-C too: the RLVR runs a stopped step finished keep their times
                 _write_timings(ctx)
         run_dirs.append(rd)
+    if keep_checkpoints == "analysed":
+        prune_checkpoints(ctx.out)
     from .toyworld.verdicts import new_knowledge_verdicts
     from .verdicts import collect_verdicts, write_verdicts
 
@@ -331,6 +359,7 @@ def run_demo(
         title=f"posttrain_probe demo — toy world ({ctx.preset}, seed {seed})",
         verdicts=found,
         figures_dir=ctx.out / "figures",
+        smoke_test=ctx.quick,
     )
     ctx.timings["total"] = time.perf_counter() - t0
     _write_timings(ctx)

@@ -81,6 +81,12 @@ def refusal_rates(result: RunResult, metric: str = "refusal_rate") -> Figure:
     width = 0.8 / max(len(sources) - 1, 1)
     for ax, to in zip(axes, ROLES):
         e = ev[ev.applied_to == to]
+        ax.set_title(f"applied to {to}")
+        why = _empty_panel_reason(e[metric], to, metric)
+        if why:  # nothing to see: say why instead of an empty or all-zero panel
+            ax.text(0.5, 0.5, why, ha="center", va="center", fontsize=9, transform=ax.transAxes)
+            ax.set_xticks([])
+            continue
         for gi, (pset, cond) in enumerate(groups):
             srcs = ["none"] if cond == "baseline" else [s for s in sources if s != "none"]
             for si, src in enumerate(srcs):
@@ -96,17 +102,32 @@ def refusal_rates(result: RunResult, metric: str = "refusal_rate") -> Figure:
                     label=src if gi < 2 else None,
                 )
         ax.set_xticks(range(len(groups)), [f"{p}\n{c}" for p, c in groups], fontsize=8)
-        ax.set_title(f"applied to {to}")
         if metric == "refusal_rate":
             ax.set_ylim(0, 1.05)
         else:
             ax.axhline(0, color="gray", lw=0.6)
     axes[0].set_ylabel("refusal rate (prefix match)" if metric == "refusal_rate" else "refusal score (log-odds)")
-    handles, labels = axes[0].get_legend_handles_labels()
-    uniq = dict(zip(labels, handles))
-    axes[1].legend(uniq.values(), [f"direction from {k}" if k != "none" else "no intervention" for k in uniq])
+    uniq = {}
+    for ax in axes:
+        handles, labels = ax.get_legend_handles_labels()
+        uniq.update({k: h for k, h in zip(labels, handles) if k not in uniq})
+    names = [f"direction from {k}" if k != "none" else "no intervention" for k in uniq]
+    fig.legend(uniq.values(), names, loc="outside right upper", fontsize=8)  # beside the panels, not over bars
     fig.suptitle(f"{'Refusal rate' if metric == 'refusal_rate' else 'Refusal score'} on the evaluation split")
     return fig
+
+
+def _empty_panel_reason(values, role: str, metric: str) -> str:
+    """Why the panel of `role` would show nothing ("" when it shows something)."""
+    finite = values[np.isfinite(values.to_numpy(dtype=float))]
+    if finite.empty:
+        return f"no {metric.replace('_', ' ')} was measured on {role}"
+    if metric == "refusal_rate" and (finite == 0).all():
+        return (
+            f"{role} refuses none of the evaluation\nprompts under any condition: every\nrate is 0 (the "
+            "refusal-score figure\nshows how far each condition moves it)"
+        )
+    return ""
 
 
 def direction_cosines(result: RunResult) -> Figure:
