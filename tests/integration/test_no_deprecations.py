@@ -8,11 +8,11 @@ import logging
 import warnings
 
 import pytest
-from posttrain_probe.pair.restore import kv_cache_reuse_works
 
 from posttrain_probe.data.records import Fact
 from posttrain_probe.pair import encode, load_pair
 from posttrain_probe.pair.generate import greedy_generate
+from posttrain_probe.pair.restore import kv_cache_reuse_works
 from posttrain_probe.probes.tracing import TracingConfig, run_tracing
 from posttrain_probe.testing import make_tiny_checkpoint
 
