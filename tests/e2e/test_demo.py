@@ -6,14 +6,19 @@ import pytest
 
 
 def test_demo_quick_writes_every_run_dir_and_a_self_contained_report(toy_pair_quick, tmp_path, monkeypatch):
-    from posttrain_probe.demo import STEPS, run_demo
+    import json
+
+    from posttrain_probe.demo import run_demo, steps
     from posttrain_probe.results import is_run_dir
+    from posttrain_probe.verdict import FIELDS
 
     monkeypatch.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
     report = run_demo(tmp_path / "demo", quick=True, progress=False, rlvr_steps=3, losses=("grpo", "clip_cov"))
-    assert {name for name, _ in STEPS} >= {"neurons", "refusal", "dynamics", "drift"}
-    for name, _ in STEPS:
+    assert {name for name, _ in steps()} >= {"tracing", "patching", "truth", "neurons", "refusal", "dynamics", "drift"}
+    for name, _ in steps():
         assert is_run_dir(tmp_path / "demo" / name), name
+    rows = json.loads((tmp_path / "demo" / "verdicts.json").read_text())
+    assert rows and all(set(FIELDS) <= set(r) for r in rows)
     html = report.read_text()
     assert "Verdicts" in html and "data:image/png;base64," in html
     assert "http://" not in html and "https://" not in html  # opens with no network
