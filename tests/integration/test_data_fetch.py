@@ -200,7 +200,7 @@ def test_default_data_resolves_cache_then_shared_then_names_the_fetch_command(tm
     )
     with pytest.raises(ConfigError, match="posttrain-probe data fetch gsm8k"):
         _resolve_data("shared:gsm8k/test.jsonl")
-    with pytest.raises(ValueError, match="posttrain-probe data fetch tinystories_val_subset"):
+    with pytest.raises(MissingDataError, match="posttrain-probe data fetch tinystories_val_subset"):
         shared_path("texts")
     shared = tmp_path / "shared"
     (shared / "known_1000").mkdir(parents=True)
