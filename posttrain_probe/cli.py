@@ -297,7 +297,6 @@ def _run_probe(probe, args: argparse.Namespace) -> int:
     import dataclasses
 
     from .cli_args import finish_run, fresh_out_dir
-    from .data.defaults import default_sources
     from .pair import load_pair
     from .probes.base import dataclass_from_args
     from .results import write_run
@@ -308,7 +307,7 @@ def _run_probe(probe, args: argparse.Namespace) -> int:
     if "reuse" in {f.name for f in dataclasses.fields(data)} and data.reuse is None and out.exists():
         data = dataclasses.replace(data, reuse=str(out))  # --force over an earlier run reuses its activations
     pair = load_pair(args.base, args.post, backend=args.backend, device=args.device, dtype=args.dtype)
-    result = probe.execute(pair, _LazySources(lambda: default_sources(args.base)), config=cfg, data=data)
+    result = probe.execute(pair, _LazySources(args.base), config=cfg, data=data)
     write_run(out, result, overwrite=args.force)
     probe.write_artifacts(result, pair, out)
     return finish_run(args, out, probe.figures, probe.summary_text(result.summary))
@@ -316,14 +315,22 @@ def _run_probe(probe, args: argparse.Namespace) -> int:
 
 class _LazySources:
     """The pair's default data sources, resolved only when a probe needs a default (so --data works without the
-    shared data sets)."""
+    shared data sets); `kind` (toyworld or shared) is known without resolving them."""
 
-    def __init__(self, make: Callable) -> None:
-        self._make, self._value = make, None
+    def __init__(self, base: str) -> None:
+        self._base, self._value = base, None
+
+    @property
+    def kind(self) -> str:
+        from .data.defaults import toy_data_dir
+
+        return "toyworld" if toy_data_dir(self._base) is not None else "shared"
 
     def __getattr__(self, name: str):
         if self._value is None:
-            self._value = self._make()
+            from .data.defaults import default_sources
+
+            self._value = default_sources(self._base)
         return getattr(self._value, name)
 
 

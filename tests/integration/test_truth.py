@@ -228,12 +228,11 @@ def test_cli_writes_run_dir_and_refuses_to_overwrite_before_computing(tiny_dirs,
 
 
 def test_prompts_longer_than_the_context_are_refused_before_any_model_runs(pair, monkeypatch):
-    import posttrain_probe.probes.truth as truth
 
     def never(*a, **k):
         raise AssertionError("activations were collected before the length check")
 
-    monkeypatch.setattr(truth, "collect_last_token_acts", never)
+    monkeypatch.setattr("posttrain_probe.probes.truth.run.collect_last_token_acts", never)
     with pytest.raises(ValueError, match="fewer few-shot examples"):
         run_truth(pair, _statements(), TruthConfig(n_shots=30, progress=False))
 
