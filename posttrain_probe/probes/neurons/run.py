@@ -1,24 +1,4 @@
-"""Entropy (confidence-regulation) neurons in a base model and its post-trained twin (SPEC §3; Stolfo et al.
-2024, Du et al. 2025), and weight screens along a checkpoint series.
-
-What `run_neurons` computes, per model, on byte-identical token ids:
-- weight screens of every neuron of the ablation layer (default: the last MLP; optionally every layer):
-  ‖w_out‖, LogitVar and the null-space fraction ρ (see `_neurons_screen` for the folded unembedding);
-- two selections on the ablation layer: Du et al.'s rule (top `top_frac` by norm, then the `n_select` lowest
-  LogitVar) and the `n_null` neurons with the largest ρ;
-- mean ablation (means over `n_ref` reference texts) of every selected neuron alone and of each selected set,
-  on `n_eval` other texts: change of next-token entropy and loss, total and direct (final norm's scale frozen
-  at its clean value); controls: `n_controls` random neurons of the same norm decile per selected neuron, and
-  `n_control_sets` random sets of the same size drawn decile by decile; `all_neurons` ablates every neuron;
-- base vs post: IoU of the selections, neuron matching by cosine of the write vectors, and the share of the
-  base→post entropy gap G = H_post − H_base explained by ablating the sets:
-  share_both = 1 − G_ablated / G (each model ablated with its own set), share_post = −ΔH_post / G,
-  share_base = ΔH_base / G; the same numbers for the control sets.
-
-Choices the SPEC leaves open: the null-space size k defaults to 40 for d_model ≥ 400, else ⌈0.1·d_model⌉;
-evaluation texts are raw text for both models (no chat template); ablation covers every position; effects
-are token-weighted means over the evaluation texts with per-text (cluster) standard errors.
-"""
+"""The entropy-neuron analysis's run: `run_neurons` and its inputs (what it computes: the package docstring)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,4 @@
-"""True/false activation patching within and across a base model and its post-trained twin (SPEC §1b;
-Du et al. 2025, "post-training adapts base representations").
-
-For pairs of statements that differ only in the subject (one true, one false; `_patching_pairs`), in the
-few-shot prompt "<4 examples> <statement> This statement is:", the metric is
-LD = logit(" TRUE") − logit(" FALSE") at the last position (log-prob difference, the same number). For every
-token t from the first subject token to the end and every layer l, the true run's block output
-(resid_post.l) at t is written into the false run; ΔLD(t, l) = LD_patched − LD_false. Tokens before the
-subject are identical in both runs, and the last block's output at a non-final token feeds nothing, so those
-cells are 0 without a forward.
-
-Four directions: base→base, post→post (within-model maps) and base→post, post→base (cross-model: the
-source model's true-run activations into the receiving model's false run). A pair counts for a receiving
-model when it separates the pair (LD_true − LD_false > min_gap); comparisons use pairs both models separate.
-Maps are averaged over pairs by position class (subject first/middle/last, object, ..., then each suffix
-token) and normalized by the receiving model's mean gap, so 1 = the full true-vs-false difference.
-"""
+"""The patching analysis's run: `patch_maps`, `run_patching` and its inputs (what it computes: the package docstring)."""
 
 from __future__ import annotations
 

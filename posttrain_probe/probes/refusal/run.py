@@ -1,33 +1,4 @@
-"""The refusal direction in a base model and its post-trained twin (SPEC §2b; Arditi et al. 2024;
-Du et al. 2025).
-
-What `run_refusal` computes, for each model with its own prompt format (base:
-"User: {instruction}\\nAssistant:", post: its chat template if it has one; both overridable):
-- candidates r(l, p) = mean(resid_pre[l] at p | harmful) − mean(... | harmless) on the train split, for every
-  layer l and every post-instruction position p (the template tokens after the instruction);
-- every candidate's scores on the validation split: bypass (mean refusal score of harmful prompts with r̂
-  ablated at resid_pre/mid/post of every layer and position), induce (mean refusal score of harmless
-  prompts with r added at resid_pre[l], every position), KL (next-token KL on harmless prompts under the
-  ablation); the choice: lowest bypass among candidates with l < 0.8·L, KL < 0.1 and induce > 0;
-- on the evaluation split, for every direction source (base, post, and a random direction of the same norm
-  as a control) applied to every model: refusal rate by prefix match of greedy generations, the
-  generation-free refusal score (log-odds of refusal-start tokens at the first response position), and KL
-  on harmless prompts, for baseline / ablation / addition. base → post is forward transfer, post → base
-  backward transfer;
-- cosines of the two models' candidates per layer; optionally, that weight orthogonalization gives the
-  logits of runtime ablation (max |Δlogit| recorded);
-- diagnostics (`_refusal_diagnostics`) that tell a failed method from a model whose refusal is not mediated by
-  one direction: where refusal lives (harmful residuals patched into length-matched harmless prompts at the
-  instruction vs the post-instruction positions, per layer), the bypass score with the span of every candidate
-  ablated, and the induce score of the addition at several coefficients; a note states the evidence when a
-  refusing model's own direction neither bypasses nor induces refusal.
-
-The refusal score is log p(R) − log(1 − p(R)) where R is the set of first tokens of the refusal phrases
-(written bare and after a space). Prefix matching strips leading whitespace. Choices the SPEC leaves open:
-addition uses the raw mean difference with coefficient `add_scale` (default 1) at the candidate's layer;
-selection falls back to the lowest bypass score among layer-eligible candidates when none passes every
-filter, and says so (`passed_filters: false`).
-"""
+"""The refusal analysis's run: `run_refusal`, its inputs and artefacts (what it computes: the package docstring)."""
 
 from __future__ import annotations
 

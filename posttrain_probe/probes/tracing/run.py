@@ -1,17 +1,4 @@
-"""Causal tracing on a base model and its post-trained twin (SPEC §1a; Meng et al. 2022, Du et al. 2025).
-
-`run_tracing(pair, facts, config)` tokenizes the facts once (subject spans by offset alignment; facts whose
-subject cannot be aligned are reported and skipped), keeps per model the facts it answers correctly (the
-answer's first token is the argmax at the last prompt position), traces each model on its own known facts
-(batched restorations, see `_tracing_batch`), and summarizes:
-- AIE per kind × ROME token class × layer, per model over its own known facts ("own") and over the facts
-  both models know ("common"), with percentile-bootstrap 95% intervals over facts;
-- base − post per-fact differences on the common facts (paired bootstrap);
-- Pearson correlation of the base and post maps per kind (class maps, and all per-fact cells);
-- each model's peak (token class, layer) per kind.
-Noise conventions are in `_tracing_core`'s docstring. Prompts are the facts' raw text for both models
-(byte-identical ids; no chat template), as in Du et al.'s knowledge-storage tracing.
-"""
+"""The causal-tracing run: `run_tracing` and its inputs (what it computes: the package docstring)."""
 
 from __future__ import annotations
 
