@@ -1,4 +1,4 @@
-"""The patching analysis's run: `patch_maps`, `run_patching` and its inputs (what it computes: the package docstring)."""
+"""The patching run: `patch_maps`, `run_patching` and its inputs (what it computes: the package docstring)."""
 
 from __future__ import annotations
 
