@@ -21,7 +21,7 @@ from posttrain_probe.data.fetch import ChecksumError, DataFetchError, fetch
 from posttrain_probe.paths import shared_data_dir
 
 SHARED = shared_data_dir()
-EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -266,7 +266,9 @@ def test_ctrl_c_during_a_fetch_leaves_no_data_set_and_the_next_fetch_resumes(iso
 
 
 def test_the_data_package_does_not_import_the_cli():
-    root = Path(__file__).resolve().parent.parent / "posttrain_probe" / "data"
-    for path in root.glob("*.py"):
+    root = Path(__file__).resolve().parents[2] / "posttrain_probe" / "data"
+    paths = sorted(root.glob("*.py"))
+    assert paths, root
+    for path in paths:
         text = path.read_text()
         assert "posttrain_probe.cli" not in text and "from ..cli" not in text and "cli_args" not in text, path
