@@ -185,8 +185,18 @@ def _demo(sub):
         "--quick", dest="preset", action="store_const", const="quick", help="same as --preset quick (≈ minutes)"
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: the GPU if torch sees one)")
-    p.add_argument("--rlvr-steps", type=int, default=None, help="steps per RLVR run (default 12 quick / 60 otherwise)")
-    p.add_argument("--losses", default=None, help="comma-separated RLVR losses (default: all six)")
+    p.add_argument(
+        "--rlvr-steps", type=int, default=None, help="steps per RLVR run (default: demo.DEMO_RLVR, 12 quick / 60)"
+    )
+    p.add_argument(
+        "--rlvr-seeds", type=int, default=None, help="paired seeds per RLVR arm (default 3; quick 2; 1 = no seed CI)"
+    )
+    p.add_argument(
+        "--arms",
+        default=None,
+        help="comma-separated RLVR arms (default: grpo,null,clip_higher,entropy_bonus,clip_cov,kl_cov,steer; see "
+        "`posttrain-probe rlvr arms`); baselines are added",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (run dirs, figures/, report.html)")
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the toy build, the probes and the RLVR runs (default: 0)"
@@ -203,18 +213,19 @@ def _demo(sub):
     def run(args) -> int:
         from pathlib import Path
 
-        from .demo import RLVR_LOSSES, run_demo
+        from .demo import run_demo
         from .report import verdict_table_text
+        from .rlvr.paired import resolve_arms
 
-        losses = tuple(x.strip() for x in args.losses.split(",") if x.strip()) if args.losses else ()
-        unknown = [x for x in losses if x not in RLVR_LOSSES]
-        if unknown:
-            raise ValueError(f"unknown --losses {unknown}; choose from {', '.join(RLVR_LOSSES)}")
+        arms = tuple(x.strip() for x in args.arms.split(",") if x.strip()) if args.arms else ()
+        resolve_arms(arms)
         if args.rlvr_steps is not None and args.rlvr_steps < 1:
             raise ValueError(f"--rlvr-steps {args.rlvr_steps} must be >= 1")
+        if args.rlvr_seeds is not None and args.rlvr_seeds < 1:
+            raise ValueError(f"--rlvr-seeds {args.rlvr_seeds} must be >= 1")
         report = run_demo(
             args.out, preset=args.preset, device=args.device, seed=args.seed, force=args.force,
-            rlvr_steps=args.rlvr_steps, losses=losses, keep_checkpoints=args.keep_checkpoints,
+            rlvr_steps=args.rlvr_steps, arms=arms, keep_checkpoints=args.keep_checkpoints, rlvr_seeds=args.rlvr_seeds,
         )  # fmt: skip
         rows = json.loads((Path(args.out) / "verdicts.json").read_text())
         if args.preset == "quick":
@@ -258,6 +269,44 @@ def _rlvr(sub):
     t.add_argument("--out", required=True, help="run directory (must not exist)")
     r = rsub.add_parser("resume", help="continue a run from its latest checkpoint, exactly")
     r.add_argument("run_dir")
+    st = rsub.add_parser(
+        "study",
+        help="paired multi-seed study: arms × seeds from the post model, effects with 95%% CIs, verdicts, figures",
+        description="Every arm on the same seeds (common random numbers) into OUT/rlvr/<arm>_seed<k>, then "
+        "OUT/dynamics. Same as experiments/rlvr_study.py.",
+    )
+    from .studies.common import add_study_flags
+    from .studies.rlvr import add_study_arguments
+
+    add_study_flags(st, "rlvr_study")
+    add_study_arguments(st)
+    st.add_argument(
+        "--configs", default=None, help="experiments/configs folder (needed for real pairs; toy pairs have defaults)"
+    )
+    a = rsub.add_parser("arms", help="list the arms a paired study or the demo can run")
+
+    def run_study(args) -> int:
+        from pathlib import Path
+
+        from .studies.common import run_parsed
+        from .studies.rlvr import run_rlvr_study
+
+        configs = Path(args.configs) if args.configs else None
+        vars(args).pop("configs")
+        return run_parsed("rlvr_study", run_rlvr_study, args, configs)
+
+    def run_arms(args) -> int:
+        from .rlvr.paired import ARMS, DOSES
+
+        for arm in ARMS.values():
+            print(f"{arm.name:22s} baseline {arm.baseline:22s} {arm.about}")
+        for method, params in DOSES.items():
+            for param, values in params.items():
+                print(f"dose {method}@{param}=" + ",".join(f"{v:g}" for v in values))
+        return 0
+
+    st.set_defaults(func=run_study)
+    a.set_defaults(func=run_arms)
 
     def run_train(args) -> int:
         from .rlvr import RLVRConfig, train

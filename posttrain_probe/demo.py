@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +29,9 @@ class DemoContext:
     seed: int
     force: bool
     rlvr_steps: int | None = None
-    losses: tuple[str, ...] = ()
-    device: str = "cpu"  # resolved: cpu | cuda | cuda:N
+    arms: tuple[str, ...] = ()
+    device: str = "cpu"
+    rlvr_seeds: int | None = None  # resolved: cpu | cuda | cuda:N
     toy: object = None
     pair: object = None
     timings: dict[str, float] = field(default_factory=dict)
@@ -73,130 +71,73 @@ def _probe_step(name: str) -> Callable:
     return step
 
 
-RLVR_LOSSES = ("grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "steer")
+# The demo's paired RLVR study: every arm on the same seeds (rlvr.paired), the null arm measuring chaos alone.
+DEMO_ARMS = ("grpo", "null", "clip_cov", "kl_cov", "steer")
+QUICK_ARMS = DEMO_ARMS
+RLVR_LOSSES = DEMO_ARMS  # the arm names the CLI accepts (kept for callers of the old name)
+DEMO_RLVR_SEEDS = {"quick": 2, "default": 3}
+# Sizes of the demo's runs (on top of studies.rlvr.TOY_RLVR). The 10-minute budget on 2 cores leaves ~4.5 min for
+# 15 runs, ~36 core-seconds each (~0.7 s per 16-prompt step): the fastest collapse measured per second is lr 3e-4,
+# where GRPO's held-out eval entropy fell 0.716 → 0.463 (−35%) in 40 steps (−49% at 100). The full study
+# (`posttrain-probe rlvr study`, studies.rlvr.TOY_STUDY) runs 150 steps at lr 2e-4 (−61%).
+DEMO_RLVR = {
+    "quick": {"steps": 12, "prompts_per_step": 8, "n_eval": 32, "eval_samples": 2, "eval_every": 6},
+    "default": {"steps": 40, "prompts_per_step": 16, "lr": 3.0e-4, "n_eval": 64, "eval_samples": 2, "eval_every": 10},
+}
 
 
-def _rlvr_config(ctx: DemoContext, loss: str):
+def _rlvr_base(ctx: DemoContext):
+    """The demo's base RLVR config (GRPO; arms change the loss, lr and seed): TOY_RLVR with the demo's sizes, the
+    built toy pair's post model and arithmetic problems, checkpoints and token dumps 4 times per run."""
     from posttrain_probe.rlvr import RLVRConfig
 
     from .studies.rlvr import TOY_RLVR
 
-    cfg = RLVRConfig.from_dict(TOY_RLVR)
-    steps = ctx.rlvr_steps or (12 if ctx.quick else 60)
+    sizes = dict(DEMO_RLVR["quick" if ctx.quick else "default"])
+    if ctx.rlvr_steps:
+        sizes.update(steps=ctx.rlvr_steps, eval_every=max(1, ctx.rlvr_steps // 4))
+    steps = sizes["steps"]
     return dataclasses.replace(
-        cfg,
+        RLVRConfig.from_dict(TOY_RLVR),
         model=str(ctx.toy.post_dir),
         data=str(Path(ctx.toy.data_dir) / "arithmetic.jsonl"),
-        steps=steps,
         checkpoint_every=max(1, steps // 4),
         token_dump_every=max(1, steps // 4),
-        eval_every=steps,
-        n_eval=32 if ctx.quick else 128,
-        prompts_per_step=8 if ctx.quick else 16,
-        seed=ctx.seed,
         progress=False,
         device=ctx.device,
-        loss=dataclasses.replace(cfg.loss, name=loss, clip_high=None),
+        **sizes,
     )
 
 
-def _rlvr_workers(ctx: DemoContext, n_pending: int) -> int:
-    """Parallel RLVR workers: one single-threaded process per core on CPU (a d128 model keeps one core busy, and two
-    2-thread runs on 2 cores would spin-wait on each other), one at a time on a GPU. Measured on the quick preset
-    (2 cores): six 12-step runs took 24 s in two worker processes, 52 s with one process per run (each paying
-    ~7 s of transformers import) and 92 s one after another in-process."""
-    if ctx.device != "cpu" or n_pending < 2:
-        return 1
-    return max(1, min(os.cpu_count() or 1, n_pending))
+def _rlvr_configs(ctx: DemoContext) -> dict:
+    """{run label: RLVRConfig} of the demo's arms × seeds (seeds ctx.seed, ctx.seed + 1, ...)."""
+    from posttrain_probe.rlvr.paired import paired_configs
 
-
-def _start_worker(jobs: list[tuple[str, Path]], ctx: DemoContext, log: Path) -> subprocess.Popen:
-    """One process (`python -m posttrain_probe.rlvr.batch`) that trains `jobs` one after another, each exactly as
-    `posttrain-probe rlvr train` would from a YAML copy of its config kept beside the run (rlvr/<loss>.yaml); the
-    worker's stderr goes to `log`."""
-    import yaml
-
-    cmd = [sys.executable, "-m", "posttrain_probe.rlvr.batch"]
-    for loss, rd in jobs:
-        cfg = dataclasses.replace(_rlvr_config(ctx, loss), threads=1)
-        cfg_file = rd.parent / f"{rd.name}.yaml"
-        cfg_file.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        cmd += [str(cfg_file), str(rd)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    with open(log, "w") as err:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+    arms = ctx.arms or (QUICK_ARMS if ctx.quick else DEMO_ARMS)
+    n = ctx.rlvr_seeds or DEMO_RLVR_SEEDS["quick" if ctx.quick else "default"]
+    return paired_configs(_rlvr_base(ctx), arms, range(ctx.seed, ctx.seed + n))
 
 
 def _rlvr_runs(ctx: DemoContext) -> list[Path]:
-    from posttrain_probe.rlvr import train
+    """OUT/rlvr/<arm>_seed<k> for every arm and seed, trained in parallel single-threaded workers on CPU; finished
+    runs are reused (unless force), unfinished ones retrained."""
+    from posttrain_probe.rlvr.pool import default_workers, train_many
     from posttrain_probe.rlvr.run import RLVRRun
 
     runs, pending = [], []
-    for loss in ctx.losses or RLVR_LOSSES:
-        rd = safe_join(ctx.out / "rlvr", safe_name(loss, "RLVR loss"), "RLVR loss")  # it may be rmtree'd below
+    for name, cfg in _rlvr_configs(ctx).items():
+        rd = safe_join(ctx.out / "rlvr", safe_name(name, "RLVR run"), "RLVR run")  # it may be rmtree'd below
         if ctx.force or not (rd.is_dir() and RLVRRun(rd).is_finished):
             if rd.exists():
                 shutil.rmtree(rd)
-            pending.append((loss, rd))
+            pending.append((cfg, rd))
         runs.append(rd)
-    workers = _rlvr_workers(ctx, len(pending))
-    if workers == 1:
-        for loss, rd in pending:
-            t = time.perf_counter()
-            train(_rlvr_config(ctx, loss), rd)
-            ctx.timings[f"rlvr_{loss}"] = time.perf_counter() - t
-        return runs
-    (ctx.out / "rlvr").mkdir(parents=True, exist_ok=True)
-    # runs dealt round-robin to the workers; each worker trains its share in one process (one interpreter start)
-    shares = [pending[i::workers] for i in range(min(workers, len(pending)))]
-    procs = [(_start_worker(share, ctx, ctx.out / "rlvr" / f"worker{i}.log"), share) for i, share in enumerate(shares)]
-    done: set[Path] = set()
 
-    def collect(proc: subprocess.Popen, share: list[tuple[str, Path]]) -> None:
-        """Runs the worker reported finished (`OUT<TAB>seconds` lines) count as done, with their times."""
-        for line in proc.stdout.read().splitlines():
-            out, _, seconds = line.rpartition("\t")
-            for loss, rd in share:
-                if str(rd) == out:
-                    ctx.timings[f"rlvr_{loss}"] = float(seconds)
-                    done.add(rd)
+    def done(rd: Path, seconds: float) -> None:
+        ctx.timings[f"rlvr_{rd.name}"] = seconds
 
-    waiting = dict(enumerate(procs))  # workers whose output is not collected yet
-    try:
-        while waiting:
-            time.sleep(0.2)
-            for i, (proc, share) in list(waiting.items()):
-                if proc.poll() is None:
-                    continue
-                del waiting[i]
-                collect(proc, share)
-                if proc.returncode != 0:
-                    loss, rd = next((loss, rd) for loss, rd in share if rd not in done)
-                    err = (ctx.out / "rlvr" / f"worker{i}.log").read_text().strip().splitlines()
-                    raise RuntimeError(
-                        f"RLVR run {loss!r} failed (exit {proc.returncode}): {err[-1] if err else 'no message'}; "
-                        f"rerun `posttrain-probe rlvr train --config {rd.parent / (rd.name + '.yaml')} --out {rd}`"
-                    )
-    finally:
-        # stop what still runs (another worker failed, or Ctrl-C); runs it had finished are kept, so a rerun
-        # of the demo reuses them, and the unfinished ones are removed
-        for i, (proc, share) in enumerate(procs):
-            if i in waiting:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                collect(proc, share)
-            proc.stdout.close()
-            for _, rd in share:
-                if rd not in done:
-                    shutil.rmtree(rd, ignore_errors=True)
+    train_many(pending, default_workers(ctx.device, len(pending)), ctx.out / "rlvr", on_done=done)
     return runs
-
-
-def _dynamics(ctx: DemoContext):
-    from posttrain_probe.analysis.dynamics import analyze_runs
-
-    return analyze_runs(_rlvr_runs(ctx))
 
 
 def _drift(ctx: DemoContext):
@@ -204,7 +145,7 @@ def _drift(ctx: DemoContext):
     from posttrain_probe.data import load_facts, load_instructions, load_statements
     from posttrain_probe.rlvr.run import RLVRRun
 
-    run = ctx.out / "rlvr" / "grpo"
+    run = ctx.out / "rlvr" / drift_run(ctx.seed)
     grpo = RLVRRun(run)
     ckpts = [str(p) for _, p in grpo.checkpoints()]
     data = Path(ctx.toy.data_dir)
@@ -243,10 +184,16 @@ def _dynamics(ctx: DemoContext):
 
 
 KEEP_CHECKPOINTS = ("analysed", "all")
-ANALYSED_RUNS = ("grpo",)  # RLVR runs whose checkpoints an analysis reads (drift: the GRPO run)
 
 
-def prune_checkpoints(out: Path) -> list[Path]:
+def drift_run(seed: int) -> str:
+    """The RLVR run whose checkpoints the drift step reads (and pruning keeps): GRPO at the demo's seed."""
+    from posttrain_probe.rlvr.paired import label
+
+    return label("grpo", seed)
+
+
+def prune_checkpoints(out: Path, seed: int = 0) -> list[Path]:
     """Delete the checkpoints of the demo's RLVR runs that no analysis reads, once the dynamics and drift run
     dirs exist (their results are computed; the dynamics read only metrics.jsonl and token dumps). Returns what
     was deleted. A finished run keeps its metrics, so a rerun of the demo does not retrain it."""
@@ -255,7 +202,8 @@ def prune_checkpoints(out: Path) -> list[Path]:
     if not (is_run_dir(out / "dynamics") and is_run_dir(out / "drift")):
         return []
     gone = []
-    for run in sorted(p for p in (out / "rlvr").glob("*") if p.is_dir() and p.name not in ANALYSED_RUNS):
+    keep = {drift_run(seed)}
+    for run in sorted(p for p in (out / "rlvr").glob("*") if p.is_dir() and p.name not in keep):
         ckpts = run / "checkpoints"
         if ckpts.is_dir() and (run / "metrics.jsonl").is_file():
             shutil.rmtree(ckpts)
@@ -295,19 +243,21 @@ def run_demo(
     force: bool = False,
     progress: bool = True,
     rlvr_steps: int | None = None,
-    losses: tuple[str, ...] = (),
+    arms: tuple[str, ...] = (),
     preset: str | None = None,
     device: str = "auto",
     keep_checkpoints: str = "analysed",
+    rlvr_seeds: int | None = None,
 ) -> Path:
     """Run the whole study on the toy pair; returns the path of the HTML report.
 
     `preset` is the toy-world preset (quick | default | large; `quick=True` is short for preset="quick").
     `device` (auto | cpu | cuda | cuda:N) runs the toy build, the probes and RLVR there; on CUDA the toy build and
-    RLVR forward passes use bf16 autocast, the probes fp32. `rlvr_steps` and `losses` shorten the RLVR part
-    (default: 12 steps quick / 60 otherwise, all six losses). `keep_checkpoints="analysed"` deletes the RLVR
-    checkpoints no analysis reads (every run's but GRPO's, which the drift step reads) once dynamics and drift
-    are written; "all" keeps them (e.g. to resume or extend a run)."""
+    RLVR forward passes use bf16 autocast, the probes fp32. The RLVR part is a paired study: every arm of `arms`
+    (default `DEMO_ARMS`, `QUICK_ARMS` for quick, names from `rlvr.paired.ARMS`; baselines are added) on
+    `rlvr_seeds` seeds (default 3, quick 2) of `rlvr_steps` steps (default `DEMO_RLVR`). `keep_checkpoints=
+    "analysed"` deletes the RLVR checkpoints no analysis reads (every run's but GRPO's at `seed`, which the drift
+    step reads) once dynamics and drift are written; "all" keeps them (e.g. to resume or extend a run)."""
     from tqdm.auto import tqdm
 
     from posttrain_probe.report import build_report
@@ -323,7 +273,14 @@ def run_demo(
     check_device(device)
     if keep_checkpoints not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep_checkpoints={keep_checkpoints!r}; choose one of {', '.join(KEEP_CHECKPOINTS)}")
-    ctx = DemoContext(Path(out), preset, seed, force, rlvr_steps, tuple(losses), resolve_device(device))
+    if rlvr_seeds is not None and rlvr_seeds < 1:
+        raise ValueError(f"rlvr_seeds={rlvr_seeds} must be >= 1 (2 or more give intervals over seeds)")
+    from posttrain_probe.rlvr.paired import resolve_arms
+
+    resolve_arms(arms)  # an unknown arm fails before the build
+    ctx = DemoContext(
+        Path(out), preset, seed, force, rlvr_steps, tuple(arms), resolve_device(device), rlvr_seeds=rlvr_seeds
+    )
     ctx.out.mkdir(parents=True, exist_ok=True)
     if not force:  # a resumed run skips the finished steps: keep their times
         ctx.timings.update(_read_timings(ctx.out))
@@ -346,7 +303,7 @@ def run_demo(
                 _write_timings(ctx)
         run_dirs.append(rd)
     if keep_checkpoints == "analysed":
-        prune_checkpoints(ctx.out)
+        prune_checkpoints(ctx.out, ctx.seed)
     from .toyworld.verdicts import new_knowledge_verdicts
     from .verdicts import collect_verdicts, write_verdicts
 

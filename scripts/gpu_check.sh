@@ -100,7 +100,7 @@ if [ "$force" = 1 ]; then  # a fresh cache: the toy pair is built, and timed, by
   rm -rf "$POSTTRAIN_PROBE_CACHE"
 fi
 demo_args=(demo --preset "$preset" --device "$device" --rlvr-steps "$steps" --out "$out" --force)
-if [ -n "$losses" ]; then demo_args+=(--losses "$losses"); fi
+if [ -n "$losses" ]; then demo_args+=(--arms "$losses"); fi
 left=$(awk -v l="$limit" -v e="$(since "$t0")" 'BEGIN { x = int(l - e); print (x > 1 ? x : 1) }')
 demo_rc=0
 timeout "$left" "$py" -m posttrain_probe.cli "${demo_args[@]}" || demo_rc=$?

@@ -161,17 +161,47 @@ def _read_jsonl(path) -> list[dict]:
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 
 
-def eval_entropy_last_k(run_dir, k: int = 3) -> float:
-    """Mean `eval_entropy_mean` of the last k rows of a run's eval.jsonl (the fixed held-out set)."""
+EVAL_LAST_K = 2  # final evaluations averaged for the primary entropy measure of a paired study
+
+
+def eval_entropy_last_k(run_dir, k: int = EVAL_LAST_K) -> float:
+    """Mean `eval_entropy_mean` of the last k evaluations after step 0 in a run's eval.jsonl (the fixed
+    held-out set)."""
     from pathlib import Path
 
     if k < 1:
         raise ValueError(f"k={k} must be >= 1 (the number of final evaluations to average)")
-    rows = [r for r in _read_jsonl(Path(run_dir) / "eval.jsonl") if "eval_entropy_mean" in r]
+    rows = [r for r in _read_jsonl(Path(run_dir) / "eval.jsonl") if "eval_entropy_mean" in r and r["step"] > 0]
     if not rows:
-        raise ValueError(f"{run_dir} has no evaluations; train with eval_every > 0")
-    last = rows[-k:]
-    return float(np.mean([r["eval_entropy_mean"] for r in last]))
+        raise ValueError(f"{run_dir} has no evaluations after step 0; train with eval_every > 0")
+    return float(np.mean([r["eval_entropy_mean"] for r in rows[-k:]]))
+
+
+def eval_summary(rows: list[dict], k: int = EVAL_LAST_K) -> dict[str, float]:
+    """Held-out measures of one run from its eval.jsonl rows: at step 0 (`*_first`) and averaged over the last k
+    evaluations after step 0 (`*_last_k`); accuracy is the sampled one (T = 1), as training sees it. NaN where a
+    run has no such evaluation."""
+    rows = [r for r in rows if "eval_entropy_mean" in r]
+    first = next((r for r in rows if r["step"] == 0), None)
+    last = [r for r in rows if r["step"] > 0][-k:]
+    nan = float("nan")
+
+    def mean(key: str) -> float:
+        return float(np.mean([r[key] for r in last])) if last else nan
+
+    h0 = first["eval_entropy_mean"] if first else nan
+    h1 = mean("eval_entropy_mean")
+    return {
+        "eval_k": len(last),
+        "eval_last_steps": [int(r["step"]) for r in last],
+        "eval_entropy_first": float(h0),
+        "eval_entropy_last_k": h1,
+        "eval_entropy_drop_frac": float(1 - h1 / h0) if h0 > 0 else nan,
+        "eval_accuracy_first": float(first["eval_accuracy_sampled"]) if first else nan,
+        "eval_accuracy_last_k": mean("eval_accuracy_sampled"),
+        "eval_accuracy_greedy_first": float(first["eval_accuracy_greedy"]) if first else nan,
+        "eval_accuracy_greedy_last_k": mean("eval_accuracy_greedy"),
+    }
 
 
 def _token_rows(run) -> dict[str, np.ndarray]:
@@ -200,17 +230,20 @@ def _token_rows(run) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in cols.items()}
 
 
-def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
-    """Entropy dynamics of one or more RLVR run directories → a `RunResult` ('rlvr_dynamics')."""
+def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5, eval_last_k: int = EVAL_LAST_K):
+    """Entropy dynamics of one or more RLVR run directories → a `RunResult` ('rlvr_dynamics'). Runs labelled
+    '<arm>_seed<k>' (a paired study) also get table `paired` (each arm against its baseline over seeds) and, when
+    doses were swept, `dose_response`."""
     import pandas as pd
 
     from ..results import RunResult, provenance
     from ..rlvr.run import RLVRRun
+    from .paired import dose_table, paired_effects
 
     if not run_dirs:
         raise ValueError("no RLVR run directories given; pass the folders written by `posttrain-probe rlvr train`")
     curves, laws, steps_agree, token_agree, quads, difficulty = [], [], [], [], [], []
-    single_step = []
+    single_step, eval_curves = [], []
     summary: dict = {}
     models, data = {}, {}
     for rd in run_dirs:
@@ -219,7 +252,21 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
         if len(rows) < 3:
             raise ValueError(f"{rd} has {len(rows)} metric rows; train at least 3 steps before analysing it")
         label = run.label
+        if label in summary:
+            raise ValueError(f"two runs are labelled {label!r} ({rd}); give each run its own arm or seed")
         models[label] = run.start_model()
+        ev_rows = run.eval_rows()
+        for r in ev_rows:
+            if "eval_entropy_mean" in r:
+                eval_curves.append(
+                    {
+                        "run": label,
+                        "step": int(r["step"]),
+                        "eval_entropy_mean": float(r["eval_entropy_mean"]),
+                        "eval_accuracy_sampled": float(r["eval_accuracy_sampled"]),
+                        "eval_accuracy_greedy": float(r["eval_accuracy_greedy"]),
+                    }
+                )
         data[label] = {k: run.config.get(k) for k in ("task", "data", "eval_data")}
         df = pd.DataFrame(rows)
         df["run"] = label
@@ -310,6 +357,10 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
             "law_r2": law.r2,
             "law_ceiling": law.ceiling,
             "share_steps_cov_positive": float((df["cov_mean"] > 0).mean()) if "cov_mean" in df else float("nan"),
+            **eval_summary(ev_rows, eval_last_k),
+            "seed": int(run.config.get("seed", 0)),
+            "lr": float(run.config.get("lr", float("nan"))),
+            "loss": run.config.get("loss"),
         }
     tables = {
         "curves": pd.concat(curves, ignore_index=True),
@@ -324,12 +375,21 @@ def analyze_runs(run_dirs, fit_fractions=(0.15, 0.3), smooth_window: int = 5):
         tables["quadrants"] = pd.DataFrame(quads)
     if difficulty:
         tables["cov_by_difficulty"] = pd.DataFrame(difficulty)
+    if eval_curves:
+        tables["eval_curves"] = pd.DataFrame(eval_curves)
+    effects = paired_effects(summary)
+    if len(effects):
+        tables["paired"] = effects
+        doses = dose_table(summary, effects)
+        if len(doses):
+            tables["dose_response"] = doses
     return RunResult(
         analysis="rlvr_dynamics",
         config={
             "run_dirs": [str(r) for r in run_dirs],
             "fit_fractions": list(fit_fractions),
             "smooth_window": smooth_window,
+            "eval_last_k": eval_last_k,
         },
         summary=summary,
         tables=tables,

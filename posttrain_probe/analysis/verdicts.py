@@ -1,22 +1,28 @@
 """Verdicts of the RLVR entropy-dynamics analysis (Cui et al. 2025, Hao et al. 2025), from a saved result only.
 
-Runs are grouped into arms by their label: `<loss>` or `<loss>_seed<k>` (seed k; a bare label is seed 0). Where an
-arm has several runs (a multi-seed study), a claim's interval is the Student-t 95% interval over seeds (ratios
-paired by seed); where it has one, the interval is a percentile bootstrap over that run's training steps (step
-noise only; the rule text says so).
+Runs are grouped into arms by their label: `<arm>_seed<k>` (seed k; a bare label is seed 0; `rlvr.paired`). Where an
+arm has several runs (a paired multi-seed study), a claim's interval is the Student-t 95% interval over seeds
+(ratios paired by seed) of the held-out evaluation measures (`analysis.paired`; the last training batch when a run
+has no evaluation after step 0); where it has one, the interval is a percentile bootstrap over that run's training
+steps (step noise only; the rule text says so).
+
+Noise calibration: when the study has a null arm (GRPO with lr × 1.01, `rlvr.paired.ARMS["null"]`), an
+intervention must keep entropy higher than GRPO by more than chaos alone does: its ratio's interval must lie above
+max(1, the upper end of the null arm's interval).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from posttrain_probe.analysis.paired import groups, paired_effects
 from posttrain_probe.results import RunResult
+from posttrain_probe.rlvr.paired import parse_label
 from posttrain_probe.verdict import Interval, Verdict, bootstrap_ci, decide, fmt_ci, seed_ci
 
 CUI, HAO = "Cui et al. 2025", "Hao et al. 2025 (STEER)"
@@ -26,23 +32,16 @@ COV_SHARE_THRESHOLD = 0.5  # "mostly positive": more than half of the steps
 KEEP_THRESHOLD = 1.0  # final entropy / GRPO's: "higher"
 N_BOOT = 1000
 NAN_IV: Interval = (math.nan, None, None)
-_SEED = re.compile(r"^(?P<arm>.+?)_seed(?P<k>\d+)$")
 
 
 def arm_of(label: str) -> tuple[str, int]:
     """('grpo', 3) for 'grpo_seed3'; ('grpo', 0) for 'grpo'."""
-    m = _SEED.match(label)
-    return (m["arm"], int(m["k"])) if m else (label, 0)
+    return parse_label(label)
 
 
 def arms(summary: dict[str, Any]) -> dict[str, dict[int, str]]:
     """{arm: {seed: run label}} of the runs in a dynamics summary."""
-    out: dict[str, dict[int, str]] = {}
-    for label, v in summary.items():
-        if isinstance(v, dict) and "entropy_last" in v:
-            arm, k = arm_of(label)
-            out.setdefault(arm, {})[k] = label
-    return out
+    return groups(summary)
 
 
 def window(n_steps: int) -> int:
@@ -67,9 +66,21 @@ def collapse(res: RunResult, runs: dict[int, str]) -> tuple[Interval, Interval, 
     """(entropy drop fraction, accuracy rise, how) for the GRPO arm."""
     s = res.summary
     if len(runs) > 1:
+        if all(math.isfinite(s[r].get("eval_entropy_drop_frac", math.nan)) for r in runs.values()):
+            drop = _over_seeds(s, runs, lambda g: g["eval_entropy_drop_frac"])
+            rise = _over_seeds(s, runs, lambda g: g["eval_accuracy_last_k"] - g["eval_accuracy_first"])
+            k = s[next(iter(runs.values()))].get("eval_k", "?")
+            return (
+                drop,
+                rise,
+                (
+                    f"Student-t 95% CI over {len(runs)} seeds (held-out eval set: step 0 vs the mean of the last {k} "
+                    "evaluations)"
+                ),
+            )
         drop = _over_seeds(s, runs, lambda g: g["entropy_drop_frac"])
         rise = _over_seeds(s, runs, lambda g: g["accuracy_last"] - g["accuracy_first"])
-        return drop, rise, f"Student-t 95% CI over {len(runs)} seeds (first and last step)"
+        return drop, rise, f"Student-t 95% CI over {len(runs)} seeds (first and last training step)"
     df = _curve(res, next(iter(runs.values())))
     if len(df) < 2:
         return NAN_IV, NAN_IV, "no curve"
@@ -119,13 +130,15 @@ def cov_positive(res: RunResult, runs: dict[int, str]) -> tuple[Interval, str]:
 
 
 def entropy_ratio(res: RunResult, arm: dict[int, str], grpo: dict[int, str], seed: int) -> tuple[Interval, str]:
-    """Final entropy of `arm` / GRPO's: over paired seeds, or over the last steps of one run each (paired by
-    step: the same prompts and sampling seeds per step)."""
-    s = res.summary
+    """Final entropy of `arm` / its baseline's: over paired seeds (`analysis.paired`), or over the last steps of
+    one run each (paired by step: the same prompts and sampling seeds per step)."""
     paired = sorted(set(arm) & set(grpo))
     if len(paired) > 1:
-        vals = [s[arm[k]]["entropy_last"] / max(s[grpo[k]]["entropy_last"], 1e-9) for k in paired]
-        return seed_ci(vals), f"Student-t 95% CI over {len(paired)} paired seeds (last step)"
+        row = _effect(res, parse_label(arm[paired[0]])[0])
+        if row is not None:
+            what = "held-out eval entropy, mean of the last evaluations" if row["measure"] == "eval" else "last step"
+            iv = (row["entropy_ratio"], _opt(row["ratio_lo"]), _opt(row["ratio_hi"]))
+            return iv, f"Student-t 95% CI over {int(row['n_seeds'])} paired seeds ({what})"
     a, g = _curve(res, arm[min(arm)]), _curve(res, grpo[min(grpo)])
     n = min(len(a), len(g))
     if n < 2:
@@ -138,6 +151,49 @@ def entropy_ratio(res: RunResult, arm: dict[int, str], grpo: dict[int, str], see
         return float(ha[idx].mean() / d) if d > 0 else math.nan
 
     return _step_boot(w, ratio, seed), f"95% bootstrap CI over the last {w} steps, paired by step (one seed each)"
+
+
+def _effect(res: RunResult, arm: str) -> dict[str, Any] | None:
+    t = res.tables.get("paired")
+    t = t if t is not None else paired_effects(res.summary)
+    rows = t[t.arm == arm]
+    return rows.iloc[0].to_dict() if len(rows) else None
+
+
+def _opt(x: Any) -> float | None:
+    return float(x) if x is not None and math.isfinite(float(x)) else None
+
+
+def null_calibration(res: RunResult) -> tuple[float, str]:
+    """(threshold, text): the "keeps entropy higher" threshold max(1, upper end of the null arm's ratio CI) and a
+    sentence on the null arm; (1, '') without a multi-seed null arm."""
+    row = _effect(res, "null")
+    if row is None or _opt(row["ratio_hi"]) is None:
+        return KEEP_THRESHOLD, ""
+    iv = (row["entropy_ratio"], row["ratio_lo"], row["ratio_hi"])
+    return max(KEEP_THRESHOLD, float(row["ratio_hi"])), (
+        f"null arm (GRPO, lr × 1.01; chaos alone): {fmt_ci(iv)}× GRPO's over {int(row['n_seeds'])} seeds"
+    )
+
+
+def _keep_verdict(
+    res: RunResult, paper: str, claim: str, name: str, arm: dict[int, str], base: dict[int, str], base_name: str,
+    seed: int,
+) -> Verdict:  # fmt: skip
+    """`name` keeps entropy higher than its baseline": the ratio interval against the noise-calibrated threshold."""
+    iv, how = entropy_ratio(res, arm, base, seed)
+    multi = len(set(arm) & set(base)) > 1
+    thr, null_text = null_calibration(res) if multi else (KEEP_THRESHOLD, "")
+    rule = f"final entropy of {name} / {base_name}'s with its {how} entirely above "
+    rule += f"max(1, the null arm's upper CI bound) = {thr:.3f}" if null_text else f"{KEEP_THRESHOLD}"
+    evidence = f"{name}: final entropy {fmt_ci(iv)}× {base_name}'s (same prompts and sampling seeds per step)"
+    row = _effect(res, parse_label(arm[min(arm)])[0]) if multi else None
+    if row is not None:
+        acc = (row["acc_diff"], _opt(row["acc_lo"]), _opt(row["acc_hi"]))
+        evidence += f"; accuracy difference {fmt_ci(acc, '+.3f')}"
+    if null_text:
+        evidence += f"; {null_text}"
+    return decide(paper, claim, iv, len(arm), thr, rule, evidence, "dynamics")
 
 
 def omega_vs_cov(res: RunResult) -> tuple[Interval, int, str]:
@@ -215,16 +271,8 @@ def dynamics_verdicts(res: RunResult) -> list[Verdict]:
         )
         for i, (arm, name) in enumerate((("clip_cov", "Clip-Cov"), ("kl_cov", "KL-Cov"))):
             if arm in groups:
-                iv, how = entropy_ratio(res, groups[arm], grpo, 5 + i)
-                v(
-                    CUI,
-                    f"{name} keeps entropy higher than GRPO",
-                    iv,
-                    len(groups[arm]),
-                    KEEP_THRESHOLD,
-                    f"final entropy of {name} / GRPO's with its {how} entirely above {KEEP_THRESHOLD}",
-                    f"{name}: final entropy {fmt_ci(iv)}× GRPO's (same prompts and sampling seeds per step)",
-                )
+                claim = f"{name} keeps entropy higher than GRPO"
+                out.append(_keep_verdict(res, CUI, claim, name, groups[arm], grpo, "GRPO", 5 + i))
     tp = res.tables.get("token_predictors")
     if tp is not None and len(tp):
         iv, n, text = omega_vs_cov(res)
@@ -238,17 +286,10 @@ def dynamics_verdicts(res: RunResult) -> list[Verdict]:
             "one value) entirely above 0",
             f"per-token Pearson with realized ΔH: {text}; difference {fmt_ci(iv)}",
         )
-        if "steer" in groups and grpo:
-            iv, how = entropy_ratio(res, groups["steer"], grpo, 7)
-            st, g = s[groups["steer"][min(groups["steer"])]], s[grpo[min(grpo)]]
-            v(
-                HAO,
-                "STEER mitigates entropy collapse",
-                iv,
-                len(groups["steer"]),
-                KEEP_THRESHOLD,
-                f"final entropy of STEER / GRPO's with its {how} entirely above {KEEP_THRESHOLD}",
-                f"final entropy STEER / GRPO {fmt_ci(iv)}; last step STEER {st['entropy_last']:.3f} vs GRPO "
-                f"{g['entropy_last']:.3f}, accuracy {st['accuracy_last']:.3f} vs {g['accuracy_last']:.3f}",
-            )
+    steer = next((a for a in ("steer_paper", "steer") if a in groups), None)
+    base = "steer_baseline_paper" if steer == "steer_paper" else "grpo"
+    if steer is not None and base in groups:
+        base_name = "its vanilla baseline (same clip settings)" if steer == "steer_paper" else "GRPO"
+        claim = "STEER mitigates entropy collapse"
+        out.append(_keep_verdict(res, HAO, claim, "STEER", groups[steer], groups[base], base_name, 7))
     return out

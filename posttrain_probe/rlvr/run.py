@@ -24,6 +24,7 @@ from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
 from posttrain_probe.rlvr.trainer import CONFIG_FILE, DUMP_DIR, EVAL_FILE, METRICS_FILE, read_jsonl
 
 CHECKPOINTS_DIR = "checkpoints"
+RUNTIME_KEYS = ("threads", "progress")  # how a run is executed, not what it computes
 _DUMP = re.compile(r"step_(\d+)\.safetensors$")
 
 
@@ -35,6 +36,16 @@ def checkpoint_step(path: str | os.PathLike) -> int | None:
         return None
     step = json.loads(meta.read_text()).get("step")
     return None if step is None else int(step)
+
+
+def same_config(saved: dict[str, Any], cfg: RLVRConfig | dict[str, Any]) -> bool:
+    """Whether a run's saved config.json describes the run `cfg` would train (ignoring `RUNTIME_KEYS`: a paired
+    study's workers run one thread each, a run trained in-process may use more)."""
+    want = cfg.to_dict() if isinstance(cfg, RLVRConfig) else cfg
+    want = json.loads(json.dumps(want))
+    return {k: v for k, v in saved.items() if k not in RUNTIME_KEYS} == {
+        k: v for k, v in want.items() if k not in RUNTIME_KEYS
+    }
 
 
 @dataclass(frozen=True, init=False)
@@ -149,4 +160,4 @@ class RLVRRun:
         return f"RLVRRun({str(self.path)!r})"
 
 
-__all__ = ["CHECKPOINTS_DIR", "RLVRRun", "checkpoint_step"]
+__all__ = ["CHECKPOINTS_DIR", "RUNTIME_KEYS", "RLVRRun", "checkpoint_step", "same_config"]

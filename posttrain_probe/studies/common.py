@@ -176,6 +176,12 @@ class Study:
 def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     """The arguments every study script takes."""
     p = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=description)
+    add_study_flags(p, name)
+    return p
+
+
+def add_study_flags(p: argparse.ArgumentParser, name: str) -> None:
+    """The flags every study takes (pair, output, device, sizes), on a script's parser or a CLI subcommand."""
     p.add_argument("--pair", default=None, choices=sorted(PAIRS), help="a registered real base/post pair")
     p.add_argument("--base", default=None, help="base model: hub id, local HF dir or toy-world alias")
     p.add_argument("--post", default=None, help="post-trained model: hub id, local HF dir or toy-world alias")
@@ -183,15 +189,14 @@ def study_parser(name: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help=f"output folder (default: runs/experiments/{name}/<pair>)")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: bf16 on cuda, fp32 on cpu)")
-    p.add_argument("--backend", default="nnsight", choices=["nnsight", "bridge"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", default="nnsight", choices=["nnsight", "bridge"], help="hooking library")
+    p.add_argument("--seed", type=int, default=0, help="seed of the study (the first seed of a multi-seed study)")
     p.add_argument("--smoke", action="store_true", help="the smallest sizes that run every step (tests, CI)")
     p.add_argument("--force", action="store_true", help="overwrite existing run dirs in --out")
     p.add_argument(
         "--no-figures", action="store_true", help="skip figures (draw them later: posttrain-probe figures OUT)"
     )
-    p.add_argument("--no-progress", action="store_true")
-    return p
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def study_from_args(name: str, args: argparse.Namespace, configs: Path | None = None, **extra: Any) -> Study:
@@ -244,11 +249,17 @@ def run_script(
     parser = study_parser(name, description)
     if add_arguments is not None:
         add_arguments(parser)
-    args = parser.parse_args(argv)
+    return run_parsed(name, run, parser.parse_args(argv), configs)
+
+
+def run_parsed(name: str, run: Callable[[Study], list[Path]], args: argparse.Namespace, configs: Path | None) -> int:
+    """`run` the study of parsed `args` (the common flags of `add_study_flags` plus the study's own, which become
+    `Study.extra`); prints the run directories; errors are one line and exit 1."""
     t0 = time.perf_counter()
 
     def body() -> int:
-        study = study_from_args(name, args, configs, **{k: v for k, v in vars(args).items() if k not in _COMMON})
+        extra = {k: v for k, v in vars(args).items() if k not in _COMMON and k not in ("func", "cmd", "rlvr_cmd")}
+        study = study_from_args(name, args, configs, **extra)
         print(f"{name}: {study.base} vs {study.post} ({study.size} sizes) -> {study.out}", file=sys.stderr)
         for d in run(study):
             print(d)
