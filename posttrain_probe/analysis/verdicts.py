@@ -197,14 +197,23 @@ def _keep_verdict(
 
 
 def omega_vs_cov(res: RunResult) -> tuple[Interval, int, str]:
-    """Pearson(−Ω, ΔH) − Pearson(−Cov, ΔH) per run, with a Student-t interval over runs."""
-    tp = res.tables.get("token_predictors")
+    """Pearson(−Ω, ΔH) − Pearson(−Cov, ΔH) per run, with a Student-t interval over runs. Where the runs logged the
+    single-step probe (RLVRConfig.probe_first_minibatch), ΔH is the entropy change of one optimizer step on that
+    mini-batch's own tokens (like with like, table `token_predictors_single_step`); else the realized change over
+    the whole rollout batch (several steps, every token's gradient)."""
+    single = res.tables.get("token_predictors_single_step")
+    tp = single if single is not None and len(single) else res.tables.get("token_predictors")
     rows = {(r.run, r.predictor): r.pearson for r in tp.itertuples()}
     runs = sorted({r for r, _ in rows})
     diffs = [rows.get((r, "-omega"), math.nan) - rows.get((r, "-cov"), math.nan) for r in runs]
-    text = ", ".join(
-        f"{r}: Ω {rows.get((r, '-omega'), math.nan):.2f} vs Cov {rows.get((r, '-cov'), math.nan):.2f}" for r in runs
-    )
+    ceiling = ""
+    if tp is single:
+        fo = seed_ci([rows.get((r, "first_order"), math.nan) for r in runs])
+        ceiling = f"; exact first-order term (ceiling) {fmt_ci(fo)}"
+    om = seed_ci([rows.get((r, "-omega"), math.nan) for r in runs])
+    cv = seed_ci([rows.get((r, "-cov"), math.nan) for r in runs])
+    what = "one optimizer step, own mini-batch" if tp is single else "whole rollout batch, several steps"
+    text = f"mean over {len(runs)} runs ({what}): Ω {fmt_ci(om)} vs Cov {fmt_ci(cv)}{ceiling}"
     return seed_ci(diffs), len(runs), text
 
 
@@ -273,7 +282,8 @@ def dynamics_verdicts(res: RunResult) -> list[Verdict]:
             if arm in groups:
                 claim = f"{name} keeps entropy higher than GRPO"
                 out.append(_keep_verdict(res, CUI, claim, name, groups[arm], grpo, "GRPO", 5 + i))
-    tp = res.tables.get("token_predictors")
+    tp = res.tables.get("token_predictors_single_step")
+    tp = tp if tp is not None and len(tp) else res.tables.get("token_predictors")
     if tp is not None and len(tp):
         iv, n, text = omega_vs_cov(res)
         v(
@@ -284,7 +294,7 @@ def dynamics_verdicts(res: RunResult) -> list[Verdict]:
             0.0,
             f"Pearson(−Ω, ΔH) − Pearson(−Cov, ΔH) per token, Student-t 95% CI over the {n} runs (every arm and seed "
             "one value) entirely above 0",
-            f"per-token Pearson with realized ΔH: {text}; difference {fmt_ci(iv)}",
+            f"per-token Pearson with the realized ΔH, {text}; difference {fmt_ci(iv)}",
         )
     steer = next((a for a in ("steer_paper", "steer") if a in groups), None)
     base = "steer_baseline_paper" if steer == "steer_paper" else "grpo"

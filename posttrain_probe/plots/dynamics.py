@@ -37,9 +37,9 @@ def _band(ax, df: pd.DataFrame, y: str, colors: dict[str, tuple], smooth: int = 
         if smooth > 1:
             wide = wide.rolling(smooth, min_periods=1).mean()
         n = wide.shape[1]
-        ax.plot(wide.index, wide.mean(1), color=colors[arm], lw=1.2, label=arm if n == 1 else f"{arm} (n={n})")
+        ax.plot(wide.index, wide.mean(axis=1), color=colors[arm], lw=1.2, label=arm if n == 1 else f"{arm} (n={n})")
         if n > 1:
-            ax.fill_between(wide.index, wide.min(1), wide.max(1), color=colors[arm], alpha=0.15, lw=0)
+            ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=colors[arm], alpha=0.15, lw=0)
 
 
 def curves(result: RunResult) -> Figure:

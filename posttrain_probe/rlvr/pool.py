@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -65,46 +67,64 @@ def train_many(
         return
     log_dir.mkdir(parents=True, exist_ok=True)
     shares = [jobs[i::workers] for i in range(min(workers, len(jobs)))]
-    procs = [(_start_worker(share, log_dir / f"worker{i}.log"), share) for i, share in enumerate(shares)]
+    procs = [_start_worker(share, log_dir / f"worker{i}.log") for i, share in enumerate(shares)]
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+    readers = [threading.Thread(target=_read_lines, args=(i, p, lines), daemon=True) for i, p in enumerate(procs)]
+    for r in readers:
+        r.start()
+    by_out = {str(rd): rd for share in shares for _, rd in share}
     done: set[Path] = set()
 
-    def collect(proc: subprocess.Popen, share: list[tuple[RLVRConfig, Path]]) -> None:
-        """Runs the worker reported finished (`OUT<TAB>seconds` lines) count as done."""
-        for line in proc.stdout.read().splitlines():
-            out, _, seconds = line.rpartition("\t")
-            for _, rd in share:
-                if str(rd) == out:
-                    done.add(rd)
-                    if on_done:
-                        on_done(rd, float(seconds))
+    def finished(line: str) -> None:
+        """A worker's `OUT<TAB>seconds` line: that run is done."""
+        out, _, seconds = line.rpartition("\t")
+        if out in by_out and by_out[out] not in done:
+            done.add(by_out[out])
+            if on_done:
+                on_done(by_out[out], float(seconds))
 
-    waiting = dict(enumerate(procs))  # workers whose output is not collected yet
+    open_streams = len(procs)
     try:
-        while waiting:
-            time.sleep(0.2)
-            for i, (proc, share) in list(waiting.items()):
-                if proc.poll() is None:
-                    continue
-                del waiting[i]
-                collect(proc, share)
-                if proc.returncode != 0:
-                    rd = next(rd for _, rd in share if rd not in done)
-                    err = (log_dir / f"worker{i}.log").read_text().strip().splitlines()
-                    raise RuntimeError(
-                        f"RLVR run {rd.name!r} failed (exit {proc.returncode}): {err[-1] if err else 'no message'}; "
-                        f"rerun `posttrain-probe rlvr train --config {config_file(rd)} --out {rd}`"
-                    )
+        while open_streams:
+            try:
+                i, line = lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if line is not None:
+                finished(line)
+                continue
+            open_streams -= 1  # worker i's stdout closed: it exited
+            proc = procs[i]
+            if proc.wait() != 0:
+                rd = next(rd for _, rd in shares[i] if rd not in done)
+                err = (log_dir / f"worker{i}.log").read_text().strip().splitlines()
+                raise RuntimeError(
+                    f"RLVR run {rd.name!r} failed (exit {proc.returncode}): {err[-1] if err else 'no message'}; "
+                    f"rerun `posttrain-probe rlvr train --config {config_file(rd)} --out {rd}`"
+                )
     finally:
-        for i, (proc, share) in enumerate(procs):
-            if i in waiting:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                collect(proc, share)
-            proc.stdout.close()
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        for r in readers:
+            r.join(timeout=5)
+        while not lines.empty():  # lines a stopped worker wrote before it was killed
+            _, line = lines.get_nowait()
+            if line is not None:
+                finished(line)
+        for share in shares:
             for _, rd in share:
                 if rd not in done and not keep_unfinished:
                     shutil.rmtree(rd, ignore_errors=True)
+
+
+def _read_lines(i: int, proc: subprocess.Popen, lines: queue.Queue) -> None:
+    """Forward worker i's stdout lines as they come, then None when it closes."""
+    with proc.stdout:
+        for line in proc.stdout:
+            lines.put((i, line.rstrip("\n")))
+    lines.put((i, None))
 
 
 def config_file(run_dir: Path) -> Path:

@@ -31,7 +31,8 @@ def test_gpu_check_dry_run_builds_runs_the_demo_and_prints_timings(toy_pair_quic
     text = res.stdout
     assert "preset quick on cpu" in text and "torch " in text
     assert "(on cpu-fp32, " in text  # the build stages of the cached CPU build the test session made
-    for line in ("toyworld (build)\t", "tracing\t", "rlvr_grpo\t", "drift\t", "demo total\t", "\ntotal\t", "PASS"):
+    lines = ("toyworld (build)\t", "tracing\t", "rlvr_grpo_seed0\t", "drift\t", "demo total\t", "\ntotal\t", "PASS")
+    for line in lines:
         assert line in text, line
     assert (out / "report.html").exists() and (out / "timings.txt").exists()
     assert took < 400, f"dry run took {took:.0f} s"  # ≈ 60 s of CPU time, about half of it the report figures

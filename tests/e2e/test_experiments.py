@@ -119,13 +119,14 @@ def test_figures_are_redrawn_from_saved_results_only(toy_runs, tmp_path, monkeyp
         "checkpoint_drift__drift_drift_rlvr__tracing_maps.png",
         "rlvr_dynamics__curves.png",
         "rlvr_dynamics__entropy_law.png",
+        "rlvr_dynamics__paired.png",
         "rlvr_dynamics__predicted_vs_realized.png",
         "rlvr_dynamics__quadrants.png",
     ]
     base = str(tmp_path.parent)  # pytest's temp root: the toy cache, checkpoints and the toy runs live below it
     touched = [p for p in opened if p.startswith(base)]
     assert touched and all(p.startswith((str(results), str(tmp_path / "figures"))) for p in touched), touched
-    assert "wrote 8 figures" in capsys.readouterr().err
+    assert "wrote 9 figures" in capsys.readouterr().err
     assert main(["figures", str(tmp_path / "empty"), "--out", str(tmp_path / "f2")]) == 1
 
 

@@ -196,12 +196,13 @@ def _fake_rlvr(out: Path, loss: str) -> Path:
 def test_prune_keeps_only_the_checkpoints_an_analysis_reads(tmp_path):
     from posttrain_probe.demo import prune_checkpoints
 
-    grpo, steer = _fake_rlvr(tmp_path, "grpo"), _fake_rlvr(tmp_path, "steer")
-    assert prune_checkpoints(tmp_path) == []  # dynamics and drift not computed yet: nothing goes
+    grpo, steer = _fake_rlvr(tmp_path, "grpo_seed3"), _fake_rlvr(tmp_path, "steer_seed3")
+    grpo0 = _fake_rlvr(tmp_path, "grpo_seed0")
+    assert prune_checkpoints(tmp_path, seed=3) == []  # dynamics and drift not computed yet: nothing goes
     write_run(tmp_path / "dynamics", RunResult("rlvr_dynamics", {}, {}))
-    assert prune_checkpoints(tmp_path) == []
+    assert prune_checkpoints(tmp_path, seed=3) == []
     write_run(tmp_path / "drift", RunResult("checkpoint_drift", {}, {}))
-    assert prune_checkpoints(tmp_path) == [steer / "checkpoints"]
+    assert prune_checkpoints(tmp_path, seed=3) == [grpo0 / "checkpoints", steer / "checkpoints"]
     assert (grpo / "checkpoints" / "step_000003").is_dir() and not (steer / "checkpoints").exists()
     assert (steer / "metrics.jsonl").is_file()  # so a rerun of the demo does not retrain it
 

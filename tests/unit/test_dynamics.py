@@ -112,6 +112,8 @@ def test_analyze_runs_reads_metrics_and_token_dumps(tmp_path):
     assert tok[tok.predictor == "-cov"]["pearson"].iloc[0] == pytest.approx(1.0)
     assert set(res.tables["cov_by_difficulty"]["group_accuracy"]) <= {"0-25%", "25-50%", "50-75%", "75-100%"}
     back = read_run(write_run(tmp_path / "dyn", res))
-    assert len(save_figures(back, tmp_path / "figs")) == 4
+    names = {p.stem for p in save_figures(back, tmp_path / "figs")}
+    assert names == {"curves", "entropy_law", "predicted_vs_realized", "quadrants", "paired"}
+    assert back.tables["paired"].set_index("arm").loc["clip_cov", "n_seeds"] == 1  # one seed: a point, no interval
     with pytest.raises(ValueError, match="no RLVR run"):
         analyze_runs([])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -186,13 +185,15 @@ def test_rlvr_data_aliases_cannot_leave_their_folders(tmp_path, monkeypatch):
         _resolve_data("toyworld:quick:../../../etc/passwd")  # refused before any build
 
 
-def test_demo_rlvr_loss_names_cannot_remove_folders_outside_the_output(tmp_path):
-    from posttrain_probe.demo import _rlvr_runs
+def test_demo_rlvr_arm_names_cannot_remove_folders_outside_the_output(tmp_path):
+    from posttrain_probe.rlvr.config import ConfigError
+    from posttrain_probe.rlvr.paired import Arm, resolve_arms
 
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("precious")
-    ctx = SimpleNamespace(out=tmp_path / "out" / "demo", losses=("../../../victim",), force=True, timings={})
-    with pytest.raises(UnsafePathError, match="RLVR loss"):
-        _rlvr_runs(ctx)
+    with pytest.raises(ConfigError, match="unknown arm"):
+        resolve_arms(["../../../victim"])
+    with pytest.raises(ConfigError, match="arm name"):
+        Arm("../../victim")
     assert (victim / "keep.txt").read_text() == "precious"
