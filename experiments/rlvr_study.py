@@ -1,6 +1,6 @@
 """A paired multi-seed RLVR study: do Clip-Cov, KL-Cov and STEER keep entropy higher than GRPO, by more than chaos?
 
-    python experiments/rlvr_study.py                           # toy pair: 10 arms × 5 seeds × 150 steps
+    python experiments/rlvr_study.py                           # toy pair: 8 arms × 5 seeds × 150 steps
     python experiments/rlvr_study.py --dose                    # + the dose–response sweep
     python experiments/rlvr_study.py --preset quick --seeds 2 --steps 12 --arms grpo,null,clip_cov
     python experiments/rlvr_study.py --pair qwen2.5-0.5b --arms grpo,null,clip_cov --seeds 3   # GSM8K, GPU

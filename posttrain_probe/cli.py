@@ -186,7 +186,7 @@ def _demo(sub):
     )
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: the GPU if torch sees one)")
     p.add_argument(
-        "--rlvr-steps", type=int, default=None, help="steps per RLVR run (default: demo.DEMO_RLVR, 12 quick / 60)"
+        "--rlvr-steps", type=int, default=None, help="steps per RLVR run (default: demo.DEMO_RLVR, 12 quick / 40)"
     )
     p.add_argument(
         "--rlvr-seeds", type=int, default=None, help="paired seeds per RLVR arm (default 3; quick 2; 1 = no seed CI)"
@@ -194,7 +194,7 @@ def _demo(sub):
     p.add_argument(
         "--arms",
         default=None,
-        help="comma-separated RLVR arms (default: grpo,null,clip_higher,entropy_bonus,clip_cov,kl_cov,steer; see "
+        help="comma-separated RLVR arms (default: grpo,null,clip_cov,kl_cov,steer; see "
         "`posttrain-probe rlvr arms`); baselines are added",
     )
     p.add_argument("--out", default="runs/demo", help="output folder (run dirs, figures/, report.html)")

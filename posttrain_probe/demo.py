@@ -74,7 +74,6 @@ def _probe_step(name: str) -> Callable:
 # The demo's paired RLVR study: every arm on the same seeds (rlvr.paired), the null arm measuring chaos alone.
 DEMO_ARMS = ("grpo", "null", "clip_cov", "kl_cov", "steer")
 QUICK_ARMS = DEMO_ARMS
-RLVR_LOSSES = DEMO_ARMS  # the arm names the CLI accepts (kept for callers of the old name)
 DEMO_RLVR_SEEDS = {"quick": 2, "default": 3}
 # Sizes of the demo's runs (on top of studies.rlvr.TOY_RLVR). The 10-minute budget on 2 cores leaves ~4.5 min for
 # 15 runs, ~36 core-seconds each (~0.7 s per 16-prompt step): the fastest collapse measured per second is lr 3e-4,

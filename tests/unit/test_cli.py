@@ -12,3 +12,16 @@ def test_info_prints_versions_and_cache_dir(capsys, tmp_path, monkeypatch):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["cache_dir"] == str(tmp_path) and info["versions"]["torch"]
+
+
+def test_demo_help_states_the_demo_defaults_the_code_uses():
+    """The demo's --help is written by hand (the demo module imports torch, --help must not); it must name the
+    arms, seeds and steps `demo.py` actually uses."""
+    from posttrain_probe.cli import build_parser
+    from posttrain_probe.demo import DEMO_ARMS, DEMO_RLVR, DEMO_RLVR_SEEDS
+
+    sub = next(a for a in build_parser()._actions if a.dest == "cmd")
+    text = " ".join(sub.choices["demo"].format_help().split())
+    assert f"default: {','.join(DEMO_ARMS)};" in text
+    assert f"{DEMO_RLVR['quick']['steps']} quick / {DEMO_RLVR['default']['steps']})" in text
+    assert f"default {DEMO_RLVR_SEEDS['default']}; quick {DEMO_RLVR_SEEDS['quick']}" in text
