@@ -191,13 +191,17 @@ def run_rlvr_study(study: Study) -> list[Path]:
     """The paired multi-seed RLVR study: every arm (`--arms`, default `STUDY_ARMS`; baselines added) and, with
     `--dose`, the dose–response arms, on `--seeds` paired seeds, trained in parallel single-threaded workers into
     OUT/rlvr/<arm>_seed<k> (finished runs reused, interrupted ones resumed exactly); then OUT/dynamics with the
-    paired effects, dose–response table, verdicts and figures. OUT/timings.txt holds every run's seconds."""
+    paired effects, dose–response table, verdicts and figures, OUT/verdicts.json (printed as a table; smoke and
+    quick sizes list the claims without judging them) and OUT/timings.txt with every run's seconds."""
     import time
 
     from posttrain_probe.analysis.dynamics import analyze_runs
+    from posttrain_probe.report import verdict_table_text
+    from posttrain_probe.results import read_run
     from posttrain_probe.rlvr.paired import dose_arms, paired_configs, resolve_arms
     from posttrain_probe.rlvr.pool import default_workers, train_many
     from posttrain_probe.rlvr.run import RLVRRun, same_config
+    from posttrain_probe.verdicts import collect_verdicts, write_verdicts
 
     x = study.extra
     for key in ("seeds", "dose_seeds", "steps", "workers"):
@@ -234,8 +238,12 @@ def run_rlvr_study(study: Study) -> list[Path]:
     train_many(jobs, workers, study.out / "rlvr", on_done=done, keep_unfinished=True)
     timings["train_total"] = time.perf_counter() - t0
     out = study.save("dynamics", analyze_runs(runs), "posttrain_probe.plots.dynamics")
+    verdicts = collect_verdicts([read_run(out)])
+    write_verdicts(study.out / "verdicts.json", verdicts)
     timings["total"] = time.perf_counter() - t0
     (study.out / "timings.txt").write_text("".join(f"{k}\t{v:.1f}\n" for k, v in timings.items()))
+    judged = study.size in ("toy", "real")
+    print(verdict_table_text([v.as_dict() for v in verdicts], judged=judged), file=sys.stderr)
     return runs + [out]
 
 

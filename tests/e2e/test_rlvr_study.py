@@ -25,6 +25,10 @@ def study(toy_pair_quick, tmp_path_factory):
 
 
 def test_study_trains_every_arm_on_paired_seeds_and_writes_paired_effects(study):
+    import json
+
+    from posttrain_probe.verdict import FIELDS
+
     out, _, code, _ = study
     assert code == 0
     runs = sorted(p.name for p in (out / "rlvr").iterdir() if p.is_dir())
@@ -37,6 +41,9 @@ def test_study_trains_every_arm_on_paired_seeds_and_writes_paired_effects(study)
     assert paired.loc["clip_cov@clip_cov_ratio=0.08", "n_seeds"] == 1
     dose = dyn.tables["dose_response"]
     assert set(dose["dose_value"].astype(float)) >= {0.08}
+    rows = json.loads((out / "verdicts.json").read_text())
+    assert rows and all(set(FIELDS) <= set(row) for row in rows)
+    assert any("Cui" in row["paper"] for row in rows)
     timings = dict(line.split("\t") for line in (out / "timings.txt").read_text().splitlines())
     assert set(runs) | {"train_total", "total"} == set(timings)
     assert all(float(v) > 0 for v in timings.values())
