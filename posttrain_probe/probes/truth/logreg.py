@@ -29,6 +29,7 @@ ArrayLike = np.ndarray | torch.Tensor
 _ARMIJO = 1e-4  # sufficient-decrease constant of the line search
 _HALVINGS = 60  # line-search step halvings before a problem is left where it is
 _CONSTANT = 1e-10  # a feature whose std is below this share of its largest |x| is constant
+_REUSE = 2.0  # a full step that cut the gradient at least this many times over lets its Hessian factor serve again
 
 
 class LogRegInputError(ValueError):
@@ -132,55 +133,78 @@ def _cholesky(H: torch.Tensor) -> torch.Tensor:
     return L
 
 
-def _primal_step(Zt, W, g, pen, C: float) -> torch.Tensor:
-    """H⁻¹g with H = diag(pen) + C Ẑᵀ diag(W) Ẑ built explicitly: Zt (p, n, D+1), W (p, n), g (p, D+1)."""
-    Zs = Zt * W.sqrt().unsqueeze(-1)  # (p, n, D+1)
-    H = C * Zs.transpose(1, 2) @ Zs  # (p, D+1, D+1)
-    H.diagonal(dim1=-2, dim2=-1).add_(pen)
-    return torch.cholesky_solve(g.unsqueeze(-1), _cholesky(H)).squeeze(-1)
+def _factor(Zt, K, W, pen, C: float) -> tuple[torch.Tensor, ...]:
+    """What `_solve` needs to apply H⁻¹, H = diag(pen) + C Ẑᵀ diag(W) Ẑ, for Zt (p, n, D+1) and W (p, n).
 
-
-def _woodbury_step(Zt, K, W, g, C: float) -> torch.Tensor:
-    """H⁻¹g for fewer rows than features, through the N × N kernel K = Z Zᵀ (p, n, n): with A = I + C Zᵀ W Z,
-    A⁻¹ = I − C Zᵀ S (I + C S K S)⁻¹ S Z (S = W^½), and the unpenalised intercept by block elimination."""
-    Z = Zt[..., :-1]  # (p, n, D)
+    n ≥ D: the Cholesky factor of H ((p, D+1, D+1), O(n D²)). n < D (K = Z Zᵀ (p, n, n) given): Woodbury,
+    A⁻¹ = I − C Zᵀ S (I + C S K S)⁻¹ S Z with A = I + C Zᵀ W Z and S = W^½ (an n × n factor, O(n² D)), the
+    unpenalised intercept by block elimination (q = A⁻¹a with a = Zᵀ W 1, and the Schur complement)."""
+    if K is None:
+        Zs = Zt * W.sqrt().unsqueeze(-1)  # (p, n, D+1)
+        H = C * Zs.transpose(1, 2) @ Zs  # (p, D+1, D+1)
+        H.diagonal(dim1=-2, dim2=-1).add_(pen)
+        return (_cholesky(H),)
     s = W.sqrt()  # (p, n)
     M = C * (s.unsqueeze(-1) * K * s.unsqueeze(-2))  # (p, n, n)
     M.diagonal(dim1=-2, dim2=-1).add_(1.0)
     L = _cholesky(M)
-
-    def a_inv(v: torch.Tensor) -> torch.Tensor:  # (p, D, k) → (p, D, k)
-        t = s.unsqueeze(-1) * torch.cholesky_solve(s.unsqueeze(-1) * (Z @ v), L)  # (p, n, k)
-        return v - C * (Z.transpose(1, 2) @ t)
-
-    a = (Z.transpose(1, 2) @ W.unsqueeze(-1)).squeeze(-1)  # (p, D): Zᵀ W 1
-    gw, gb = g[..., :-1], g[..., -1]
-    u, q = a_inv(torch.stack([gw, a], -1)).unbind(-1)  # A⁻¹gw, A⁻¹a: (p, D) each
+    Z = Zt[..., :-1]
+    a = (Z.transpose(1, 2) @ W.unsqueeze(-1)).squeeze(-1)  # (p, D)
+    q = _a_inv(Z, s, L, a, C)  # (p, D)
     sw = C * W.sum(-1)
-    denom = (sw - C * C * (a * q).sum(-1)).clamp_min(1e-14 * sw.clamp_min(1e-300))  # Schur complement (p,)
-    db = (gb - C * (a * u).sum(-1)) / denom
+    schur = (sw - C * C * (a * q).sum(-1)).clamp_min(1e-14 * sw.clamp_min(1e-300))  # (p,)
+    return L, s, a, q, schur
+
+
+def _a_inv(Z, s, L, v, C: float) -> torch.Tensor:
+    """A⁻¹v by Woodbury: Z (p, n, D), s (p, n), L the factor of I + C S K S, v (p, D) → (p, D)."""
+    t = (Z @ v.unsqueeze(-1)) * s.unsqueeze(-1)  # (p, n, 1)
+    t = torch.cholesky_solve(t, L) * s.unsqueeze(-1)
+    return v - C * (Z.transpose(1, 2) @ t).squeeze(-1)
+
+
+def _solve(Zt, fac: tuple[torch.Tensor, ...], g, C: float) -> torch.Tensor:
+    """H⁻¹g (p, D+1) from a `_factor` result."""
+    if len(fac) == 1:
+        return torch.cholesky_solve(g.unsqueeze(-1), fac[0]).squeeze(-1)
+    L, s, a, q, schur = fac
+    u = _a_inv(Zt[..., :-1], s, L, g[..., :-1], C)  # A⁻¹ g_w
+    db = (g[..., -1] - C * (a * u).sum(-1)) / schur
     return torch.cat([u - C * db.unsqueeze(-1) * q, db.unsqueeze(-1)], -1)
 
 
 def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
     """Newton iterations for problems Zt (p, n, D+1) (last column: the row mask, for the intercept), labels y and
-    mask m (p, n), start theta (p, D+1). Returns (theta, n_iter, converged)."""
+    mask m (p, n), start theta (p, D+1). Returns (theta, n_iter, converged).
+
+    The Hessian is refactored every iteration, except after a full step that shrank the gradient by `_REUSE`×
+    or more (the quadratic phase): then the last factor serves again, which saves the costly factorisation on
+    the last iterations (a step that does less well brings a fresh factor next time)."""
     p, n, D1 = Zt.shape
     pen = torch.ones(D1, dtype=Zt.dtype, device=Zt.device)
     pen[-1] = 0.0
-    dual = n < D1 - 1
-    K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if dual else None  # (p, n, n)
+    K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < D1 - 1 else None  # (p, n, n)
     out_theta = theta.clone()
     n_iter = torch.zeros(p, dtype=torch.int64, device=Zt.device)
     converged = torch.zeros(p, dtype=torch.bool, device=Zt.device)
     act = torch.arange(p, device=Zt.device)  # problems still iterating
+    fac: tuple[torch.Tensor, ...] = ()
+    reuse = torch.zeros(p, dtype=torch.bool, device=Zt.device)  # whether the factor of the last iterate serves
+    g_prev = torch.full((p,), math.inf, dtype=Zt.dtype, device=Zt.device)
     for it in range(1, max_iter + 1):
         f = (Zt @ theta.unsqueeze(-1)).squeeze(-1)  # (a, n)
         obj = _objective(theta, f, y, m, pen, C)
         prob = torch.sigmoid(f)
         g = pen * theta + C * (Zt.transpose(1, 2) @ (m * (prob - y)).unsqueeze(-1)).squeeze(-1)  # (a, D+1)
-        W = m * prob * (1 - prob)
-        d = -(_woodbury_step(Zt, K, W, g, C) if dual else _primal_step(Zt, W, g, pen, C))  # (a, D+1)
+        g_norm = g.abs().amax(-1)
+        reuse &= g_norm <= g_prev / _REUSE
+        fresh = ~reuse
+        if bool(fresh.all()):
+            fac = _factor(Zt, K, m * prob * (1 - prob), pen, C)
+        elif bool(fresh.any()):
+            new = _factor(Zt[fresh], None if K is None else K[fresh], (m * prob * (1 - prob))[fresh], pen, C)
+            fac = tuple(old.index_put((fresh,), part) for old, part in zip(fac, new))
+        d = -_solve(Zt, fac, g, C)  # (a, D+1)
         slope = (g * d).sum(-1)  # (a,) ≤ 0
         df = (Zt @ d.unsqueeze(-1)).squeeze(-1)  # (a, n)
         t = torch.ones_like(slope)
@@ -197,7 +221,9 @@ def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
         theta = theta + step
         n_iter[act] = it
         done = step.abs().amax(-1) <= tol * theta.abs().amax(-1).clamp_min(1.0)
-        stuck = ~ok  # no decrease left to find: leave it where it is
+        stuck = ~ok & fresh  # no decrease along a fresh Newton direction: leave it where it is
+        reuse = t == 1  # after a full step the factor may serve the next iterate (if the gradient fell enough)
+        g_prev = g_norm
         out_theta[act] = theta
         converged[act] = done
         leave = done | stuck
@@ -205,8 +231,17 @@ def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
             break
         if bool(leave.any()):
             keep = ~leave
-            act, theta, Zt, y, m = act[keep], theta[keep], Zt[keep], y[keep], m[keep]
-            K = K[keep] if dual else None
+            act, theta, Zt, y, m, reuse, g_prev = (
+                act[keep],
+                theta[keep],
+                Zt[keep],
+                y[keep],
+                m[keep],
+                reuse[keep],
+                g_prev[keep],
+            )
+            fac = tuple(x[keep] for x in fac)
+            K = None if K is None else K[keep]
     return out_theta, n_iter, converged
 
 
