@@ -10,11 +10,11 @@ per-feature mean and population standard deviation of those rows (scikit-learn's
 is constant on them gets σ = 1 and weight 0. Results come back in raw space, coef = w / σ and
 intercept = b − coef·μ, so x·coef + intercept is the fitted decision value of a raw row x.
 
-Newton's method with a backtracking (Armijo) line search, from w = 0, b = 0 or a warm start. The Newton system
-is solved through the (D+1) × (D+1) Hessian (Cholesky) when a problem has at least as many rows as features,
-and in the N × N kernel space by the Woodbury identity when it has fewer, so an iteration costs
-O(N·D·min(N, D)). Rows are compacted per problem, converged problems leave the batch, and problems are solved
-in chunks of bounded memory.
+Newton's method from w = 0, b = 0 with a backtracking (Armijo) line search and steps capped at `_MAX_STEP`. The
+Newton system is solved through the (D+1) × (D+1) Hessian (Cholesky) when a problem has at least as many rows as
+features, and in the N × N kernel space by the Woodbury identity when it has fewer, so a factorisation costs
+O(N·D·min(N, D)); in the quadratic phase the last factor is reused. Rows are compacted per problem, converged
+problems leave the batch, and problems are solved in chunks of bounded memory.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ ArrayLike = np.ndarray | torch.Tensor
 _ARMIJO = 1e-4  # sufficient-decrease constant of the line search
 _HALVINGS = 60  # line-search step halvings before a problem is left where it is
 _CONSTANT = 1e-10  # a feature whose std is below this share of its largest |x| is constant
+_MAX_STEP = 20.0  # longest Newton step (max-norm, standardised units): where every row is saturated H ≈ I
 _REUSE = 2.0  # a full step that cut the gradient at least this many times over lets its Hessian factor serve again
 
 
@@ -44,8 +45,8 @@ class LogRegFit:
     intercept: torch.Tensor  # (*B,)
     coef_std: torch.Tensor  # (*B, D) on the standardised features (scikit-learn's coef_ after a StandardScaler)
     intercept_std: torch.Tensor  # (*B,)
-    n_iter: torch.Tensor  # (*B,) Newton iterations taken
-    converged: torch.Tensor  # (*B,) whether the Newton step fell below tol within max_iter
+    n_iter: torch.Tensor  # (*B,) Newton iterations taken (with a fresh or a reused Hessian factor)
+    converged: torch.Tensor  # (*B,) whether a full Newton step fell below tol within max_iter
 
     def decision(self, X: ArrayLike) -> torch.Tensor:
         """x·coef + intercept for raw rows X (*B, M, D) → (*B, M), in float64."""
@@ -173,9 +174,9 @@ def _solve(Zt, fac: tuple[torch.Tensor, ...], g, C: float) -> torch.Tensor:
     return torch.cat([u - C * db.unsqueeze(-1) * q, db.unsqueeze(-1)], -1)
 
 
-def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
-    """Newton iterations for problems Zt (p, n, D+1) (last column: the row mask, for the intercept), labels y and
-    mask m (p, n), start theta (p, D+1). Returns (theta, n_iter, converged).
+def _newton(Zt, y, m, C: float, tol: float, max_iter: int):
+    """Newton iterations from θ = 0 for problems Zt (p, n, D+1) (last column: the row mask, for the intercept),
+    labels y and mask m (p, n). Returns (θ (p, D+1), n_iter (p,), converged (p,)).
 
     The Hessian is refactored every iteration, except after a full step that shrank the gradient by `_REUSE`×
     or more (the quadratic phase): then the last factor serves again, which saves the costly factorisation on
@@ -184,6 +185,7 @@ def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
     pen = torch.ones(D1, dtype=Zt.dtype, device=Zt.device)
     pen[-1] = 0.0
     K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < D1 - 1 else None  # (p, n, n)
+    theta = torch.zeros(p, D1, dtype=Zt.dtype, device=Zt.device)
     out_theta = theta.clone()
     n_iter = torch.zeros(p, dtype=torch.int64, device=Zt.device)
     converged = torch.zeros(p, dtype=torch.bool, device=Zt.device)
@@ -205,6 +207,7 @@ def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
             new = _factor(Zt[fresh], None if K is None else K[fresh], (m * prob * (1 - prob))[fresh], pen, C)
             fac = tuple(old.index_put((fresh,), part) for old, part in zip(fac, new))
         d = -_solve(Zt, fac, g, C)  # (a, D+1)
+        d = d * (_MAX_STEP / d.abs().amax(-1, keepdim=True).clamp_min(_MAX_STEP))  # saturated start: no leaps
         slope = (g * d).sum(-1)  # (a,) ≤ 0
         df = (Zt @ d.unsqueeze(-1)).squeeze(-1)  # (a, n)
         t = torch.ones_like(slope)
@@ -220,7 +223,7 @@ def _newton(Zt, y, m, theta, C: float, tol: float, max_iter: int):
         step = t.unsqueeze(-1) * d
         theta = theta + step
         n_iter[act] = it
-        done = step.abs().amax(-1) <= tol * theta.abs().amax(-1).clamp_min(1.0)
+        done = (t == 1) & (step.abs().amax(-1) <= tol * theta.abs().amax(-1).clamp_min(1.0))
         stuck = ~ok & fresh  # no decrease along a fresh Newton direction: leave it where it is
         reuse = t == 1  # after a full step the factor may serve the next iterate (if the gradient fell enough)
         g_prev = g_norm
@@ -254,16 +257,15 @@ def fit_logreg(
     tol: float = 1e-8,
     max_iter: int = 100,
     standardize: bool = True,
-    init: tuple[ArrayLike, ArrayLike] | None = None,
     device: str | torch.device | None = None,
     max_chunk_bytes: int = 2**29,
 ) -> LogRegFit:
     """Fit every problem of X (*B, N, D) with labels y (*B, N) (0/1) on the rows where mask (*B, N) is true (None:
     all rows); y and mask broadcast against X's batch dims, so one X can serve many masks without a copy.
 
-    C is scikit-learn's inverse L2 strength. A problem stops when its Newton step (in standardised coordinates)
-    is at most tol × max(1, |θ|∞), or after max_iter iterations. standardize=False fits the raw features.
-    init: a raw-space warm start (coef (*B, D), intercept (*B,)). device: where to solve (default: X's).
+    C is scikit-learn's inverse L2 strength. A problem has converged when a full Newton step (in standardised
+    coordinates) is at most tol × max(1, |θ|∞); it stops there or after max_iter iterations (steps with a reused
+    factor count). standardize=False fits the raw features. device: where to solve (default: X's).
     max_chunk_bytes bounds the float64 working set of one chunk of problems."""
     Xe, ye, me, batch = _checked(X, y, mask, C, tol, max_iter)
     N, D = Xe.shape[-2:]
@@ -274,9 +276,6 @@ def fit_logreg(
     intercept, intercept_std = torch.zeros(P, **kw), torch.zeros(P, **kw)
     n_iter = torch.zeros(P, dtype=torch.int64, device=dev)
     converged = torch.zeros(P, dtype=torch.bool, device=dev)
-    if init is not None:
-        c0 = torch.as_tensor(init[0]).to(**kw).expand(*batch, D).reshape(P, D)
-        b0 = torch.as_tensor(init[1]).to(**kw).expand(batch).reshape(P)
     per_problem = 8 * (3 * N * (D + 1) + 3 * min(N, D + 1) ** 2)
     chunk = max(1, max_chunk_bytes // per_problem)
     for start in range(0, P, chunk):
@@ -301,13 +300,8 @@ def fit_logreg(
             Z.div_(sd.unsqueeze(1)).mul_(~const.unsqueeze(1))
         else:
             mu, sd = torch.zeros(len(idx), D, **kw), torch.ones(len(idx), D, **kw)
-            const = torch.zeros(len(idx), D, dtype=torch.bool, device=dev)
             Z.mul_(m.unsqueeze(-1))
-        theta = torch.zeros(len(idx), D + 1, **kw)
-        if init is not None:
-            theta[:, :D] = torch.where(const, 0.0, c0[idx] * sd)
-            theta[:, D] = b0[idx] + (c0[idx] * mu).sum(-1)
-        theta, n_iter[idx], converged[idx] = _newton(Zt, yc, m, theta, C, tol, max_iter)
+        theta, n_iter[idx], converged[idx] = _newton(Zt, yc, m, C, tol, max_iter)
         w, b = theta[:, :D], theta[:, D]
         coef_std[idx], intercept_std[idx] = w, b
         coef[idx] = w / sd
