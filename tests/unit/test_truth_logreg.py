@@ -191,3 +191,22 @@ def test_fit_probes_equals_fit_probe_for_every_group_and_fold():
                 np.testing.assert_allclose(got.direction, alone.direction, rtol=1e-8, atol=1e-12)
                 assert got.intercept == pytest.approx(alone.intercept, rel=1e-8, abs=1e-12)
                 np.testing.assert_array_equal(got.mu_true, alone.mu_true)
+
+
+@pytest.mark.parametrize("n,d", [(30, 8), (8, 30)])
+def test_newton_system_solves_equal_a_dense_solve(n, d):
+    """The Hessian solve (primal Cholesky for n ≥ d, Woodbury + block elimination of the intercept for n < d)
+    equals H⁻¹g with H = diag(1, …, 1, 0) + C Ẑᵀ diag(W) Ẑ formed densely, so Newton keeps its quadratic rate."""
+    from posttrain_probe.probes.truth.logreg import _factor, _solve
+
+    gen = torch.Generator().manual_seed(n)
+    Zt = torch.cat([torch.randn(3, n, d, generator=gen, dtype=torch.float64), torch.ones(3, n, 1).double()], -1)
+    W = torch.rand(3, n, generator=gen, dtype=torch.float64) * 0.25
+    g = torch.randn(3, d + 1, generator=gen, dtype=torch.float64)
+    pen = torch.ones(d + 1, dtype=torch.float64)
+    pen[-1] = 0
+    C = 0.7
+    H = torch.diag_embed(pen.expand(3, -1)) + C * Zt.transpose(1, 2) @ (W.unsqueeze(-1) * Zt)
+    K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < d else None
+    got = _solve(Zt, _factor(Zt, K, W, pen, C), g, C)
+    torch.testing.assert_close(got, torch.linalg.solve(H, g), rtol=1e-9, atol=1e-10)
