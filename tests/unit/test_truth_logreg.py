@@ -210,3 +210,17 @@ def test_newton_system_solves_equal_a_dense_solve(n, d):
     K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < d else None
     got = _solve(Zt, _factor(Zt, K, W, pen, C), g, C)
     torch.testing.assert_close(got, torch.linalg.solve(H, g), rtol=1e-9, atol=1e-10)
+
+
+def test_auroc_equals_sklearns_with_ties_and_is_nan_for_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from posttrain_probe.probes.truth.fit import auroc
+
+    rng = np.random.default_rng(12)
+    for n in (2, 7, 300):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        s = np.round(rng.normal(size=n) + y, 1)  # rounded: many ties
+        assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert auroc([0.3, 0.3], [1, 0]) == 0.5 and np.isnan(auroc([1.0, 2.0], [1, 1]))

@@ -223,13 +223,19 @@ def fit_probe(kind: str, X, y, C: float = 1.0, max_iter: int = 2000) -> LinearPr
 
 
 def auroc(scores, y) -> float:
-    """Area under the ROC curve of `scores` for labels `y`; NaN when only one class is present."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve of `scores` for labels `y` (ties count one half): the Mann–Whitney statistic from
+    mid-ranks, U / (n_true · n_false). NaN when only one class is present."""
+    from scipy.stats import rankdata
 
-    s, y = as_numpy(scores), np.asarray(as_numpy(y), dtype=np.int64)
-    if y.min(initial=1) == y.max(initial=0):
+    s, y = as_numpy(scores).reshape(-1), np.asarray(as_numpy(y), dtype=np.int64).reshape(-1)
+    if s.shape != y.shape:
+        raise ProbeDataError(f"{s.size} scores for {y.size} labels; give one score per label")
+    n_true = int(y.sum())
+    n_false = len(y) - n_true
+    if n_true == 0 or n_false == 0:
         return float("nan")
-    return float(roc_auc_score(y, s))
+    u = rankdata(s)[y == 1].sum() - n_true * (n_true + 1) / 2
+    return float(u / (n_true * n_false))
 
 
 def prob_diff(logits: torch.Tensor, true_id: int, false_id: int) -> torch.Tensor:
