@@ -193,8 +193,8 @@ def _newton(Zt, y, m, C: float, tol: float, max_iter: int):
     fac: tuple[torch.Tensor, ...] = ()
     reuse = torch.zeros(p, dtype=torch.bool, device=Zt.device)  # whether the factor of the last iterate serves
     g_prev = torch.full((p,), math.inf, dtype=Zt.dtype, device=Zt.device)
+    f = torch.zeros_like(y)  # (a, n) decision values Ẑθ, carried along the steps (one pass over Ẑ fewer)
     for it in range(1, max_iter + 1):
-        f = (Zt @ theta.unsqueeze(-1)).squeeze(-1)  # (a, n)
         obj = _objective(theta, f, y, m, pen, C)
         prob = torch.sigmoid(f)
         g = pen * theta + C * (Zt.transpose(1, 2) @ (m * (prob - y)).unsqueeze(-1)).squeeze(-1)  # (a, D+1)
@@ -222,6 +222,7 @@ def _newton(Zt, y, m, C: float, tol: float, max_iter: int):
         t = torch.where(ok, t, torch.zeros_like(t))
         step = t.unsqueeze(-1) * d
         theta = theta + step
+        f = f + t.unsqueeze(-1) * df
         n_iter[act] = it
         done = (t == 1) & (step.abs().amax(-1) <= tol * theta.abs().amax(-1).clamp_min(1.0))
         stuck = ~ok & fresh  # no decrease along a fresh Newton direction: leave it where it is
@@ -234,9 +235,10 @@ def _newton(Zt, y, m, C: float, tol: float, max_iter: int):
             break
         if bool(leave.any()):
             keep = ~leave
-            act, theta, Zt, y, m, reuse, g_prev = (
+            act, theta, f, Zt, y, m, reuse, g_prev = (
                 act[keep],
                 theta[keep],
+                f[keep],
                 Zt[keep],
                 y[keep],
                 m[keep],
@@ -301,11 +303,12 @@ def fit_logreg(
         else:
             mu, sd = torch.zeros(len(idx), D, **kw), torch.ones(len(idx), D, **kw)
             Z.mul_(m.unsqueeze(-1))
-        theta, n_iter[idx], converged[idx] = _newton(Zt, yc, m, C, tol, max_iter)
+        at = idx.to(dev)
+        theta, n_iter[at], converged[at] = _newton(Zt, yc, m, C, tol, max_iter)
         w, b = theta[:, :D], theta[:, D]
-        coef_std[idx], intercept_std[idx] = w, b
-        coef[idx] = w / sd
-        intercept[idx] = b - (coef[idx] * mu).sum(-1)
+        coef_std[at], intercept_std[at] = w, b
+        coef[at] = w / sd
+        intercept[at] = b - (coef[at] * mu).sum(-1)
     return LogRegFit(
         coef=coef.reshape(*batch, D),
         intercept=intercept.reshape(batch),
