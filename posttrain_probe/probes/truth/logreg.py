@@ -64,10 +64,14 @@ def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
 def _checked(X, y, mask, C: float, tol: float, max_iter: int):
     """Tensors of the inputs, each expanded (no copy) to the batch shape B, and B itself."""
     X, y = _as_tensor(X, "X"), _as_tensor(y, "y")
-    if X.ndim < 2 or X.shape[-1] < 1 or X.is_complex() or X.dtype == torch.bool:
+    if X.ndim < 2 or X.shape[-1] < 1:
         raise LogRegInputError(f"X must be (..., N, D) with D >= 1, got shape {tuple(X.shape)}; add a row axis")
+    if X.is_complex() or X.dtype == torch.bool:
+        raise LogRegInputError(f"X must hold real numbers, got {X.dtype}; cast it to float")
     N, D = X.shape[-2:]
+    y = y.to(X.device)
     mask = torch.ones(N, dtype=torch.bool) if mask is None else _as_tensor(mask, "mask").to(torch.bool)
+    mask = mask.to(X.device)
     for name, t in (("y", y), ("mask", mask)):
         if t.ndim < 1 or t.shape[-1] != N:
             raise LogRegInputError(
