@@ -198,6 +198,76 @@ def test_run_truth_end_to_end_writes_a_readable_run_dir(pair, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
+ACC_TOL = 0.005 + 1e-12  # the accuracy agreement asked of the batched probes (issue 17), with float slack
+
+
+def test_run_probe_accuracies_equal_the_per_fit_sklearn_path(pair):
+    """A `truth --lodo all` run's layer and leave-one-dataset-out accuracies (one batched solve per table) against
+    one scikit-learn fit per model × kind × layer × fold on the run's own activations (the primal Newton
+    path: more training statements than features), the previous path and the converged one: within ±0.005."""
+    from posttrain_probe.probes.truth.tables import score_tables
+    from tests.reference.sklearn_probes import CONVERGED_TOL, accuracy_gaps, sklearn_fit_all, sklearn_lodo_table
+
+    cfg = TruthConfig(n_intervene=4, n_shots=2, reach_pairs=0, random_control=False, progress=False, lodo="all")
+    res = run_truth(pair, _statements(), cfg)
+    st = res.tables["statements"]
+    y, ds, test = st.label.to_numpy(), st.dataset.to_numpy(), (st.split == "test").to_numpy()
+    acts = {r: res.tensors[f"activations.{r}"].numpy() for r in ("base", "post")}
+    assert (~test).sum() > acts["base"].shape[2]
+    layers = list(range(acts["base"].shape[1]))
+    for tol in (None, CONVERGED_TOL):
+        kw = {} if tol is None else {"tol": tol}
+        ref = score_tables(acts, y, ds, test, sklearn_fit_all(acts, y, ~test, cfg.C, cfg.max_iter, **kw))
+        gaps = accuracy_gaps(res.tables["layer_accuracy"], ref["layer_accuracy"], ["model", "probe", "layer"])
+        assert gaps.gap.max() <= ACC_TOL
+        ref_lodo = sklearn_lodo_table(acts, y, ds, layers, cfg.C, cfg.max_iter, **kw)
+        assert accuracy_gaps(res.tables["lodo"], ref_lodo, ["model", "probe", "layer", "held_out"]).gap.max() <= ACC_TOL
+
+
+def _informative_statements() -> list[Statement]:
+    """Statements without a shared final token, so a random-init model's last-token residuals carry the label."""
+    out = []
+    for i, n in enumerate(NUMS):
+        for j, p in enumerate(PLACES):
+            out.append(Statement(f"{n} lives in {p}", int((i + 2 * j) % 3 == 0), "lives"))
+            out.append(Statement(f"the {p} is {n}", int((i + j) % 3 == 0), "is"))
+            out.append(Statement(f"{p} works with {n}", int((i * j) % 3 == 0), "works"))
+    return out
+
+
+def test_batched_probes_on_fewer_statements_than_features_equal_sklearn(tmp_path):
+    """The kernel-space (Woodbury) Newton path, on a wider checkpoint where the probes are far from trivial
+    (train accuracy up to ~0.9): accuracies equal the converged scikit-learn fits within ±0.005, and the
+    previous path (which stops at scikit-learn's default tol) within one held-out statement per cell."""
+    from posttrain_probe.probes.truth.data import split_statements
+    from posttrain_probe.probes.truth.tables import fit_all, lodo_table, score_tables
+    from tests.reference.sklearn_probes import CONVERGED_TOL, accuracy_gaps, sklearn_fit_all, sklearn_lodo_table
+
+    st = _informative_statements()
+    y, ds = np.array([s.label for s in st]), np.array([s.dataset for s in st])
+    test, _ = split_statements(st, 0.2, 0)
+    dirs = [
+        make_tiny_checkpoint("llama", tmp_path / r, seed=s, d_model=128, n_layers=3) for r, s in (("b", 2), ("p", 3))
+    ]
+    wide = load_pair(*dirs)
+    texts = [s.text for s in st]
+    acts = {r: collect_last_token_acts(m, texts, 64, progress=False).numpy() for r, m in wide.models().items()}
+    assert (~test).sum() < acts["base"].shape[2]  # fewer training rows than features
+    cfg, layers = TruthConfig(), list(range(acts["base"].shape[1]))
+    ours = score_tables(acts, y, ds, test, fit_all(acts, y, ~test, cfg))["layer_accuracy"]
+    ours_lodo = lodo_table(acts, y, ds, cfg, layers)
+    assert ours.train_acc.max() > 0.8 and ours_lodo.test_acc.nunique() > 3
+    lodo_keys = ["model", "probe", "layer", "held_out"]
+    tight = score_tables(acts, y, ds, test, sklearn_fit_all(acts, y, ~test, tol=CONVERGED_TOL))["layer_accuracy"]
+    assert accuracy_gaps(ours, tight, ["model", "probe", "layer"]).gap.max() <= ACC_TOL
+    tight_lodo = sklearn_lodo_table(acts, y, ds, layers, tol=CONVERGED_TOL)
+    assert accuracy_gaps(ours_lodo, tight_lodo, lodo_keys).gap.max() <= ACC_TOL
+    before = score_tables(acts, y, ds, test, sklearn_fit_all(acts, y, ~test))["layer_accuracy"]
+    assert accuracy_gaps(ours, before, ["model", "probe", "layer"]).gap.max() <= 1 / test.sum() + 1e-12
+    gaps = accuracy_gaps(ours_lodo, sklearn_lodo_table(acts, y, ds, layers), lodo_keys)
+    assert (gaps.gap <= 1 / gaps.n + 1e-12).all() and (gaps.gap <= ACC_TOL).mean() >= 0.9
+
+
 def test_cli_writes_run_dir_and_refuses_to_overwrite_before_computing(tiny_dirs, tmp_path, capsys):
     csv = tmp_path / "stmts.csv"
     pd.DataFrame([dict(statement=s.text, label=s.label, dataset=s.dataset) for s in _statements()]).to_csv(

@@ -21,7 +21,7 @@ class TruthConfig:
     max_per_dataset: int | None = option(None, "keep at most this many statements per dataset (none: all)")
     batch_size: int = option(32, "statements per forward when collecting activations")
     C: float = option(1.0, "inverse L2 strength of the logistic probes (scikit-learn's C)")
-    max_iter: int = option(2000, "iteration limit of the logistic fits")
+    max_iter: int = option(2000, "iteration limit of the probes' Newton solves (they stop on convergence first)")
     probe_layer: int | None = option(
         None,
         "resid layer whose direction is intervened with",

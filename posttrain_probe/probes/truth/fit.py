@@ -1,14 +1,14 @@
 """Pure math of the truthfulness analysis: linear probes, metrics, splits and the normalized indirect effect.
 
 No model is run here. Activations come in as (N, D) arrays (numpy or torch), labels as 1 = true, 0 = false.
-Probes are fitted in float64 with scikit-learn and expressed in the *raw* activation space, so their
-directions can be compared across layers and models and added back into a residual stream.
+Probes are fitted in float64 by the batched Newton solver of `logreg` (scikit-learn's L2 logistic objective, every
+layer and fold in one solve) and expressed in the *raw* activation space, so their directions can be compared
+across layers and models and added back into a residual stream.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -121,47 +121,97 @@ class LinearProbe:
         return truth_delta(self.mu_true, self.mu_false, self.direction)
 
 
-def _logistic(C: float, max_iter: int):
-    from sklearn.linear_model import LogisticRegression
+def fit_probes(
+    X,
+    y,
+    masks,
+    C: float = 1.0,
+    max_iter: int = 2000,
+    kinds: Sequence[str] = PROBE_KINDS,
+    device: str | torch.device | None = None,
+) -> dict[tuple, LinearProbe]:
+    """Every probe of `kinds` for every group g of X (*G, N, D) (e.g. model × layer) and every training mask f
+    of `masks` (F, N), in one batched solve per kind (`logreg.fit_logreg`): {(kind, *g, f): LinearProbe}, each
+    the probe `fit_probe(kind, X[g][masks[f]], y[masks[f]])` returns. Labels y (N,): 1 = true, 0 = false."""
+    from posttrain_probe.probes.truth.logreg import fit_logreg
 
-    return LogisticRegression(C=C, max_iter=max_iter)
-
-
-def _fit_quietly(model, X: np.ndarray, y: np.ndarray):
-    from sklearn.exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(X, y)
+    for kind in kinds:
+        if kind not in PROBE_KINDS:
+            raise ValueError(f"unknown probe kind {kind!r}; choose one of {', '.join(PROBE_KINDS)}")
+    X = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.asarray(X))
+    if X.ndim < 2:
+        raise ProbeDataError(f"activations must be (..., N, D), got shape {tuple(X.shape)}")
+    N, D = X.shape[-2:]
+    y = np.asarray(as_numpy(y), dtype=np.int64)
+    if y.shape != (N,):
+        raise ProbeDataError(f"labels have shape {y.shape}, activations {tuple(X.shape)}; give one label per row")
+    if not np.isin(y, (0, 1)).all():
+        raise ProbeDataError("labels must be 1 (true) or 0 (false)")
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 2 or masks.shape[1] != N:
+        raise ProbeDataError(f"masks have shape {masks.shape}, need (F, {N}): one training-row mask per fit")
+    for f, mk in enumerate(masks):
+        if y[mk].sum() == 0 or y[mk].sum() == mk.sum():
+            raise ProbeDataError(
+                f"a probe needs both true and false examples, got {int(y[mk].sum())} true of {int(mk.sum())} in "
+                f"training mask {f}; add statements of the missing class"
+            )
+    if X.is_floating_point() and not torch.isfinite(X).all():
+        raise ProbeDataError("activations contain NaN or Inf; check the model dtype (try float32)")
+    groups = tuple(X.shape[:-2])
+    mt, mf = masks & (y == 1), masks & (y == 0)  # (F, N)
+    wt = torch.from_numpy(mt / mt.sum(1, keepdims=True))  # (F, N) averaging weights of the true rows
+    wf = torch.from_numpy(mf / mf.sum(1, keepdims=True))
+    mk = torch.from_numpy(masks)
+    F = len(masks)
+    mu_t, mu_f = torch.empty(*groups, F, D, dtype=torch.float64), torch.empty(*groups, F, D, dtype=torch.float64)
+    big = torch.empty(*groups, F, dtype=torch.float64)  # largest |x| on each fit's rows
+    proj = torch.empty(*groups, F, N, dtype=torch.float64)  # projections on the mass-mean directions
+    for g in np.ndindex(*groups):
+        Xg = X[g].to(torch.float64)  # (N, D)
+        mu_t[g], mu_f[g] = wt @ Xg, wf @ Xg
+        big[g] = torch.where(mk, Xg.abs().amax(1), 0.0).amax(1)
+        diff = mu_t[g] - mu_f[g]  # (F, D)
+        proj[g] = (diff / diff.norm(dim=1, keepdim=True).clamp_min(1e-300)) @ Xg.T
+    kw = dict(mask=mk, C=C, max_iter=max_iter, device=device)
+    lr = fit_logreg(proj.unsqueeze(-1), torch.from_numpy(y), **kw) if "mass_mean" in kinds else None
+    full = fit_logreg(X.unsqueeze(-3), torch.from_numpy(y), **kw) if "logistic" in kinds else None
+    out: dict[tuple, LinearProbe] = {}
+    for kind in kinds:
+        for g in np.ndindex(*groups):
+            for f in range(F):
+                at = (*g, f)
+                t, fl = mu_t[at].numpy(), mu_f[at].numpy()
+                yf = y[masks[f]]
+                if kind == "mass_mean":
+                    if _is_zero(t - fl, float(big[at])):
+                        out[(kind, *at)] = _constant_probe(kind, yf, t, fl)
+                        continue
+                    d = unit(t - fl)
+                    a, b = float(lr.coef[at][0]), float(lr.intercept[at])
+                    out[(kind, *at)] = LinearProbe(kind, d, a * d, b, t, fl)
+                else:
+                    if _is_zero(full.coef_std[at].cpu().numpy()):
+                        out[(kind, *at)] = _constant_probe(kind, yf, t, fl)
+                        continue
+                    w = full.coef[at].cpu().numpy()
+                    out[(kind, *at)] = LinearProbe(kind, unit(w), w, float(full.intercept[at]), t, fl)
+    return out
 
 
 def fit_mass_mean(X, y, C: float = 1.0, max_iter: int = 1000) -> LinearProbe:
     """Mass-mean probe (Marks & Tegmark 2023): direction θ̂ = unit(μ_true − μ_false); the threshold comes
     from a 1-D logistic regression on the projections x·θ̂ (standardised for the fit, mapped back)."""
     X, y = _check_xy(X, y)
-    mu_t, mu_f = X[y == 1].mean(0), X[y == 0].mean(0)
-    if _is_zero(mu_t - mu_f, float(np.abs(X).max())):
-        return _constant_probe("mass_mean", y, mu_t, mu_f)
-    d = unit(mu_t - mu_f)
-    s = X @ d  # (N,) projections
-    m, sd = float(s.mean()), max(float(s.std()), 1e-12)
-    lr = _fit_quietly(_logistic(C, max_iter), ((s - m) / sd)[:, None], y)
-    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
-    return LinearProbe("mass_mean", d, (a / sd) * d, b - a * m / sd, mu_t, mu_f)
+    return fit_probes(X, y, np.ones((1, len(y)), bool), C, max_iter, kinds=("mass_mean",))[("mass_mean", 0)]
 
 
 def fit_logistic(X, y, C: float = 1.0, max_iter: int = 2000) -> LinearProbe:
-    """L2 logistic-regression probe (scikit-learn, lbfgs) on standardised features, mapped back to raw
-    space: coef = w / σ, intercept = b − (w / σ)·μ, so decision() equals the fitted pipeline's."""
+    """L2 logistic-regression probe (scikit-learn's objective, solved by `logreg.fit_logreg`) on standardised
+    features, mapped back to raw space: coef = w / σ, intercept = b − (w / σ)·μ, so decision() equals the
+    fitted standardise-then-classify pipeline's."""
     X, y = _check_xy(X, y)
-    m, sd = X.mean(0), X.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    lr = _fit_quietly(_logistic(C, max_iter), (X - m) / sd, y)
-    w = lr.coef_[0] / sd
-    mu_t, mu_f = X[y == 1].mean(0), X[y == 0].mean(0)
-    if _is_zero(lr.coef_[0]):
-        return _constant_probe("logistic", y, mu_t, mu_f)
-    return LinearProbe("logistic", unit(w), w, float(lr.intercept_[0] - w @ m), mu_t, mu_f)
+    return fit_probes(X, y, np.ones((1, len(y)), bool), C, max_iter, kinds=("logistic",))[("logistic", 0)]
 
 
 def fit_probe(kind: str, X, y, C: float = 1.0, max_iter: int = 2000) -> LinearProbe:
@@ -173,13 +223,19 @@ def fit_probe(kind: str, X, y, C: float = 1.0, max_iter: int = 2000) -> LinearPr
 
 
 def auroc(scores, y) -> float:
-    """Area under the ROC curve of `scores` for labels `y`; NaN when only one class is present."""
-    from sklearn.metrics import roc_auc_score
+    """Area under the ROC curve of `scores` for labels `y` (ties count one half): the Mann–Whitney statistic from
+    mid-ranks, U / (n_true · n_false). NaN when only one class is present."""
+    from scipy.stats import rankdata
 
-    s, y = as_numpy(scores), np.asarray(as_numpy(y), dtype=np.int64)
-    if y.min(initial=1) == y.max(initial=0):
+    s, y = as_numpy(scores).reshape(-1), np.asarray(as_numpy(y), dtype=np.int64).reshape(-1)
+    if s.shape != y.shape:
+        raise ProbeDataError(f"{s.size} scores for {y.size} labels; give one score per label")
+    n_true = int(y.sum())
+    n_false = len(y) - n_true
+    if n_true == 0 or n_false == 0:
         return float("nan")
-    return float(roc_auc_score(y, s))
+    u = rankdata(s)[y == 1].sum() - n_true * (n_true + 1) / 2
+    return float(u / (n_true * n_false))
 
 
 def prob_diff(logits: torch.Tensor, true_id: int, false_id: int) -> torch.Tensor:
@@ -251,6 +307,7 @@ __all__ = [
     "fit_logistic",
     "fit_mass_mean",
     "fit_probe",
+    "fit_probes",
     "nie_summary",
     "normalized_indirect_effect",
     "prob_diff",

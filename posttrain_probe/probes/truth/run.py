@@ -86,6 +86,15 @@ def run_truth(
     return timer.record_into(result)
 
 
+def _fit_device(model) -> torch.device | None:
+    """The model's CUDA device, where the probe solve then runs too; None (the CPU) otherwise."""
+    try:
+        dev = model.device
+    except (AttributeError, StopIteration):  # a model without local parameters (e.g. remote)
+        return None
+    return dev if dev.type == "cuda" else None
+
+
 def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> RunResult:
     statements = subsample(list(statements), cfg.max_per_dataset, cfg.seed)
     y = np.array([s.label for s in statements])
@@ -123,16 +132,17 @@ def _run_truth(pair, statements, cfg: TruthConfig, reuse_from, data_sources) -> 
                 tokenizer=pair.tokenizer,
             )
         )
-    acts_np = {r: a.float().numpy() for r, a in acts.items()}  # float32 views; probes fit in float64 per layer
+    acts_np = {r: a.float().numpy() for r, a in acts.items()}  # float32 views; probes fit in float64
+    fit_dev = _fit_device(pair.base)
 
-    fits = fit_all(acts_np, y, ~test, cfg)
+    fits = fit_all(acts_np, y, ~test, cfg, device=fit_dev)
     tables = score_tables(acts_np, y, ds, test, fits)
     lp = cfg.probe_layer
     if lp is None:
         lp = choose_probe_layer(tables["layer_accuracy"], cfg.direction_probe)
     if cfg.lodo != "none" and len(set(ds)) >= 2:
         layers = list(range(n_blocks + 1)) if cfg.lodo == "all" else [lp]
-        tables["lodo"] = lodo_table(acts_np, y, ds, cfg, layers)
+        tables["lodo"] = lodo_table(acts_np, y, ds, cfg, layers, device=fit_dev)
     tables["probe_predictions"] = probe_predictions(acts_np, y, test, fits, lp)
     band = default_band(lp, n_blocks) if cfg.band_start is None else list(range(cfg.band_start, lp + 1))
     deltas = {r: torch.from_numpy(fits[(r, cfg.direction_probe, lp)].delta).float() for r in ROLES}

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from posttrain_probe.probes.truth.data import unk_fraction
-from posttrain_probe.probes.truth.fit import PROBE_KINDS, LinearProbe, fit_probe, nie_summary
+from posttrain_probe.probes.truth.fit import PROBE_KINDS, LinearProbe, fit_probes, nie_summary
 from posttrain_probe.probes.truth.model import (
     check_prompt_lengths,
     max_token_length,
@@ -23,12 +23,18 @@ from posttrain_probe.stats import cosine
 ROLES = ("base", "post")
 
 
-def fit_all(acts, y, train, cfg) -> dict[tuple[str, str, int], LinearProbe]:
-    """Probes for every (role, kind, layer) on the train rows."""
+def _by_layer(acts) -> torch.Tensor:
+    """Both models' activations {role: (N, L+1, D)} as one (2, L+1, N, D) view of a stacked copy."""
+    return torch.stack([torch.as_tensor(acts[role]) for role in ROLES]).transpose(1, 2)
+
+
+def fit_all(acts, y, train, cfg, device=None) -> dict[tuple[str, str, int], LinearProbe]:
+    """Probes for every (role, kind, layer) on the train rows, all fitted in one batched solve per kind."""
     n_layers = acts["base"].shape[1]
+    fits = fit_probes(_by_layer(acts), y, np.asarray(train)[None], cfg.C, cfg.max_iter, device=device)
     return {
-        (role, kind, l): fit_probe(kind, acts[role][train, l], y[train], cfg.C, cfg.max_iter)
-        for role in ROLES
+        (role, kind, l): fits[(kind, r, l, 0)]
+        for r, role in enumerate(ROLES)
         for kind in PROBE_KINDS
         for l in range(n_layers)
     }
@@ -104,28 +110,32 @@ def probe_predictions(acts, y, test, fits, layer: int) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def lodo_table(acts, y, ds, cfg, layers: list[int]) -> pd.DataFrame:
+def lodo_table(acts, y, ds, cfg, layers: list[int], device=None) -> pd.DataFrame:
     """Leave-one-dataset-out at `layers`: train on all other datasets (both splits), test on every row of
-    the held-out one."""
+    the held-out one. Every fold, model, kind and layer is fitted in one batched solve per kind."""
     rows = []
-    names = sorted(set(ds))
-    for held in names:
-        tr, te = ds != held, ds == held
-        if len(set(y[tr])) < 2:
-            continue
-        for role in ROLES:
+    held_out = [h for h in sorted(set(ds)) if len(set(y[ds != h])) >= 2]
+    if not held_out:
+        return pd.DataFrame(rows)
+    X = _by_layer(acts)
+    X = X if list(layers) == list(range(X.shape[1])) else X[:, list(layers)]
+    masks = np.stack([ds != h for h in held_out])  # (F, N) training rows of each fold
+    fits = fit_probes(X, y, masks, cfg.C, cfg.max_iter, device=device)
+    for f, held in enumerate(held_out):
+        te = ds == held
+        for r, role in enumerate(ROLES):
             for kind in PROBE_KINDS:
-                for l in layers:
-                    X = acts[role][:, l]
-                    probe = fit_probe(kind, X[tr], y[tr], cfg.C, cfg.max_iter)
+                for i, l in enumerate(layers):
+                    Xl = acts[role][:, l]
+                    probe = fits[(kind, r, i, f)]
                     rows.append(
                         dict(
                             model=role,
                             probe=kind,
                             layer=l,
                             held_out=held,
-                            test_acc=probe.accuracy(X[te], y[te]),
-                            test_auroc=probe.auroc(X[te], y[te]),
+                            test_acc=probe.accuracy(Xl[te], y[te]),
+                            test_auroc=probe.auroc(Xl[te], y[te]),
                             n=int(te.sum()),
                         )
                     )

@@ -1,0 +1,326 @@
+"""Batched L2-regularised logistic regression in torch: many independent problems (e.g. every layer × fold of a
+probe sweep) fitted in one Newton solve in float64, with the standardisation inside.
+
+Problem p minimises scikit-learn's objective on the standardised features z = (x − μ_p) / σ_p of its rows:
+
+    0.5 ‖w‖² + C Σ_i m_pi [log(1 + exp(z_i·w + b)) − y_pi (z_i·w + b)]
+
+where m_pi = 1 marks the problem's training rows and the intercept b is not penalised. μ_p and σ_p are the
+per-feature mean and population standard deviation of those rows (scikit-learn's StandardScaler); a feature that
+is constant on them gets σ = 1 and weight 0. Results come back in raw space, coef = w / σ and
+intercept = b − coef·μ, so x·coef + intercept is the fitted decision value of a raw row x.
+
+Newton's method from w = 0, b = 0 with a backtracking (Armijo) line search and steps capped at `_MAX_STEP`. The
+Newton system is solved through the (D+1) × (D+1) Hessian (Cholesky) when a problem has at least as many rows as
+features, and in the N × N kernel space by the Woodbury identity when it has fewer, so a factorisation costs
+O(N·D·min(N, D)); in the quadratic phase the last factor is reused. Rows are compacted per problem, converged
+problems leave the batch, and problems are solved in chunks of bounded memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+ArrayLike = np.ndarray | torch.Tensor
+_ARMIJO = 1e-4  # sufficient-decrease constant of the line search
+_HALVINGS = 60  # line-search step halvings before a problem is left where it is
+_CONSTANT = 1e-10  # a feature whose std is below this share of its largest |x| is constant
+_MAX_STEP = 20.0  # longest Newton step (max-norm, standardised units): where every row is saturated H ≈ I
+_REUSE = 2.0  # a full step that cut the gradient at least this many times over lets its Hessian factor serve again
+
+
+class LogRegInputError(ValueError):
+    """Inputs the batched logistic regression cannot be fitted on."""
+
+
+@dataclass(frozen=True)
+class LogRegFit:
+    """Solutions of a batch of problems with leading shape B (the broadcast of X, y and mask's batch dims)."""
+
+    coef: torch.Tensor  # (*B, D) raw space: decision = x·coef + intercept
+    intercept: torch.Tensor  # (*B,)
+    coef_std: torch.Tensor  # (*B, D) on the standardised features (scikit-learn's coef_ after a StandardScaler)
+    intercept_std: torch.Tensor  # (*B,)
+    n_iter: torch.Tensor  # (*B,) Newton iterations taken (with a fresh or a reused Hessian factor)
+    converged: torch.Tensor  # (*B,) whether a full Newton step fell below tol within max_iter
+
+    def decision(self, X: ArrayLike) -> torch.Tensor:
+        """x·coef + intercept for raw rows X (*B, M, D) → (*B, M), in float64."""
+        X = torch.as_tensor(X).to(self.coef.device, torch.float64)
+        return (X @ self.coef.unsqueeze(-1)).squeeze(-1) + self.intercept.unsqueeze(-1)
+
+
+def _as_tensor(x: ArrayLike, name: str) -> torch.Tensor:
+    try:
+        return x.detach() if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    except (TypeError, ValueError) as e:
+        raise LogRegInputError(f"{name} is not an array ({e}); pass a numpy array or a torch tensor") from None
+
+
+def _checked(X, y, mask, C: float, tol: float, max_iter: int):
+    """Tensors of the inputs, each expanded (no copy) to the batch shape B, and B itself."""
+    X, y = _as_tensor(X, "X"), _as_tensor(y, "y")
+    if X.ndim < 2 or X.shape[-1] < 1:
+        raise LogRegInputError(f"X must be (..., N, D) with D >= 1, got shape {tuple(X.shape)}; add a row axis")
+    if X.is_complex() or X.dtype == torch.bool:
+        raise LogRegInputError(f"X must hold real numbers, got {X.dtype}; cast it to float")
+    N, D = X.shape[-2:]
+    y = y.to(X.device)
+    mask = torch.ones(N, dtype=torch.bool) if mask is None else _as_tensor(mask, "mask").to(torch.bool)
+    mask = mask.to(X.device)
+    for name, t in (("y", y), ("mask", mask)):
+        if t.ndim < 1 or t.shape[-1] != N:
+            raise LogRegInputError(
+                f"{name} has shape {tuple(t.shape)} but X has {N} rows; give one {name} entry per row (..., N)"
+            )
+    try:
+        batch = torch.broadcast_shapes(X.shape[:-2], y.shape[:-1], mask.shape[:-1])
+    except RuntimeError:
+        raise LogRegInputError(
+            f"batch dims of X {tuple(X.shape[:-2])}, y {tuple(y.shape[:-1])} and mask {tuple(mask.shape[:-1])} "
+            "do not broadcast; give them one batch shape"
+        ) from None
+    if not (math.isfinite(C) and C > 0):
+        raise LogRegInputError(f"C (inverse L2 strength) must be a finite number > 0, got {C}")
+    if not tol > 0 or max_iter < 1:
+        raise LogRegInputError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
+    if not ((y == 0) | (y == 1)).all():
+        raise LogRegInputError("labels must be 0 or 1; map the two classes to 0/1 first")
+    if X.is_floating_point() and not torch.isfinite(X).all():
+        raise LogRegInputError("X contains NaN or Inf; drop or fix those rows (a float16 model: try float32)")
+    yb, mb = y.to(torch.bool).expand(*batch, N), mask.expand(*batch, N)
+    n_pos, n_all = (mb & yb).sum(-1), mb.sum(-1)  # (*B,)
+    bad = (n_pos == 0) | (n_pos == n_all)
+    if bad.any():
+        at = tuple(int(i) for i in bad.nonzero()[0])
+        raise LogRegInputError(
+            f"problem {at} has {int(n_pos[at])} positive rows of {int(n_all[at])}; every problem needs both "
+            "classes among its masked rows"
+        )
+    return X.expand(*batch, N, D), yb, mb, batch
+
+
+def _take(t: torch.Tensor, batch: tuple[int, ...], idx: torch.Tensor, rows: torch.Tensor | None = None):
+    """Problems `idx` (flat indices into B) of `t` (*B, N, ...), optionally only `rows` (p, n) of each."""
+    multi = torch.unravel_index(idx, batch) if batch else (torch.zeros_like(idx),)
+    t = t if batch else t.unsqueeze(0)
+    if rows is None:
+        return t[multi]
+    return t[tuple(i[:, None] for i in multi) + (rows,)]
+
+
+def _softplus(f: torch.Tensor) -> torch.Tensor:
+    """log(1 + exp(f)) without overflow or the threshold shortcut of torch's softplus."""
+    return f.clamp_min(0) + torch.log1p(torch.exp(-f.abs()))
+
+
+def _objective(theta, f, y, m, pen, C: float) -> torch.Tensor:
+    """0.5 Σ pen θ² + C Σ m [softplus(f) − y f]: theta (p, D+1), f/y/m (p, n) → (p,)."""
+    return 0.5 * (pen * theta * theta).sum(-1) + C * (m * (_softplus(f) - y * f)).sum(-1)
+
+
+def _cholesky(H: torch.Tensor) -> torch.Tensor:
+    """Cholesky factor of SPD matrices H (p, k, k), with a small ridge where rounding made one indefinite."""
+    scale = H.diagonal(dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)  # (p,)
+    eye = torch.eye(H.shape[-1], dtype=H.dtype, device=H.device)
+    L, info = torch.linalg.cholesky_ex(H)
+    ridge = 1e-14
+    while bool((info > 0).any()):
+        bad = info > 0
+        L[bad], info[bad] = torch.linalg.cholesky_ex(H[bad] + (ridge * scale[bad])[:, None, None] * eye)
+        ridge *= 100
+        if ridge > 1:
+            raise FloatingPointError("the Newton system is not positive definite; check X for huge values")
+    return L
+
+
+def _factor(Zt, K, W, pen, C: float) -> tuple[torch.Tensor, ...]:
+    """What `_solve` needs to apply H⁻¹, H = diag(pen) + C Ẑᵀ diag(W) Ẑ, for Zt (p, n, D+1) and W (p, n).
+
+    n ≥ D: the Cholesky factor of H ((p, D+1, D+1), O(n D²)). n < D (K = Z Zᵀ (p, n, n) given): Woodbury,
+    A⁻¹ = I − C Zᵀ S (I + C S K S)⁻¹ S Z with A = I + C Zᵀ W Z and S = W^½ (an n × n factor, O(n² D)), the
+    unpenalised intercept by block elimination (q = A⁻¹a with a = Zᵀ W 1, and the Schur complement)."""
+    if K is None:
+        Zs = Zt * W.sqrt().unsqueeze(-1)  # (p, n, D+1)
+        H = C * Zs.transpose(1, 2) @ Zs  # (p, D+1, D+1)
+        H.diagonal(dim1=-2, dim2=-1).add_(pen)
+        return (_cholesky(H),)
+    s = W.sqrt()  # (p, n)
+    M = C * (s.unsqueeze(-1) * K * s.unsqueeze(-2))  # (p, n, n)
+    M.diagonal(dim1=-2, dim2=-1).add_(1.0)
+    L = _cholesky(M)
+    Z = Zt[..., :-1]
+    a = (Z.transpose(1, 2) @ W.unsqueeze(-1)).squeeze(-1)  # (p, D)
+    q = _a_inv(Z, s, L, a, C)  # (p, D)
+    sw = C * W.sum(-1)
+    schur = (sw - C * C * (a * q).sum(-1)).clamp_min(1e-14 * sw.clamp_min(1e-300))  # (p,)
+    return L, s, a, q, schur
+
+
+def _a_inv(Z, s, L, v, C: float) -> torch.Tensor:
+    """A⁻¹v by Woodbury: Z (p, n, D), s (p, n), L the factor of I + C S K S, v (p, D) → (p, D)."""
+    t = (Z @ v.unsqueeze(-1)) * s.unsqueeze(-1)  # (p, n, 1)
+    t = torch.cholesky_solve(t, L) * s.unsqueeze(-1)
+    return v - C * (Z.transpose(1, 2) @ t).squeeze(-1)
+
+
+def _solve(Zt, fac: tuple[torch.Tensor, ...], g, C: float) -> torch.Tensor:
+    """H⁻¹g (p, D+1) from a `_factor` result."""
+    if len(fac) == 1:
+        return torch.cholesky_solve(g.unsqueeze(-1), fac[0]).squeeze(-1)
+    L, s, a, q, schur = fac
+    u = _a_inv(Zt[..., :-1], s, L, g[..., :-1], C)  # A⁻¹ g_w
+    db = (g[..., -1] - C * (a * u).sum(-1)) / schur
+    return torch.cat([u - C * db.unsqueeze(-1) * q, db.unsqueeze(-1)], -1)
+
+
+def _newton(Zt, y, m, C: float, tol: float, max_iter: int):
+    """Newton iterations from θ = 0 for problems Zt (p, n, D+1) (last column: the row mask, for the intercept),
+    labels y and mask m (p, n). Returns (θ (p, D+1), n_iter (p,), converged (p,)).
+
+    The Hessian is refactored every iteration, except after a full step that shrank the gradient by `_REUSE`×
+    or more (the quadratic phase): then the last factor serves again, which saves the costly factorisation on
+    the last iterations (a step that does less well brings a fresh factor next time)."""
+    p, n, D1 = Zt.shape
+    pen = torch.ones(D1, dtype=Zt.dtype, device=Zt.device)
+    pen[-1] = 0.0
+    K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < D1 - 1 else None  # (p, n, n)
+    theta = torch.zeros(p, D1, dtype=Zt.dtype, device=Zt.device)
+    out_theta = theta.clone()
+    n_iter = torch.zeros(p, dtype=torch.int64, device=Zt.device)
+    converged = torch.zeros(p, dtype=torch.bool, device=Zt.device)
+    act = torch.arange(p, device=Zt.device)  # problems still iterating
+    fac: tuple[torch.Tensor, ...] = ()
+    reuse = torch.zeros(p, dtype=torch.bool, device=Zt.device)  # whether the factor of the last iterate serves
+    g_prev = torch.full((p,), math.inf, dtype=Zt.dtype, device=Zt.device)
+    f = torch.zeros_like(y)  # (a, n) decision values Ẑθ, carried along the steps (one pass over Ẑ fewer)
+    for it in range(1, max_iter + 1):
+        obj = _objective(theta, f, y, m, pen, C)
+        prob = torch.sigmoid(f)
+        g = pen * theta + C * (Zt.transpose(1, 2) @ (m * (prob - y)).unsqueeze(-1)).squeeze(-1)  # (a, D+1)
+        g_norm = g.abs().amax(-1)
+        reuse &= g_norm <= g_prev / _REUSE
+        fresh = ~reuse
+        if bool(fresh.all()):
+            fac = _factor(Zt, K, m * prob * (1 - prob), pen, C)
+        elif bool(fresh.any()):
+            new = _factor(Zt[fresh], None if K is None else K[fresh], (m * prob * (1 - prob))[fresh], pen, C)
+            fac = tuple(old.index_put((fresh,), part) for old, part in zip(fac, new))
+        d = -_solve(Zt, fac, g, C)  # (a, D+1)
+        d = d * (_MAX_STEP / d.abs().amax(-1, keepdim=True).clamp_min(_MAX_STEP))  # saturated start: no leaps
+        slope = (g * d).sum(-1)  # (a,) ≤ 0
+        df = (Zt @ d.unsqueeze(-1)).squeeze(-1)  # (a, n)
+        t = torch.ones_like(slope)
+        ok = torch.zeros_like(slope, dtype=torch.bool)
+        slack = 1e-12 * obj.abs()
+        for _ in range(_HALVINGS):
+            trial = _objective(theta + t.unsqueeze(-1) * d, f + t.unsqueeze(-1) * df, y, m, pen, C)
+            ok |= trial <= obj + _ARMIJO * t * slope + slack
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, 0.5 * t)
+        t = torch.where(ok, t, torch.zeros_like(t))
+        step = t.unsqueeze(-1) * d
+        theta = theta + step
+        f = f + t.unsqueeze(-1) * df
+        n_iter[act] = it
+        done = (t == 1) & (step.abs().amax(-1) <= tol * theta.abs().amax(-1).clamp_min(1.0))
+        stuck = ~ok & fresh  # no decrease along a fresh Newton direction: leave it where it is
+        reuse = t == 1  # after a full step the factor may serve the next iterate (if the gradient fell enough)
+        g_prev = g_norm
+        out_theta[act] = theta
+        converged[act] = done
+        leave = done | stuck
+        if bool(leave.all()):
+            break
+        if bool(leave.any()):
+            keep = ~leave
+            act, theta, f, Zt, y, m, reuse, g_prev = (
+                act[keep],
+                theta[keep],
+                f[keep],
+                Zt[keep],
+                y[keep],
+                m[keep],
+                reuse[keep],
+                g_prev[keep],
+            )
+            fac = tuple(x[keep] for x in fac)
+            K = None if K is None else K[keep]
+    return out_theta, n_iter, converged
+
+
+def fit_logreg(
+    X: ArrayLike,
+    y: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    C: float = 1.0,
+    tol: float = 1e-8,
+    max_iter: int = 100,
+    standardize: bool = True,
+    device: str | torch.device | None = None,
+    max_chunk_bytes: int = 2**29,
+) -> LogRegFit:
+    """Fit every problem of X (*B, N, D) with labels y (*B, N) (0/1) on the rows where mask (*B, N) is true (None:
+    all rows); y and mask broadcast against X's batch dims, so one X can serve many masks without a copy.
+
+    C is scikit-learn's inverse L2 strength. A problem has converged when a full Newton step (in standardised
+    coordinates) is at most tol × max(1, |θ|∞); it stops there or after max_iter iterations (steps with a reused
+    factor count). standardize=False fits the raw features. device: where to solve (default: X's).
+    max_chunk_bytes bounds the float64 working set of one chunk of problems."""
+    Xe, ye, me, batch = _checked(X, y, mask, C, tol, max_iter)
+    N, D = Xe.shape[-2:]
+    dev = torch.device(device) if device is not None else Xe.device
+    P = math.prod(batch)
+    kw = dict(dtype=torch.float64, device=dev)
+    coef, coef_std = torch.zeros(P, D, **kw), torch.zeros(P, D, **kw)
+    intercept, intercept_std = torch.zeros(P, **kw), torch.zeros(P, **kw)
+    n_iter = torch.zeros(P, dtype=torch.int64, device=dev)
+    converged = torch.zeros(P, dtype=torch.bool, device=dev)
+    per_problem = 8 * (3 * N * (D + 1) + 3 * min(N, D + 1) ** 2)
+    chunk = max(1, max_chunk_bytes // per_problem)
+    for start in range(0, P, chunk):
+        idx = torch.arange(start, min(P, start + chunk))
+        m_all = _take(me, batch, idx)  # (p, N)
+        n = int(m_all.sum(-1).max())
+        rows = torch.argsort((~m_all).to(torch.int8), dim=-1, stable=True)[:, :n]  # (p, n): masked rows first
+        m = m_all.gather(-1, rows).to(**kw)  # (p, n)
+        yc = _take(ye, batch, idx, rows).to(**kw)  # (p, n)
+        Zt = torch.empty(len(idx), n, D + 1, **kw)
+        Z = Zt[..., :D]
+        Z.copy_(_take(Xe, batch, idx, rows))
+        Zt[..., D] = m
+        cnt = m.sum(-1, keepdim=True)  # (p, 1)
+        if standardize:
+            big = (Z.abs() * m.unsqueeze(-1)).amax(1)  # (p, D) largest |x| on the rows
+            mu = (m.unsqueeze(1) @ Z).squeeze(1) / cnt  # (p, D)
+            Z.sub_(mu.unsqueeze(1)).mul_(m.unsqueeze(-1))
+            sd = ((m.unsqueeze(1) @ (Z * Z)).squeeze(1) / cnt).sqrt()  # (p, D)
+            const = sd <= _CONSTANT * big
+            sd = torch.where(const, torch.ones_like(sd), sd)
+            Z.div_(sd.unsqueeze(1)).mul_(~const.unsqueeze(1))
+        else:
+            mu, sd = torch.zeros(len(idx), D, **kw), torch.ones(len(idx), D, **kw)
+            Z.mul_(m.unsqueeze(-1))
+        at = idx.to(dev)
+        theta, n_iter[at], converged[at] = _newton(Zt, yc, m, C, tol, max_iter)
+        w, b = theta[:, :D], theta[:, D]
+        coef_std[at], intercept_std[at] = w, b
+        coef[at] = w / sd
+        intercept[at] = b - (coef[at] * mu).sum(-1)
+    return LogRegFit(
+        coef=coef.reshape(*batch, D),
+        intercept=intercept.reshape(batch),
+        coef_std=coef_std.reshape(*batch, D),
+        intercept_std=intercept_std.reshape(batch),
+        n_iter=n_iter.reshape(batch),
+        converged=converged.reshape(batch),
+    )
+
+
+__all__ = ["LogRegFit", "LogRegInputError", "fit_logreg"]

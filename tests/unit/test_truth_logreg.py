@@ -1,0 +1,226 @@
+"""The batched logistic regression of the truth probes (truth.logreg) against scikit-learn run to convergence,
+against itself one problem at a time, under affine changes of the features, and on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from posttrain_probe.probes.truth.fit import PROBE_KINDS, fit_probe, fit_probes
+from posttrain_probe.probes.truth.logreg import LogRegInputError, fit_logreg
+
+
+def _problem(n: int, d: int, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows like residuals (per-feature scales up to ~20, offsets in the hundreds, correlated features) with
+    labels from a planted direction: noise 0.1 is nearly separable, 2.0 is noisy."""
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, d)) @ (np.eye(d) + 0.3 * rng.normal(size=(d, d)) / np.sqrt(d))
+    X = latent * rng.uniform(0.5, 20, d) + rng.normal(size=d) * 100
+    s = latent @ rng.normal(size=d) / np.sqrt(d)
+    y = (s + noise * rng.normal(size=n) > np.median(s)).astype(np.int64)
+    return X, y
+
+
+def _sklearn(X: np.ndarray, y: np.ndarray, C: float, scale: bool = True) -> LogisticRegression:
+    Z = StandardScaler().fit_transform(X) if scale else X
+    return LogisticRegression(C=C, tol=1e-12, max_iter=100_000).fit(Z, y)
+
+
+SHAPES = [(240, 24), (40, 120)]  # more rows than features (primal Cholesky) and fewer (Woodbury)
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+@pytest.mark.parametrize("C", [0.05, 1.0, 20.0])
+@pytest.mark.parametrize("noise", [0.1, 2.0])
+def test_coefficients_intercepts_and_predictions_equal_converged_sklearn(n, d, C, noise):
+    X, y = _problem(n, d, noise, seed=n + d)
+    ref = _sklearn(X, y, C)
+    fit = fit_logreg(X, y, C=C)
+    assert bool(fit.converged)
+    w = fit.coef_std.numpy()
+    scale = np.abs(ref.coef_[0]).max()
+    np.testing.assert_allclose(w, ref.coef_[0], rtol=0, atol=1e-5 * scale)
+    assert float(fit.intercept_std) == pytest.approx(ref.intercept_[0], rel=1e-5, abs=1e-5 * scale)
+    Xt, _ = _problem(200, d, noise, seed=7)  # fresh rows of the same kind
+    for rows in (X, Xt):
+        ours = fit.decision(rows).numpy()
+        theirs = ref.decision_function(StandardScaler().fit(X).transform(rows))
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5 * np.abs(theirs).max())
+        sure = np.abs(theirs) > 1e-4 * np.abs(theirs).max()  # rows not on the boundary itself
+        assert ((ours > 0) == (theirs > 0))[sure].all() and sure.mean() > 0.95
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_raw_features_without_standardisation_equal_sklearn(n, d):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(n, d)) * 2 + 1
+    y = (X[:, 0] - X[:, 1] + rng.normal(size=n) > 0).astype(int)
+    ref = _sklearn(X, y, 0.7, scale=False)
+    fit = fit_logreg(X, y, C=0.7, standardize=False)
+    np.testing.assert_allclose(fit.coef.numpy(), ref.coef_[0], rtol=1e-5, atol=1e-6)
+    assert float(fit.intercept) == pytest.approx(ref.intercept_[0], rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_solution_is_a_stationary_point_of_sklearns_objective(n, d):
+    """0.5‖w‖² + C Σ logloss with the intercept unpenalised: the gradient vanishes at the solution, and moving
+    the intercept (or scaling w) raises the objective."""
+    X, y = _problem(n, d, 1.0, seed=11)
+    C = 3.0
+    fit = fit_logreg(X, y, C=C)
+    Z = StandardScaler().fit_transform(X)
+    w, b = fit.coef_std.numpy(), float(fit.intercept_std)
+
+    def objective(w, b):
+        f = Z @ w + b
+        return 0.5 * w @ w + C * np.sum(np.logaddexp(0, f) - y * f)
+
+    p = 1 / (1 + np.exp(-(Z @ w + b)))
+    assert np.abs(w + C * Z.T @ (p - y)).max() < 1e-6 * max(1.0, np.abs(w).max())
+    assert abs(C * np.sum(p - y)) < 1e-6
+    base = objective(w, b)
+    for dw, db in ((0, 1e-3), (0, -1e-3), (1e-3, 0), (-1e-3, 0)):
+        assert objective(w * (1 + dw), b + db) > base
+
+
+def _masked_batch(n: int, d: int, P: int = 5):
+    rng = np.random.default_rng(n * d)
+    X = np.stack([_problem(n, d, 0.5 + p, seed=p)[0] for p in range(P)])  # (P, N, D)
+    y = np.stack([_problem(n, d, 0.5 + p, seed=p)[1] for p in range(P)])  # (P, N)
+    mask = rng.random((P, n)) > 0.3
+    return X, y, mask
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_batched_fit_equals_one_problem_at_a_time(n, d):
+    X, y, mask = _masked_batch(n, d)
+    batched = fit_logreg(X, y, mask, C=0.5)
+    chunked = fit_logreg(X, y, mask, C=0.5, max_chunk_bytes=1)  # one problem per chunk
+    for p in range(len(X)):
+        alone = fit_logreg(X[p][mask[p]], y[p][mask[p]], C=0.5)
+        for got in (batched, chunked):
+            np.testing.assert_allclose(got.coef[p].numpy(), alone.coef.numpy(), rtol=1e-9, atol=1e-12)
+            assert float(got.intercept[p]) == pytest.approx(float(alone.intercept), rel=1e-9, abs=1e-12)
+
+
+def test_masks_broadcast_over_shared_activations_without_copies():
+    """X (G, 1, N, D) with masks (F, N) fits G × F problems, each the one of its own rows."""
+    X, y, _ = _masked_batch(60, 8, P=3)
+    y = y[0]
+    masks = np.stack([np.arange(60) % 3 != k for k in range(3)])  # (F, N) three folds
+    fit = fit_logreg(torch.from_numpy(X)[:, None], y, masks)
+    assert fit.coef.shape == (3, 3, 8) and fit.intercept.shape == (3, 3)
+    for g in range(3):
+        for f in range(3):
+            alone = fit_logreg(X[g][masks[f]], y[masks[f]])
+            np.testing.assert_allclose(fit.coef[g, f].numpy(), alone.coef.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("n,d", SHAPES)
+def test_affine_changes_of_the_features_do_not_change_the_probe(n, d):
+    """Standardisation inside: x → a x + c (a > 0 per feature) leaves the standardised solution and every decision
+    value unchanged; raw coefficients scale by 1/a."""
+    X, y = _problem(n, d, 1.0, seed=5)
+    a = np.random.default_rng(0).uniform(0.01, 100, d)
+    c = np.random.default_rng(1).normal(size=d) * 1e3
+    fit, moved = fit_logreg(X, y), fit_logreg(X * a + c, y)
+    np.testing.assert_allclose(moved.coef_std.numpy(), fit.coef_std.numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(moved.coef.numpy() * a, fit.coef.numpy(), rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(moved.decision(X * a + c).numpy(), fit.decision(X).numpy(), rtol=1e-6, atol=1e-7)
+
+
+def test_float32_input_reaches_the_float64_optimum():
+    X, y = _problem(300, 16, 1.0, seed=2)
+    cold = fit_logreg(X, y, C=2.0)
+    single = fit_logreg(torch.tensor(X, dtype=torch.float32), y, C=2.0)
+    np.testing.assert_allclose(single.decision(X).numpy(), cold.decision(X).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_constant_features_get_no_weight_and_all_constant_gives_the_log_odds():
+    X, y = _problem(100, 6, 1.0, seed=4)
+    X[:, 2] = 37.25
+    fit = fit_logreg(X, y)
+    assert float(fit.coef[2]) == 0.0 and float(fit.coef_std[2]) == 0.0
+    flat = fit_logreg(np.full((10, 3), 4.0), np.array([1] * 7 + [0] * 3))
+    assert not flat.coef.any() and float(flat.intercept) == pytest.approx(np.log(7 / 3), abs=1e-9)
+
+
+def test_iteration_limit_is_reported():
+    X, y = _problem(200, 10, 0.1, seed=9)
+    one = fit_logreg(X, y, max_iter=1)
+    assert int(one.n_iter) == 1 and not bool(one.converged)
+    full = fit_logreg(X, y)
+    assert bool(full.converged) and 1 < int(full.n_iter) <= 100
+
+
+@pytest.mark.parametrize(
+    "args,kw,match",
+    [
+        ((np.zeros(5), np.zeros(5)), {}, r"X must be \(\.\.\., N, D\)"),
+        ((np.zeros((4, 2)), np.array([0, 1, 0])), {}, "one y entry per row"),
+        ((np.zeros((4, 2)), np.array([0, 1, 2, 1])), {}, "labels must be 0 or 1"),
+        ((np.array([[np.nan, 0], [1, 1]]), np.array([0, 1])), {}, "NaN or Inf"),
+        ((np.zeros((4, 2)), np.array([1, 1, 0, 0])), {"mask": np.array([1, 1, 0, 0])}, "both classes"),
+        ((np.zeros((4, 2)), np.array([1, 1, 0, 0])), {"C": 0.0}, "C .* must be a finite number > 0"),
+        ((np.zeros((3, 4, 2)), np.zeros((2, 4))), {}, "do not broadcast"),
+        ((np.zeros((4, 2)), np.array([1, 1, 0, 0])), {"mask": np.ones(3, bool)}, "one mask entry per row"),
+    ],
+)
+def test_bad_input_is_refused_with_the_fix(args, kw, match):
+    with pytest.raises(LogRegInputError, match=match):
+        fit_logreg(*args, **kw)
+
+
+def test_fit_probes_equals_fit_probe_for_every_group_and_fold():
+    """The truth probes' batched entry point: groups × folds in one solve per kind equal one fit each."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(2, 3, 90, 12)) * 10 + 50  # (model, layer, N, D)
+    y = (X[0, 0, :, 0] + rng.normal(size=90) * 5 > 50).astype(int)
+    masks = np.stack([np.arange(90) % 3 != k for k in range(3)])
+    fits = fit_probes(X, y, masks, C=0.5)
+    assert len(fits) == len(PROBE_KINDS) * 2 * 3 * 3
+    for kind in PROBE_KINDS:
+        for g in np.ndindex(2, 3):
+            for f in range(3):
+                alone = fit_probe(kind, X[g][masks[f]], y[masks[f]], C=0.5)
+                got = fits[(kind, *g, f)]
+                np.testing.assert_allclose(got.coef, alone.coef, rtol=1e-8, atol=1e-12)
+                np.testing.assert_allclose(got.direction, alone.direction, rtol=1e-8, atol=1e-12)
+                assert got.intercept == pytest.approx(alone.intercept, rel=1e-8, abs=1e-12)
+                np.testing.assert_array_equal(got.mu_true, alone.mu_true)
+
+
+@pytest.mark.parametrize("n,d", [(30, 8), (8, 30)])
+def test_newton_system_solves_equal_a_dense_solve(n, d):
+    """The Hessian solve (primal Cholesky for n ≥ d, Woodbury + block elimination of the intercept for n < d)
+    equals H⁻¹g with H = diag(1, …, 1, 0) + C Ẑᵀ diag(W) Ẑ formed densely, so Newton keeps its quadratic rate."""
+    from posttrain_probe.probes.truth.logreg import _factor, _solve
+
+    gen = torch.Generator().manual_seed(n)
+    Zt = torch.cat([torch.randn(3, n, d, generator=gen, dtype=torch.float64), torch.ones(3, n, 1).double()], -1)
+    W = torch.rand(3, n, generator=gen, dtype=torch.float64) * 0.25
+    g = torch.randn(3, d + 1, generator=gen, dtype=torch.float64)
+    pen = torch.ones(d + 1, dtype=torch.float64)
+    pen[-1] = 0
+    C = 0.7
+    H = torch.diag_embed(pen.expand(3, -1)) + C * Zt.transpose(1, 2) @ (W.unsqueeze(-1) * Zt)
+    K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < d else None
+    got = _solve(Zt, _factor(Zt, K, W, pen, C), g, C)
+    torch.testing.assert_close(got, torch.linalg.solve(H, g), rtol=1e-9, atol=1e-10)
+
+
+def test_auroc_equals_sklearns_with_ties_and_is_nan_for_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    from posttrain_probe.probes.truth.fit import auroc
+
+    rng = np.random.default_rng(12)
+    for n in (2, 7, 300):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]
+        s = np.round(rng.normal(size=n) + y, 1)  # rounded: many ties
+        assert auroc(s, y) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert auroc([0.3, 0.3], [1, 0]) == 0.5 and np.isnan(auroc([1.0, 2.0], [1, 1]))
