@@ -257,7 +257,7 @@ def run_demo(
     `rlvr_seeds` seeds (default 3, quick 2) of `rlvr_steps` steps (default `DEMO_RLVR`). `keep_checkpoints=
     "analysed"` deletes the RLVR checkpoints no analysis reads (every run's but GRPO's at `seed`, which the drift
     step reads) once dynamics and drift are written; "all" keeps them (e.g. to resume or extend a run)."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from posttrain_probe.report import build_report
     from posttrain_probe.toyworld import PRESETS, build

@@ -62,7 +62,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _download(url: str, part: Path, data_file: DataFile, desc: str, progress: bool, timeout: float) -> None:
     """Append `url`'s bytes to `part` (resuming from its size over HTTP) until it holds `data_file.size` bytes."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from posttrain_probe import __version__
 

@@ -304,15 +304,14 @@ def load_model(
                 "installed; pip install accelerate, or pass device='cuda' / 'cpu'"
             )
         kwargs["device_map"] = "auto"
-    from transformers.utils import logging as hf_logging
+    from posttrain_probe.utils.hf import no_hf_progress_bars
 
-    bars_were_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # one line per model is enough; the weight-loading bar is noise here
     try:
-        hf = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-        tok = AutoTokenizer.from_pretrained(
-            path, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only
-        )
+        with no_hf_progress_bars():  # one line per model is enough; the weight-loading bar is noise here
+            hf = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+            tok = AutoTokenizer.from_pretrained(
+                path, revision=revision, trust_remote_code=trust_remote_code, local_files_only=local_only
+            )
     except OSError as e:
         msg = str(e).splitlines()[0]
         if "safetensors" in msg.lower():
@@ -320,9 +319,6 @@ def load_model(
         raise ModelLoadError(f"could not load {source}: {msg}") from None
     except Exception as e:  # corrupt weights and similar surface as various exception types
         raise ModelLoadError(f"could not load {source}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    finally:
-        if bars_were_on:
-            hf_logging.enable_progress_bar()
     if dev != "auto":
         hf.to(dev)
     hf.eval()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from posttrain_probe.utils.hf import no_hf_progress_bars
 from posttrain_probe.utils.io import atomic_dir, atomic_write_json, sha256_file
 
 STATE_TENSORS = "trainer_state.safetensors"
@@ -136,8 +137,9 @@ def save_checkpoint(
     """Write a complete checkpoint folder atomically; `metadata` gets the weights hash added."""
     path = Path(path)
     with atomic_dir(path, overwrite=True) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        with no_hf_progress_bars():
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
         opt_tensors, opt_structure = flatten_optimizer_state(optimizer.state_dict())
         rng_tensors, rng_json = rng_state()
         save_file({**opt_tensors, **rng_tensors}, str(tmp / STATE_TENSORS))

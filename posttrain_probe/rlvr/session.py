@@ -162,9 +162,14 @@ def _stop_ids(cfg: RLVRConfig, tokenizer: Any, model: Any) -> list[int]:
 def _load_causal_lm(path: str, cfg: RLVRConfig, device: torch.device) -> Any:
     from transformers import AutoModelForCausalLM
 
+    from posttrain_probe.utils.hf import no_hf_progress_bars
+
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
     try:  # safetensors only: a checkpoint that has only pickled .bin weights is refused, never unpickled
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False, use_safetensors=True)
+        with no_hf_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                path, dtype=dtype, trust_remote_code=False, use_safetensors=True
+            )
     except OSError as e:
         raise ConfigError(
             f"could not load model {path}: {str(e).splitlines()[0]}; pass an HF directory with safetensors weights"

@@ -563,7 +563,7 @@ def _cursor(s: Session, step: int) -> dict[str, int]:
 
 
 def _run(s: Session, callbacks: Sequence[StepCallback] = ()) -> Path:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     cfg = s.cfg
     metrics_path, eval_path = s.run_dir / METRICS_FILE, s.run_dir / EVAL_FILE

@@ -211,7 +211,7 @@ def build(
 
 
 def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .train import pack, train
 

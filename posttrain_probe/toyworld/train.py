@@ -7,7 +7,7 @@ import random
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from ..utils.device import autocast_context
 

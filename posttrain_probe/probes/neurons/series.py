@@ -32,6 +32,7 @@ def screen_checkpoints(
 
     from posttrain_probe.pair.arch import discover
     from posttrain_probe.pair.loading import ModelLoadError, resolve_source
+    from posttrain_probe.utils.hf import no_hf_progress_bars
 
     if not paths:
         raise ValueError("no checkpoints given; pass at least one checkpoint directory")
@@ -39,7 +40,8 @@ def screen_checkpoints(
     for ci, src in enumerate(paths):
         resolved, _ = resolve_source(src)
         try:
-            hf = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32, use_safetensors=True)
+            with no_hf_progress_bars():
+                hf = AutoModelForCausalLM.from_pretrained(resolved, dtype=torch.float32, use_safetensors=True)
         except OSError as e:
             raise ModelLoadError(f"could not load checkpoint {src}: {str(e).splitlines()[0]}") from None
         arch = discover(hf)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import HookedModel, ModelPair

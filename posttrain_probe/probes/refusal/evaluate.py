@@ -35,7 +35,7 @@ from posttrain_probe.stats import diff_in_means
 def _bar(it, cfg: RefusalConfig, desc: str, total: int | None = None):
     if not cfg.progress:
         return it
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     return tqdm(it, desc=desc, total=total, leave=False)
 

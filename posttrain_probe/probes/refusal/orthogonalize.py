@@ -107,17 +107,20 @@ def orthogonalized_copy(model: HookedModel, direction: torch.Tensor) -> tuple[nn
     """A fresh copy of `model`'s checkpoint (same dtype and device) with `direction` orthogonalized out."""
     from transformers import AutoModelForCausalLM
 
+    from posttrain_probe.utils.hf import no_hf_progress_bars
+
     src = model.provenance.get("resolved") or model.provenance.get("source")
     if not src:
         raise ValueError("the model has no source path in its provenance; load it with load_model")
-    hf = AutoModelForCausalLM.from_pretrained(
-        src,
-        dtype=model.hf.dtype,
-        use_safetensors=True,
-        trust_remote_code=bool(model.provenance.get("trust_remote_code", False)),
-        attn_implementation=model.provenance.get("attn_implementation") or "eager",
-        revision=model.provenance.get("revision") if model.provenance.get("kind") == "hub" else None,
-    )
+    with no_hf_progress_bars():
+        hf = AutoModelForCausalLM.from_pretrained(
+            src,
+            dtype=model.hf.dtype,
+            use_safetensors=True,
+            trust_remote_code=bool(model.provenance.get("trust_remote_code", False)),
+            attn_implementation=model.provenance.get("attn_implementation") or "eager",
+            revision=model.provenance.get("revision") if model.provenance.get("kind") == "hub" else None,
+        )
     hf.to(model.device).eval()
     info = orthogonalize_weights(hf, direction)
     return hf, info
@@ -133,11 +136,13 @@ def export_orthogonalized(
     """Write an HF checkpoint (safetensors + tokenizer + `orthogonalization.json`) of `model` with
     `direction` projected out of its writing weights; loads with `AutoModelForCausalLM`."""
     from posttrain_probe.steering import tensor_sha256
+    from posttrain_probe.utils.hf import no_hf_progress_bars
 
     hf, info = orthogonalized_copy(model, direction)
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        hf.save_pretrained(tmp, safe_serialization=True)
-        model.tokenizer.save_pretrained(tmp)
+        with no_hf_progress_bars():
+            hf.save_pretrained(tmp, safe_serialization=True)
+            model.tokenizer.save_pretrained(tmp)
         atomic_write_json(
             Path(tmp) / "orthogonalization.json",
             {

@@ -166,7 +166,7 @@ def trace_model(
 ) -> ModelTrace:
     """Batched causal tracing of `facts` (noise std `sigma`, already scaled): every (token ≥ subject start,
     layer, kind) restoration for every noise sample, many per forward, reusing the corrupted prefix."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     L, D, K, n = model.n_layers, model.d_model, len(kinds), n_samples
     t_max = max((f.n_tokens for f in facts), default=0)

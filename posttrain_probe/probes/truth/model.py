@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from posttrain_probe.pair import Add, HookedModel, format_instruction
 from posttrain_probe.pair.prompts import FewShotPrompt
