@@ -62,6 +62,19 @@ def _step_boot(n: int, stat: Callable[[np.ndarray], float], seed: int) -> Interv
     return bootstrap_ci(stat, n, N_BOOT, seed)
 
 
+def _trajectory(row: dict[str, Any]) -> str:
+    """First → final entropy and accuracy of one run, on the held-out eval set where it has one."""
+    if math.isfinite(row.get("eval_entropy_drop_frac", math.nan)):
+        return (
+            f"held-out entropy {row['eval_entropy_first']:.3f} → {row['eval_entropy_last_k']:.3f}, accuracy (T = 1) "
+            f"{row['eval_accuracy_first']:.3f} → {row['eval_accuracy_last_k']:.3f}"
+        )
+    return (
+        f"training-batch entropy {row['entropy_first']:.3f} → {row['entropy_last']:.3f}, accuracy "
+        f"{row['accuracy_first']:.3f} → {row['accuracy_last']:.3f}"
+    )
+
+
 def collapse(res: RunResult, runs: dict[int, str]) -> tuple[Interval, Interval, str]:
     """(entropy drop fraction, accuracy rise, how) for the GRPO arm."""
     s = res.summary
@@ -252,9 +265,8 @@ def dynamics_verdicts(res: RunResult) -> list[Verdict]:
             DROP_THRESHOLD,
             f"entropy drop fraction of GRPO with its {how} entirely above {DROP_THRESHOLD}; needs the accuracy rise "
             "CI above 0",
-            f"GRPO: entropy {first['entropy_first']:.3f} → {first['entropy_last']:.3f}, accuracy "
-            f"{first['accuracy_first']:.3f} → {first['accuracy_last']:.3f} over {first['steps']} steps (seed "
-            f"{min(grpo)}); drop {fmt_ci(drop)}, accuracy rise {fmt_ci(rise)}",
+            f"GRPO: {_trajectory(first)} over {first['steps']} steps (seed {min(grpo)}); drop {fmt_ci(drop)}, "
+            f"accuracy rise {fmt_ci(rise)}",
             None if rise[1] is not None and rise[1] > 0 else "accuracy does not clearly rise (CI not above 0)",
         )
         law, how = entropy_law(res, grpo)

@@ -1,7 +1,8 @@
 """Figures of the entropy-dynamics analysis, made from a saved `rlvr_dynamics` result only.
 
 Runs of a paired study ('<arm>_seed<k>') are drawn per arm: the mean over seeds with a band from the lowest to
-the highest seed, one colour per arm.
+the highest seed, one colour per arm. Dose arms ('METHOD@PARAM=VALUE') have their own dose–response figures; the
+curves and paired-effects figures leave them out when the study has named arms too.
 """
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ def _with_arm(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _without_doses(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` without its dose arms' rows, unless every arm is a dose arm."""
+    dose = df["arm"].astype(str).str.contains("@", regex=False)
+    return df[~dose] if (~dose).any() else df
+
+
 def _band(ax, df: pd.DataFrame, y: str, colors: dict[str, tuple], smooth: int = 1) -> None:
     """Mean over a arm's seeds per step, and a band from the lowest to the highest seed."""
     for arm, sub in df.groupby("arm", sort=False):
@@ -43,9 +50,9 @@ def _band(ax, df: pd.DataFrame, y: str, colors: dict[str, tuple], smooth: int = 
 
 
 def curves(result: RunResult) -> Figure:
-    """Entropy and accuracy per step for every arm (training batches, smoothed over 5 steps), and the held-out
-    evaluation entropy and accuracy where the runs evaluated (the primary measure of a paired study)."""
-    df = _with_arm(result.tables["curves"])
+    """Entropy and accuracy per step for every arm but the dose arms (training batches, smoothed over 5 steps), and
+    the held-out evaluation entropy and accuracy where the runs evaluated (the primary measure of a paired study)."""
+    df = _without_doses(_with_arm(result.tables["curves"]))
     ev = result.tables.get("eval_curves")
     arms = list(dict.fromkeys(df["arm"]))
     colors = _colors(arms)
@@ -56,7 +63,7 @@ def curves(result: RunResult) -> Figure:
     axes[0].set(xlabel="step", ylabel="token entropy (nats)", title="entropy (training batch)")
     axes[1].set(xlabel="step", ylabel="rollout accuracy", title="accuracy (training batch)")
     if panels == 4:
-        ev = _with_arm(ev)
+        ev = _without_doses(_with_arm(ev))
         _band(axes[2], ev, "eval_entropy_mean", colors)
         _band(axes[3], ev, "eval_accuracy_sampled", colors)
         axes[2].set(xlabel="step", ylabel="token entropy (nats)", title="entropy (held-out eval)")
@@ -68,12 +75,12 @@ def curves(result: RunResult) -> Figure:
 
 
 def paired(result: RunResult) -> Figure | None:
-    """Each arm against its baseline over paired seeds: final entropy ratio and accuracy difference, mean with
-    95% CI; the null arm's interval (chaos alone) shaded."""
+    """Each arm (but the dose arms) against its baseline over paired seeds: final entropy ratio and accuracy
+    difference, mean with 95% CI; the null arm's interval (chaos alone) shaded."""
     t = result.tables.get("paired")
     if t is None or not len(t):
         return None
-    t = t.iloc[::-1].reset_index(drop=True)
+    t = _without_doses(t).iloc[::-1].reset_index(drop=True)
     y = np.arange(len(t))
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 0.6 + 0.38 * len(t)), sharey=True)
     cols = ((a1, "entropy_ratio", "ratio_lo", "ratio_hi", 1.0), (a2, "acc_diff", "acc_lo", "acc_hi", 0.0))
@@ -112,7 +119,11 @@ def dose_response(result: RunResult) -> dict[str, Figure]:
                 ax.errorbar(d.dose_value, d[m], yerr=err, fmt="o-", capsize=3)
                 ax.axhline(ref, color="grey", lw=0.8)
                 ax.set(xscale="log", xlabel=param, ylabel=lab)
-            row[0].set_title(f"{method}: entropy (95% CI over {int(d.n_seeds.max())} seeds)")
+                ax.set_xticks(list(d.dose_value), [f"{v:g}" for v in d.dose_value])
+                ax.minorticks_off()
+            lo_n, hi_n = int(d.n_seeds.min()), int(d.n_seeds.max())
+            seeds = f"{lo_n}" if lo_n == hi_n else f"{lo_n}–{hi_n}"
+            row[0].set_title(f"{method}: entropy (95% CI over {seeds} seeds)")
             row[1].set_title(f"{method}: accuracy")
         fig.tight_layout()
         figs[f"dose_{method}"] = fig

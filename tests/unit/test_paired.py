@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -149,3 +150,24 @@ def test_dose_table_places_the_plain_arm_at_its_preset_value():
     t = dose_table(s)
     assert list(t.dose_value) == [0.005, 0.02, 0.08] and list(t.entropy_ratio) == pytest.approx([1.05, 1.2, 1.6])
     assert set(t.method) == {"clip_cov"} and set(t.dose_param) == {"clip_cov_ratio"}
+
+
+def test_curves_and_paired_figures_leave_dose_arms_to_the_dose_figures():
+    from posttrain_probe.plots import dynamics as plots
+
+    s = _study({"clip_cov": [1.2] * 5, "clip_cov@clip_cov_ratio=0.08": [1.6] * 5})
+    paired = paired_effects(s)
+    runs = sorted(s)
+    curves = pd.DataFrame(
+        [{"run": r, "step": k, "entropy_mean": 1.0 - 0.1 * k, "accuracy": 0.1 * k} for r in runs for k in range(3)]
+    )
+    res = RunResult("rlvr_dynamics", {}, s, tables={"curves": curves, "paired": paired})
+    labels = [t.get_text() for t in plots.curves(res).legends[0].get_texts()]
+    assert sorted(labels) == ["clip_cov (n=5)", "grpo (n=5)"]
+    ticks = [t.get_text() for t in plots.paired(res).axes[0].get_yticklabels()]
+    assert ticks == ["clip_cov / grpo"]
+    assert set(plots.dose_response(RunResult("rlvr_dynamics", {}, s, tables={"dose_response": dose_table(s)})))
+    only_doses = curves[curves.run.str.contains("@")]
+    labels = [t.get_text() for t in plots.curves(RunResult("rlvr_dynamics", {}, s, tables={"curves": only_doses}))
+              .legends[0].get_texts()]  # fmt: skip
+    assert labels == ["clip_cov@clip_cov_ratio=0.08 (n=5)"]
