@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from posttrain_probe.report import fmt_number, prose
+from posttrain_probe.report import prose, verdict_rows
 
 
 def _cell(text: str) -> str:
@@ -29,12 +29,10 @@ def table(paths: list[Path], evidence: bool = False) -> str:
             rows[(v["paper"], v["claim"])] = (v, path.parent.name)
     head = ["claim (paper)", "verdict", "estimate [95% CI]", "n", *(["evidence"] if evidence else []), "run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for (paper, claim), (v, src) in rows.items():
-        est = "n/a" if v.get("estimate") is None else fmt_number(v["estimate"])
-        if v.get("ci_low") is not None and v.get("ci_high") is not None:
-            est += f" [{fmt_number(v['ci_low'])}, {fmt_number(v['ci_high'])}]"
-        n = "" if v.get("n") is None else str(v["n"])
-        cells = [f"{_cell(claim)} ({_cell(paper)})", v["verdict"], est, n]
+    for v, src in rows.values():
+        claim, word, est, ci = verdict_rows([v])[0]
+        cells = [f"{_cell(claim)} ({_cell(v['paper'])})", word, est if ci == "n/a" else f"{est} {ci}"]
+        cells += ["" if v.get("n") is None else str(v["n"])]
         cells += [_cell(v.get("evidence") or "")] if evidence else []
         lines.append("| " + " | ".join([*cells, src]) + " |")
     return "\n".join(lines)

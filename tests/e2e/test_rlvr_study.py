@@ -21,7 +21,7 @@ def study(toy_pair_quick, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("POSTTRAIN_PROBE_CACHE", str(toy_pair_quick.root.parent.parent))
         code = main(argv)
-        yield out, argv, code, mp
+        yield out, argv, code
 
 
 def test_study_trains_every_arm_on_paired_seeds_and_writes_paired_effects(study):
@@ -29,11 +29,11 @@ def test_study_trains_every_arm_on_paired_seeds_and_writes_paired_effects(study)
 
     from posttrain_probe.verdict import FIELDS
 
-    out, _, code, _ = study
+    out, _, code = study
     assert code == 0
     runs = sorted(p.name for p in (out / "rlvr").iterdir() if p.is_dir())
-    dose = "clip_cov@clip_cov_ratio=0.08_seed0"
-    assert runs == [dose, "clip_cov_seed0", "clip_cov_seed1", "grpo_seed0", "grpo_seed1"]
+    dose_run = "clip_cov@clip_cov_ratio=0.08_seed0"
+    assert runs == [dose_run, "clip_cov_seed0", "clip_cov_seed1", "grpo_seed0", "grpo_seed1"]
     dyn = read_run(out / "dynamics")
     assert set(dyn.summary) == set(runs)
     paired = dyn.tables["paired"].set_index("arm")
@@ -64,7 +64,7 @@ def test_an_interrupted_study_resumes_exactly_and_a_changed_config_is_refused(st
 
     from posttrain_probe.rlvr.run import RLVRRun
 
-    out, argv, _, _ = study
+    out, argv, _ = study
     rlvr = out / "rlvr"
     assert main(argv) == 1  # dynamics exists and --force is not given: refused in one line, nothing retrained
     assert "dynamics" in capsys.readouterr().err
