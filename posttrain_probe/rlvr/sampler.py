@@ -1,8 +1,9 @@
 """Batched, KV-cached sampling from any HF causal LM, with common random numbers.
 
 Prompts are left-padded; each row's positions count only its attended tokens, so a padded row sees
-exactly what it would see alone. One forward of the whole prompt batch fills the cache (computing the
-logits of the last position only), then one forward per new token extends it.
+exactly what it would see alone. One forward of the distinct prompts fills the cache (computing the
+logits of the last position only; a prompt repeated G times, as in a GRPO group, is run once and its cache rows
+copied, which gives each copy the same bits as running it G times), then one forward per new token extends it.
 
 Sampling is inverse-CDF with one uniform number per (row, new position), drawn up front from the
 caller's generator: the token at step t is the first index whose cumulative probability exceeds u[b, t].
@@ -71,6 +72,50 @@ def new_cache(model: torch.nn.Module, cache_name: str) -> dict[str, Any]:
     return {cache_name: DynamicCache(config=config)}
 
 
+def _distinct_rows(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(first, inverse): one row index per distinct (ids, mask) row, and for each row the index of its distinct
+    row in `first`; None when every row is distinct."""
+    distinct, inverse = torch.unique(torch.cat([ids, mask.to(ids.dtype)], dim=1), dim=0, return_inverse=True)
+    if len(distinct) == len(ids):
+        return None
+    first = torch.zeros(len(distinct), dtype=torch.long, device=ids.device)
+    first.scatter_(0, inverse, torch.arange(len(ids), device=ids.device))  # any copy: they are equal
+    return first, inverse
+
+
+def _prefill(
+    model: torch.nn.Module,
+    ids: torch.Tensor,
+    attn: torch.Tensor,
+    positions: torch.Tensor,
+    cache_name: str,
+    kwargs: dict[str, Any],
+) -> tuple[torch.Tensor, Any]:
+    """Last-position logits (B, V) and the filled KV cache of the prompt batch. Each distinct prompt runs once and
+    its cache rows are copied to its repeats when the cache can copy rows (HF's Cache API,
+    `batch_select_indices`); a model whose cache cannot is prefilled on every row."""
+
+    def run(rows: torch.Tensor | slice) -> tuple[torch.Tensor, Any]:
+        out = model(
+            input_ids=ids[rows],
+            attention_mask=attn[rows],
+            position_ids=positions[rows],
+            use_cache=True,
+            **new_cache(model, cache_name),
+            **kwargs,
+        )
+        return out.logits[:, -1, :], _returned_cache(out)  # the same DynamicCache, filled in place
+
+    distinct = _distinct_rows(ids, attn)
+    if distinct is None:
+        return run(slice(None))
+    logits, cache = run(distinct[0])
+    if not hasattr(cache, "batch_select_indices"):
+        return run(slice(None))
+    cache.batch_select_indices(distinct[1])
+    return logits[distinct[1]], cache
+
+
 def draw_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, temperature: float) -> torch.Tensor:
     """Tokens (B,) from last-position logits (B, V): inverse-CDF with `uniforms` (B,), or argmax if T = 0."""
     if temperature == 0:
@@ -117,15 +162,7 @@ def sample(
     attn = prompt_mask.long()
     positions = position_ids_from_mask(attn)
     kwargs: dict[str, Any] = {"logits_to_keep": 1} if keep_last else {}
-    out = model(
-        input_ids=prompt_ids,
-        attention_mask=attn,
-        position_ids=positions,
-        use_cache=True,
-        **new_cache(model, cache_name),
-        **kwargs,
-    )
-    cache = _returned_cache(out)  # the same DynamicCache, filled in place
+    logits, cache = _prefill(model, prompt_ids, attn, positions, cache_name, kwargs)
     next_pos = positions[:, -1:] + 1  # (B, 1)
 
     # the attention mask grows by one column per step: write into a preallocated (B, P + max_new) buffer
@@ -137,7 +174,6 @@ def sample(
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     n_steps = 0
     for t in range(max_new_tokens):
-        logits = out.logits[:, -1, :]  # (B, V)
         tok = draw_tokens(logits, None if uniforms is None else uniforms[:, t], temperature)
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
         tokens[:, t] = tok
@@ -157,6 +193,7 @@ def sample(
             **kwargs,
         )
         cache = _returned_cache(out)
+        logits = out.logits[:, -1, :]  # (B, V)
         next_pos = next_pos + 1
     tokens = tokens[:, :n_steps]
     # valid = generated while alive: every token up to and including the first stop token

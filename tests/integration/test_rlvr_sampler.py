@@ -66,3 +66,26 @@ def test_sampler_refuses_bad_input(tiny):
     right_padded = mask.flip(1)
     with pytest.raises(ValueError, match="left-padded"):
         sample(tiny, ids, right_padded, 4, [3], 1, 0.0)
+
+
+def test_repeated_prompts_are_prefilled_once_and_sample_as_if_each_ran(tiny, monkeypatch):
+    from posttrain_probe.rlvr import sampler
+
+    ids, mask = _prompts()
+    ids, mask = ids.repeat_interleave(3, 0), mask.repeat_interleave(3, 0)  # GRPO groups of G = 3
+    batch_sizes = []
+    hook = tiny.register_forward_pre_hook(
+        lambda mod, args, kw: batch_sizes.append(kw["input_ids"].shape[0]), with_kwargs=True
+    )
+    try:
+        shared = sample(tiny, ids, mask, 8, [3], 1, 1.0, torch.Generator().manual_seed(5))
+    finally:
+        hook.remove()
+    greedy = sample(tiny, ids, mask, 8, [3], 1, 0.0)
+    assert batch_sizes[0] == 5  # the prefill ran the 5 distinct prompts, the decoding steps all 15 rows
+    assert set(batch_sizes[1:]) == {15}
+    monkeypatch.setattr(sampler, "_distinct_rows", lambda ids, mask: None)  # every row prefilled
+    alone = sample(tiny, ids, mask, 8, [3], 1, 1.0, torch.Generator().manual_seed(5))
+    assert torch.equal(shared.response_ids, alone.response_ids)
+    assert torch.equal(shared.response_mask, alone.response_mask)
+    assert torch.equal(greedy.response_ids, sample(tiny, ids, mask, 8, [3], 1, 0.0).response_ids)
