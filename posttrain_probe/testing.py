@@ -2,6 +2,8 @@
 
 Tests, benchmarks and examples use them to exercise the exact code path of a hub id without a network:
 `make_tiny_checkpoint("llama", tmp_path / "base")` writes config.json + model.safetensors + tokenizer files.
+`make_shaped_checkpoint("gpt2-small", dir)` writes a random-init model of a real model's shape (`SHAPES`), for
+benchmarks that must see real matrix sizes and vocabularies; its word-level tokenizer is padded to the vocabulary.
 """
 
 from __future__ import annotations
@@ -56,22 +58,28 @@ def tiny_config(
     n_layers: int = 2,
     d_mlp: int | None = None,
     max_positions: int = 128,
+    n_heads: int = 4,
+    n_kv_heads: int = 2,
+    tie_embeddings: bool | None = None,
 ):
-    """A small config of a real architecture (`family` in FAMILIES)."""
+    """A small config of a real architecture (`family` in FAMILIES); `tie_embeddings` None keeps the family's
+    default."""
     from transformers import Gemma2Config, GemmaConfig, GPT2Config, LlamaConfig, Qwen2Config
 
     d_mlp = d_mlp or 4 * d_model
     common = dict(vocab_size=vocab_size, bos_token_id=2, eos_token_id=3, pad_token_id=1)
+    if tie_embeddings is not None:
+        common["tie_word_embeddings"] = tie_embeddings
     if family == "gpt2":
         return GPT2Config(
-            n_embd=d_model, n_layer=n_layers, n_head=4, n_inner=d_mlp, n_positions=max_positions, **common
+            n_embd=d_model, n_layer=n_layers, n_head=n_heads, n_inner=d_mlp, n_positions=max_positions, **common
         )
     kw = dict(
         hidden_size=d_model,
         intermediate_size=d_mlp,
         num_hidden_layers=n_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=n_heads,
+        num_key_value_heads=n_kv_heads,
         max_position_embeddings=max_positions,
         **common,
     )
@@ -80,13 +88,13 @@ def tiny_config(
     if family == "qwen2":
         return Qwen2Config(**kw)
     if family == "gemma":
-        return GemmaConfig(head_dim=d_model // 4, **kw)
+        return GemmaConfig(head_dim=d_model // n_heads, **kw)
     if family == "gemma2":
-        return Gemma2Config(head_dim=d_model // 4, sliding_window=64, **kw)
+        return Gemma2Config(head_dim=d_model // n_heads, sliding_window=64, **kw)
     if family == "gemma3":  # the text-only Gemma-3 model (Gemma3ForCausalLM): sliding + global layers, qk-norm
         from transformers import Gemma3TextConfig
 
-        return Gemma3TextConfig(head_dim=d_model // 4, sliding_window=64, **kw)
+        return Gemma3TextConfig(head_dim=d_model // n_heads, sliding_window=64, **kw)
     raise ValueError(f"unknown family {family!r}; choose one of {', '.join(FAMILIES)}")
 
 
@@ -112,6 +120,45 @@ def make_tiny_checkpoint(
     if chat_template:
         tok.chat_template = chat_template
     cfg = tiny_config(family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp, max_positions=max_positions)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.eval()
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+# Real models' shapes (hub config.json values). "large-vocab" has Qwen2-0.5B's shape (vocabulary 151,936, tied
+# embeddings) in Llama blocks: Qwen2 only adds q/k/v biases (a negligible share of the FLOPs), and a qwen2 checkpoint
+# would make AutoTokenizer load Qwen's BPE tokenizer class over the word-level one.
+SHAPES: dict[str, dict] = {
+    "gpt2-small": dict(
+        family="gpt2", d_model=768, n_layers=12, n_heads=12, n_kv_heads=12, d_mlp=3072, vocab_size=50257,
+        max_positions=1024, tie_embeddings=True,
+    ),
+    "large-vocab": dict(
+        family="llama", d_model=896, n_layers=24, n_heads=14, n_kv_heads=2, d_mlp=4864, vocab_size=151936,
+        max_positions=2048, tie_embeddings=True,
+    ),
+}  # fmt: skip
+
+
+def make_shaped_checkpoint(shape: str, out_dir: str | Path, seed: int = 0, n_layers: int | None = None) -> Path:
+    """Write a random-init checkpoint of the real model shape `shape` (a key of SHAPES) to `out_dir`, with a
+    word-level tokenizer (`tiny_tokenizer`'s words, then w0, w1, ...) of exactly its vocabulary size; return the
+    path. `n_layers` overrides the depth (fewer layers, same width and vocabulary)."""
+    from transformers import AutoModelForCausalLM
+
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
+    spec = dict(SHAPES[shape])
+    family, vocab = spec.pop("family"), spec.pop("vocab_size")
+    if n_layers is not None:
+        spec["n_layers"] = n_layers
+    out_dir = Path(out_dir)
+    tok = tiny_tokenizer(0)
+    tok = tiny_tokenizer(vocab - len(tok))
+    cfg = tiny_config(family, len(tok), **spec)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     model.eval()
