@@ -13,9 +13,17 @@ draws): one full forward (batch = noise samples) per (token, layer, kind).
 (c) The floor: raw HF forwards (no hooks) of exactly the batches our engine runs, and the share of their
 token × layer work that any method must do (blocks above the lowest restored layer, positions ≥ t).
 
+Real shapes: `--shape gpt2-small` (d 768, 12 layers, vocabulary 50,257) or `--shape large-vocab` (Qwen2-0.5B's
+shape: d 896, 24 layers, vocabulary 151,936) traces random-init checkpoints of those shapes
+(`posttrain_probe.testing.make_shaped_checkpoint`, `--layers` overrides the depth) on 8 short facts made of the
+tokenizer's words, with fewer facts and noise samples by default so that a run stays within minutes.
+`--tl-facts N` / `--naive-facts N` run (a) / (b) on the first N facts only; their time for all facts is then
+extrapolated per fact (printed as such, with the measured seconds), and the numerical comparisons cover those N.
+
 Run: `python benchmarks/bench_tracing.py [--model DIR|toyworld:base] [--facts facts.json] [--n-facts 16]
-[--backend nnsight]`. Default model: the cached default toy pair if present, else a tiny random Llama.
-Timings of ours and the floor are medians over --repeats runs; (a) and (b) run once. Prints one JSON object.
+[--backend nnsight] [--shape gpt2-small] [--tl-facts 1]`. Default model: the cached default toy pair if present,
+else a tiny random Llama. Timings of ours and the floor are medians over --repeats runs; (a) and (b) run once.
+Prints one JSON object, then one summary line: ours, the floor, TL and the ratios.
 """
 
 from __future__ import annotations
@@ -41,11 +49,20 @@ def _toy_paths() -> tuple[str, str] | None:
     return None
 
 
-def _tiny(tmp: str) -> tuple[str, list]:
-    from posttrain_probe.data import Fact
-    from posttrain_probe.testing import make_tiny_checkpoint
+SHAPE_DEFAULTS = {  # facts, noise samples, facts of the TL and naive loops (extrapolated per fact), repeats
+    "gpt2-small": {"n_facts": 4, "n_samples": 5, "tl_facts": 1, "naive_facts": 1, "repeats": 1},
+    "large-vocab": {"n_facts": 2, "n_samples": 5, "tl_facts": 1, "naive_facts": 1, "repeats": 1},
+}
 
-    path = make_tiny_checkpoint("llama", Path(tmp) / "m", d_model=128, n_layers=4, d_mlp=512)
+
+def _tiny(tmp: str, shape: str | None = None, layers: int | None = None) -> tuple[str, list]:
+    from posttrain_probe.data import Fact
+    from posttrain_probe.testing import make_shaped_checkpoint, make_tiny_checkpoint
+
+    if shape is None:
+        path = make_tiny_checkpoint("llama", Path(tmp) / "m", d_model=128, n_layers=layers or 4, d_mlp=512)
+    else:
+        path = make_shaped_checkpoint(shape, Path(tmp) / "m", n_layers=layers)
     subjects = [
         "city of river",
         "bread",
@@ -138,14 +155,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=None)
     ap.add_argument("--facts", default=None)
-    ap.add_argument("--n-facts", type=int, default=16)
-    ap.add_argument("--n-samples", type=int, default=10)
+    ap.add_argument("--shape", default=None, choices=list(SHAPE_DEFAULTS), help="a random-init real-shape model")
+    ap.add_argument("--layers", type=int, default=None, help="override the random-init model's depth")
+    ap.add_argument("--n-facts", type=int, default=None, help="default 16 (a real shape: see SHAPE_DEFAULTS)")
+    ap.add_argument("--n-samples", type=int, default=None, help="default 10 (a real shape: see SHAPE_DEFAULTS)")
+    ap.add_argument("--tl-facts", type=int, default=None, help="run the TL loop on this many facts, extrapolate")
+    ap.add_argument("--naive-facts", type=int, default=None, help="run the naive loop on this many facts, extrapolate")
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--backend", default="nnsight", choices=["bridge", "nnsight"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3, help="median over this many runs of ours and the floor")
+    ap.add_argument("--repeats", type=int, default=None, help="median over this many runs of ours and the floor (3)")
     ap.add_argument("--skip-tl", action="store_true")
     args = ap.parse_args()
+    plain = {"n_facts": 16, "n_samples": 10, "tl_facts": None, "naive_facts": None, "repeats": 3}
+    defaults = SHAPE_DEFAULTS.get(args.shape, plain)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     torch.set_num_threads(args.threads)
     from posttrain_probe.data import load_facts
     from posttrain_probe.pair import load_model
@@ -158,7 +184,9 @@ def main() -> None:
 
     tmp = tempfile.TemporaryDirectory()
     toy = _toy_paths()
-    if args.model:
+    if args.shape:
+        path, facts = _tiny(tmp.name, args.shape, args.layers)
+    elif args.model:
         path, facts = args.model, load_facts(args.facts) if args.facts else None
     elif toy:
         path, facts = toy[0], load_facts(toy[1])
@@ -177,7 +205,7 @@ def main() -> None:
     sigma = 3 * embedding_std(m, [f.fact.subject for f in prepared])
     reuse = kv_cache_reuse_works(m)
     out = {
-        "model": path,
+        "model": args.shape or path,
         "backend": args.backend,
         "kv_reuse": reuse,
         "n_facts": len(prepared),
@@ -205,20 +233,26 @@ def main() -> None:
     def cells(f):
         return range(f.subject[0], f.n_tokens)
 
+    naive_facts = prepared[: args.naive_facts]
     t0 = time.perf_counter()
     naive = [
         trace_fact(hf, f.ids, f.subject, f.answer_id, f.index, sigma, n, kinds, args.window, seed, cells(f))[0]
-        for f in prepared
+        for f in naive_facts
     ]
-    out["naive_s"] = time.perf_counter() - t0
+    out["naive_facts_run"] = len(naive_facts)
+    out["naive_measured_s"] = time.perf_counter() - t0
+    out["naive_s"] = out["naive_measured_s"] * len(prepared) / len(naive_facts)  # extrapolated per fact
     out["naive_max_abs_diff"] = max(
-        float((tr.ie[k][j, : f.n_tokens] - naive[j][k]).abs().max()) for j, f in enumerate(prepared) for k in kinds
+        float((tr.ie[k][j, : f.n_tokens] - naive[j][k]).abs().max()) for j, f in enumerate(naive_facts) for k in kinds
     )
     if not args.skip_tl:
+        tl_facts = prepared[: args.tl_facts]
         bridge = load_model(path, backend="bridge").bridge
-        out["tl_s"], tl_maps = _tl_loop(bridge, prepared, sigma, n, seed, kinds)
+        out["tl_measured_s"], tl_maps = _tl_loop(bridge, tl_facts, sigma, n, seed, kinds)
+        out["tl_facts_run"] = len(tl_facts)
+        out["tl_s"] = out["tl_measured_s"] * len(prepared) / len(tl_facts)  # extrapolated per fact
         out["tl_resid_max_abs_diff"] = max(
-            float((tr.ie["resid"][j, : f.n_tokens] - tl_maps[j]).abs().max()) for j, f in enumerate(prepared)
+            float((tr.ie["resid"][j, : f.n_tokens] - tl_maps[j]).abs().max()) for j, f in enumerate(tl_facts)
         )
         out["speedup_vs_tl"] = out["tl_s"] / out["ours_s"]
     out["speedup_vs_naive"] = out["naive_s"] / out["ours_s"]
@@ -229,7 +263,25 @@ def main() -> None:
     out["minimal_work_fraction"] = minimal / work
     out["ours_over_floor_estimate"] = out["ours_s"] / (raw_s * minimal / work)
     print(json.dumps({k: v if "diff" in k or not isinstance(v, float) else round(v, 4) for k, v in out.items()}))
+    print(summary(out))
     tmp.cleanup()
+
+
+def summary(out: dict) -> str:
+    """One line: ours, the floor, TransformerLens and the naive loop (extrapolated when run on fewer facts)."""
+    ratio = out["ours_over_floor_estimate"]
+    line = f"{out['model']}: ours {out['ours_s']:.2f} s, floor {out['ours_s'] / ratio:.2f} s (ours/floor {ratio:.2f})"
+    for name, key in (("TransformerLens loop", "tl"), ("naive loop", "naive")):
+        if f"{key}_s" not in out:
+            continue
+        run = out[f"{key}_facts_run"]
+        how = (
+            ""
+            if run == out["n_facts"]
+            else f" (extrapolated from {run} of {out['n_facts']} facts: {out[f'{key}_measured_s']:.2f} s)"
+        )
+        line += f"; {name} {out[f'{key}_s']:.2f} s{how}, {out[f'speedup_vs_{key}']:.1f}x ours"
+    return line
 
 
 if __name__ == "__main__":
