@@ -3,7 +3,8 @@
 Prompts are left-padded; each row's positions count only its attended tokens, so a padded row sees
 exactly what it would see alone. One forward of the distinct prompts fills the cache (computing the
 logits of the last position only; a prompt repeated G times, as in a GRPO group, is run once and its cache rows
-copied, which gives each copy the same bits as running it G times), then one forward per new token extends it.
+copied: on the CPU the copies' tokens equal those of prefilling every row, tested), then one forward per new token
+extends it.
 
 Sampling is inverse-CDF with one uniform number per (row, new position), drawn up front from the
 caller's generator: the token at step t is the first index whose cumulative probability exceeds u[b, t].
