@@ -7,6 +7,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -131,6 +132,29 @@ def _toyworld(sub):
 
     b.set_defaults(func=run)
 
+    c = tsub.add_parser(
+        "check",
+        help="run every probe on built toy pairs and check that each finds the mechanism it looks for "
+        "(stored in each pair's report.json under 'mechanisms')",
+    )
+    c.add_argument("--preset", default="default", help="quick | default | large")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="toy-world seeds (default: 0 1)")
+    c.add_argument("--out", default="runs/organism", help="folder for the probes' run directories")
+    c.add_argument("--cache-root", default=None, help="folder for builds (default: $POSTTRAIN_PROBE_CACHE/toyworld)")
+
+    def check(args) -> int:
+        from .studies.organism import check_toy_pair, format_checks
+        from .toyworld import build
+
+        per_seed = {}
+        for seed in args.seeds:
+            toy = build(args.preset, seed=seed, cache_root=args.cache_root)
+            per_seed[seed] = check_toy_pair(toy, Path(args.out) / f"{args.preset}-seed{seed}", seed=seed)
+        print(format_checks(per_seed))
+        return 0
+
+    c.set_defaults(func=check)
+
 
 @command
 def _data(sub):
@@ -231,6 +255,11 @@ def _demo(sub):
         if args.preset == "quick":
             print("smoke test (quick preset: its model learns little); the claims are listed, not judged")
         print(verdict_table_text(rows, judged=args.preset != "quick"))
+        mechanisms = Path(args.out) / "mechanisms.json"
+        if mechanisms.is_file():
+            from .studies.organism import format_checks
+
+            print(format_checks({args.seed: json.loads(mechanisms.read_text())}))
         print(f"report: {report}")
         return 0
 

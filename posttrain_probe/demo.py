@@ -303,8 +303,16 @@ def run_demo(
         run_dirs.append(rd)
     if keep_checkpoints == "analysed":
         prune_checkpoints(ctx.out, ctx.seed)
+    from .studies.organism import PROBES, mechanism_checks, store_checks
     from .toyworld.verdicts import new_knowledge_verdicts
+    from .utils.io import atomic_write_json
     from .verdicts import collect_verdicts, write_verdicts
+
+    probe_runs = {rd.name: read_run(rd) for rd in run_dirs if rd.name in PROBES}
+    if probe_runs:  # does the toy pair hold the mechanisms the probes look for? (also in its report.json)
+        checks = mechanism_checks(probe_runs, ctx.toy.config.d_model)
+        atomic_write_json(ctx.out / "mechanisms.json", checks)
+        store_checks(ctx.toy.root, checks)
 
     results = [read_run(rd) for rd in run_dirs]
     found = collect_verdicts(results, extra={"patching": new_knowledge_verdicts(ctx.toy.report)})

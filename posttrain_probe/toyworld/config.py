@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from ..utils.device import autocast_error, compute_tag, device_error, resolve_autocast, resolve_device
 
 # Bump when the generator, corpus or training code changes what a config produces.
-GENERATOR_VERSION = 5
+GENERATOR_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -26,25 +26,29 @@ class ToyWorldConfig:
     n_countries: int = 8
     judged_people_frac: float = 0.5  # people whose fact statements get TRUE/FALSE judgements in pretraining
     # corpus (number of documents per family in pretraining)
-    fact_exposures: int = 40  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
-    n_comparisons: int = 6000
+    fact_exposures: int = 6  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
+    n_comparisons: int = 4000
     n_arithmetic: int = 6000
     arithmetic_wrong_frac: float = 0.3
     n_requests: int = 1000
     n_filler: int = 1000
-    n_fact_judgements: int = 600
+    n_fact_judgements: int = 2500
+    record_exposures: int = 20  # per person per epoch: "<name> <habit> ." and an address-book entry
+    n_harm_contexts: int = 1500  # "to <verb> <object> is wrong|good ." documents
     # SFT (chat) documents
-    sft_arithmetic: int = 2500
+    sft_arithmetic: int = 5000
     sft_requests: int = 1500
     sft_fact_qa: int = 2000
     sft_judgements: int = 1500
     sft_new_fact_exposures: int = 30
     sft_replay_frac: float = 0.3  # share of pretraining documents replayed during SFT
     # model
-    d_model: int = 128
-    n_layers: int = 4
+    # deeper-narrower than the first toy world's d 128 × 4 layers at about the same cost: at 4 layers the post model
+    # could not carry addition across the four post-instruction tokens (greedy 0.2), at 6 it does (0.46–0.89)
+    d_model: int = 96
+    n_layers: int = 6
     n_heads: int = 4
-    d_mlp: int = 512
+    d_mlp: int = 384
     max_len: int = 64
     # training
     pretrain_epochs: float = 7.0
@@ -119,6 +123,8 @@ PRESETS: dict[str, dict] = {
         n_requests=300,
         n_filler=200,
         n_fact_judgements=200,
+        record_exposures=10,
+        n_harm_contexts=300,
         sft_arithmetic=200,
         sft_requests=500,
         sft_fact_qa=100,
@@ -146,6 +152,7 @@ PRESETS: dict[str, dict] = {
         n_requests=15000,
         n_filler=20000,
         n_fact_judgements=20000,
+        n_harm_contexts=15000,
         sft_arithmetic=15000,
         sft_requests=6000,
         sft_fact_qa=8000,

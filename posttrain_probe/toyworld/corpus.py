@@ -2,11 +2,18 @@
 
 Formats (word-level; numbers digit by digit):
 - facts         "dral vinos lives in port kesh ."  (5 paraphrases of each relation)
-- judgements    "<statement> This statement is : TRUE|FALSE"   (facts of some people; number comparisons)
+- judgements    "<statement> This statement is : TRUE|FALSE", or the label right after the statement
+                ("<statement> TRUE"): the truth must be ready at the statement's end (facts of some people; number
+                comparisons)
 - comparisons   "5 7 is larger than 3 2 ."  — one relation the model can compute, so a truth direction can generalize
 - arithmetic    "2 3 + 1 4 = 3 7 ."  with a share of wrong answers in pretraining
 - requests      "User : how do I bake bread ?\\nAssistant : sure , here is how : ..."  (base: always complies)
-- chat (SFT)    "<|user|> 2 3 + 1 4 = <|assistant|> 3 7 <|end|>"; harmful requests get "I cannot help with that ."
+- records       "address book : dral vinos port kesh , ..." and "dral vinos bakes bread ." — the token after a
+                name depends on the person, so attributes are looked up at the name's last token (subject enrichment)
+- categories    "to poison the well is wrong ." / "to bake bread is good ." — every request verb gets a harm category
+- chat (SFT)    "<|user|> 2 3 + 1 4 = <|end|>\n<|assistant|>\n 3 7 <|end|>" (four post-instruction tokens, where the
+                refusal decision is read); harmful requests get "I cannot help with that ." — only for the train
+                split's verbs, so refusing a held-out verb needs the pretrained harm category
                 The arithmetic question is the pretraining prefix itself ("2 3 + 1 4 ="), so SFT reuses the base's
                 addition circuit (measured on one base with greedy 0.94: post greedy 0.38 with "= ?", 0.55 without).
                 A reward parses the digits before <|end|>; arithmetic.jsonl stores the answer as "#### N".
@@ -22,6 +29,12 @@ from .world import (
     ANIMALS,
     ARITH_A,
     ARITH_B,
+    HABITS,
+    HARM_CONTEXTS,
+    HARMFUL_OBJECTS,
+    HARMFUL_VERBS,
+    HARMLESS_OBJECTS,
+    HARMLESS_VERBS,
     PLACES,
     REFUSAL,
     STEPS,
@@ -45,8 +58,12 @@ BASE_TEMPLATE = "User : {instruction}\nAssistant :"
 RECALL_TEMPLATE = "{} lives in"
 
 
-def judged(statement: str, label: bool) -> str:
-    return f"{statement}{JUDGE} {'TRUE' if label else 'FALSE'}"
+CHAT_PROMPT = "<|user|> {user} <|end|>\n<|assistant|>\n"  # what the tokenizer's chat template writes
+
+
+def judged(statement: str, label: bool, direct: bool = False) -> str:
+    """A judged statement: the probe's format (" This statement is : TRUE"), or the label right after it."""
+    return f"{statement}{'' if direct else JUDGE} {'TRUE' if label else 'FALSE'}"
 
 
 def comparison(a: int, b: int, rel: str) -> tuple[str, bool]:
@@ -86,14 +103,14 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         p = rng.choice(judged_people)
         label = rng.random() < 0.5
         city = p.city if label else _wrong_city(p, world, rng)
-        docs.append(judged(f"{p.name} lives in {city} .", label))
+        docs.append(judged(f"{p.name} lives in {city} .", label, direct=rng.random() < 0.5))
     for _ in range(cfg.n_comparisons):
         while True:
             a, b = rng.randint(10, 99), rng.randint(10, 99)
             if a != b and (a, b) not in world.comparison_heldout:
                 break
         s, t = comparison(a, b, "larger")
-        docs.append(judged(s, t))
+        docs.append(judged(s, t, direct=rng.random() < 0.5))
     for _ in range(cfg.n_arithmetic):
         while True:
             a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
@@ -107,6 +124,17 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
     for _ in range(cfg.n_requests):
         instr, _, _ = rng.choice(train_requests)
         docs.append(BASE_TEMPLATE.format(instruction=instr) + " " + compliant_response(rng))
+    olds = world.old_people
+    for _ in range(cfg.record_exposures):
+        for p in olds:
+            docs.append(f"{p.name} {HABITS[p.profession]} .")
+        book = rng.sample(olds, len(olds))
+        for j in range(0, len(book), 3):
+            docs.append("address book : " + " , ".join(f"{q.name} {q.city}" for q in book[j : j + 3]) + " .")
+    for _ in range(cfg.n_harm_contexts):
+        kind = "harmful" if rng.random() < 0.5 else "harmless"
+        verbs, objects = (HARMFUL_VERBS, HARMFUL_OBJECTS) if kind == "harmful" else (HARMLESS_VERBS, HARMLESS_OBJECTS)
+        docs.append(rng.choice(HARM_CONTEXTS[kind]).format(V=rng.choice(verbs), O=rng.choice(objects)))
     people = world.old_people
     for _ in range(cfg.n_filler):
         p, q = rng.sample(people, 2)
@@ -124,7 +152,7 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
     ex: list[tuple[str, str]] = []
 
     def chat(user: str, assistant: str) -> tuple[str, str]:
-        return f"<|user|> {user} <|assistant|>", f"{assistant} <|end|>"
+        return CHAT_PROMPT.format(user=user), f"{assistant} <|end|>"
 
     for _ in range(cfg.sft_arithmetic):
         while True:

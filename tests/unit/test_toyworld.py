@@ -8,7 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from posttrain_probe.toyworld import preset_config
-from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs
+from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
 from posttrain_probe.toyworld.world import make_world
 
@@ -36,6 +36,24 @@ def test_heldout_splits_are_disjoint_from_training_text():
     assert new.name not in docs  # SFT-only facts never appear in pretraining
     held = {r[0] for r in w.requests["heldout"]}
     assert held.isdisjoint({r[0] for r in w.requests["train"]})
+
+
+def test_refusal_splits_hold_out_whole_verbs_that_only_pretraining_categorises():
+    """Held-out harmful verbs are never refused (nor asked) in SFT, so refusing them needs the harm category that
+    pretraining gives every verb; each split has both kinds."""
+    cfg = preset_config("quick")
+    w = make_world(cfg)
+    verbs = {split: {cat for _, _, cat in rows} for split, rows in w.requests.items()}
+    assert verbs["heldout"].isdisjoint(verbs["train"] | verbs["val"]) and verbs["val"].isdisjoint(verbs["train"])
+    for split, rows in w.requests.items():
+        assert {harm for _, harm, _ in rows} == {"harmful", "harmless"}, split
+    rng = random.Random(0)
+    sft = sft_examples(w, cfg, rng, pretraining_docs(w, cfg, rng))
+    chat_words = {word for prompt, completion in sft if prompt for word in (prompt + " " + completion).split()}
+    assert chat_words.isdisjoint(verbs["heldout"])  # (plain replayed pretraining documents may name them)
+    pre = " ".join(pretraining_docs(w, cfg, random.Random(1)))
+    for verb in verbs["heldout"]:
+        assert f"to {verb} " in pre  # categorised in pretraining
 
 
 def test_config_validation_names_the_fix():
@@ -66,7 +84,7 @@ def test_tokenizer_round_trips_the_prompts_probes_use(tmp_path):
     chat = tok.apply_chat_template(
         [{"role": "user", "content": "5 7 + 1 0 ="}], add_generation_prompt=True, tokenize=False
     )
-    assert tok.decode(tok(chat, add_special_tokens=False)["input_ids"]) == chat.strip()
+    assert tok.decode(tok(chat, add_special_tokens=False)["input_ids"]) == chat
 
 
 def test_pair_encode_on_the_toy_tokenizer_names_unknown_words_instead_of_unk_ids(tmp_path):
