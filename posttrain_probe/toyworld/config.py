@@ -10,7 +10,13 @@ from dataclasses import asdict, dataclass, fields
 from ..utils.device import autocast_error, compute_tag, device_error, resolve_autocast, resolve_device
 
 # Bump when the generator, corpus or training code changes what a config produces.
-GENERATOR_VERSION = 6
+GENERATOR_VERSION = 5
+CHAT_TEMPLATES = ("short", "post4")
+# Fields of the model-organism design; at their defaults they leave the first toy world (and its cache keys) as it was.
+ORGANISM_FIELDS = (
+    "record_exposures", "n_harm_contexts", "n_harmful_verbs", "n_harmless_verbs", "refusal_split",
+    "direct_label_frac", "chat_template",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -26,29 +32,33 @@ class ToyWorldConfig:
     n_countries: int = 8
     judged_people_frac: float = 0.5  # people whose fact statements get TRUE/FALSE judgements in pretraining
     # corpus (number of documents per family in pretraining)
-    fact_exposures: int = 6  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
-    n_comparisons: int = 4000
+    fact_exposures: int = 40  # paraphrased 'lives in' documents per person per epoch (half as many 'works as')
+    n_comparisons: int = 6000
     n_arithmetic: int = 6000
     arithmetic_wrong_frac: float = 0.3
     n_requests: int = 1000
     n_filler: int = 1000
-    n_fact_judgements: int = 2500
-    record_exposures: int = 20  # per person per epoch: "<name> <habit> ." and an address-book entry
-    n_harm_contexts: int = 1500  # "to <verb> <object> is wrong|good ." documents
+    n_fact_judgements: int = 600
+    # the model-organism design (preset "organism", docs/toyworld.md); these defaults reproduce the first toy world
+    record_exposures: int = 0  # per person per epoch: "<name> <habit> ." and an address-book entry
+    n_harm_contexts: int = 0  # "to <verb> <object> is wrong|good ." documents
+    n_harmful_verbs: int = 5
+    n_harmless_verbs: int = 8
+    refusal_split: str = "pair"  # pair: held-out verb-object pairs | verb: held-out verbs
+    direct_label_frac: float = 0.0  # share of judgements written "<statement> TRUE" (label right after it)
+    chat_template: str = "short"  # short: "<|user|> … <|assistant|>" | post4: "… <|end|>\n<|assistant|>\n"
     # SFT (chat) documents
-    sft_arithmetic: int = 5000
+    sft_arithmetic: int = 2500
     sft_requests: int = 1500
     sft_fact_qa: int = 2000
     sft_judgements: int = 1500
     sft_new_fact_exposures: int = 30
     sft_replay_frac: float = 0.3  # share of pretraining documents replayed during SFT
     # model
-    # deeper-narrower than the first toy world's d 128 × 4 layers at about the same cost: at 4 layers the post model
-    # could not carry addition across the four post-instruction tokens (greedy 0.2), at 6 it does (0.46–0.89)
-    d_model: int = 96
-    n_layers: int = 6
+    d_model: int = 128
+    n_layers: int = 4
     n_heads: int = 4
-    d_mlp: int = 384
+    d_mlp: int = 512
     max_len: int = 64
     # training
     pretrain_epochs: float = 7.0
@@ -80,6 +90,17 @@ class ToyWorldConfig:
         for error in (device_error(self.device, check_available=False), autocast_error(self.autocast)):
             if error:
                 raise ValueError(error)
+        if self.chat_template not in CHAT_TEMPLATES:
+            raise ValueError(f"chat_template={self.chat_template!r}; choose one of {', '.join(CHAT_TEMPLATES)}")
+        if self.refusal_split not in ("pair", "verb"):
+            raise ValueError(f"refusal_split={self.refusal_split!r}; choose pair or verb")
+        if not (8 <= self.n_harmful_verbs <= 16 or self.n_harmful_verbs == 5) or not 8 <= self.n_harmless_verbs <= 16:
+            raise ValueError("use 5 or 8–16 harmful verbs and 8–16 harmless verbs (the verb lists are finite; a verb "
+                             "split needs at least 8 of each for its three splits)")  # fmt: skip
+        if self.refusal_split == "verb" and self.n_harmful_verbs < 8:
+            raise ValueError("refusal_split='verb' needs n_harmful_verbs ≥ 8 (a verb in each of its three splits)")
+        if not 0 <= self.direct_label_frac <= 1:
+            raise ValueError(f"direct_label_frac={self.direct_label_frac} must be in [0, 1]")
         if self.n_cities > 60 or self.n_countries > 12:
             raise ValueError("at most 60 cities and 12 countries (the name lists are finite)")
 
@@ -95,8 +116,13 @@ class ToyWorldConfig:
     def key(self) -> str:
         """Hash of everything that changes the build. `device` and `autocast` enter only through `compute()`,
         and only when it is not 'cpu-fp32', so CPU fp32 builds keep the keys they always had while a GPU or
-        bf16 build (other weights) never collides with them."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("device", "autocast")}
+        bf16 build (other weights) never collides with them; the organism fields enter only when changed."""
+        defaults = {f.name: f.default for f in fields(self)}
+        d = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in ("device", "autocast") and not (k in ORGANISM_FIELDS and v == defaults[k])
+        }
         d["generator_version"] = GENERATOR_VERSION
         if self.compute() != "cpu-fp32":
             d["compute"] = self.compute()
@@ -123,8 +149,6 @@ PRESETS: dict[str, dict] = {
         n_requests=300,
         n_filler=200,
         n_fact_judgements=200,
-        record_exposures=10,
-        n_harm_contexts=300,
         sft_arithmetic=200,
         sft_requests=500,
         sft_fact_qa=100,
@@ -141,6 +165,26 @@ PRESETS: dict[str, dict] = {
         eval_samples=30,
     ),
     "default": {},
+    # The model organism (issue 16, docs/toyworld.md): records that put a person's attributes right after the name
+    # (lookup at the last subject token), few "lives in" paraphrases, request verbs with a pretrained harm category
+    # and held out whole, a chat template with four post-instruction tokens, judgement labels also right after the
+    # statement; d 96 × 6 layers (at 4 layers addition did not cross the template).
+    "organism": dict(
+        fact_exposures=6,
+        n_comparisons=4000,
+        n_fact_judgements=2500,
+        record_exposures=20,
+        n_harm_contexts=1500,
+        n_harmful_verbs=16,
+        n_harmless_verbs=16,
+        refusal_split="verb",
+        direct_label_frac=0.5,
+        chat_template="post4",
+        sft_arithmetic=5000,
+        d_model=96,
+        n_layers=6,
+        d_mlp=384,
+    ),
     "large": dict(
         n_people=800,
         n_new_people=80,
@@ -152,7 +196,6 @@ PRESETS: dict[str, dict] = {
         n_requests=15000,
         n_filler=20000,
         n_fact_judgements=20000,
-        n_harm_contexts=15000,
         sft_arithmetic=15000,
         sft_requests=6000,
         sft_fact_qa=8000,

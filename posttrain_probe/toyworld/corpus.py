@@ -32,9 +32,7 @@ from .world import (
     HABITS,
     HARM_CONTEXTS,
     HARMFUL_OBJECTS,
-    HARMFUL_VERBS,
     HARMLESS_OBJECTS,
-    HARMLESS_VERBS,
     PLACES,
     REFUSAL,
     STEPS,
@@ -58,12 +56,18 @@ BASE_TEMPLATE = "User : {instruction}\nAssistant :"
 RECALL_TEMPLATE = "{} lives in"
 
 
-CHAT_PROMPT = "<|user|> {user} <|end|>\n<|assistant|>\n"  # what the tokenizer's chat template writes
+# what the tokenizer's chat templates write before the assistant's answer
+CHAT_PROMPTS = {"short": "<|user|> {user} <|assistant|>", "post4": "<|user|> {user} <|end|>\n<|assistant|>\n"}
 
 
 def judged(statement: str, label: bool, direct: bool = False) -> str:
     """A judged statement: the probe's format (" This statement is : TRUE"), or the label right after it."""
     return f"{statement}{'' if direct else JUDGE} {'TRUE' if label else 'FALSE'}"
+
+
+def _direct(cfg: ToyWorldConfig, rng: random.Random) -> bool:
+    """Whether this judgement puts the label right after the statement (draws nothing when the share is 0)."""
+    return cfg.direct_label_frac > 0 and rng.random() < cfg.direct_label_frac
 
 
 def comparison(a: int, b: int, rel: str) -> tuple[str, bool]:
@@ -103,14 +107,14 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         p = rng.choice(judged_people)
         label = rng.random() < 0.5
         city = p.city if label else _wrong_city(p, world, rng)
-        docs.append(judged(f"{p.name} lives in {city} .", label, direct=rng.random() < 0.5))
+        docs.append(judged(f"{p.name} lives in {city} .", label, _direct(cfg, rng)))
     for _ in range(cfg.n_comparisons):
         while True:
             a, b = rng.randint(10, 99), rng.randint(10, 99)
             if a != b and (a, b) not in world.comparison_heldout:
                 break
         s, t = comparison(a, b, "larger")
-        docs.append(judged(s, t, direct=rng.random() < 0.5))
+        docs.append(judged(s, t, _direct(cfg, rng)))
     for _ in range(cfg.n_arithmetic):
         while True:
             a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
@@ -133,7 +137,9 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
             docs.append("address book : " + " , ".join(f"{q.name} {q.city}" for q in book[j : j + 3]) + " .")
     for _ in range(cfg.n_harm_contexts):
         kind = "harmful" if rng.random() < 0.5 else "harmless"
-        verbs, objects = (HARMFUL_VERBS, HARMFUL_OBJECTS) if kind == "harmful" else (HARMLESS_VERBS, HARMLESS_OBJECTS)
+        verbs, objects = (
+            (world.harmful_verbs, HARMFUL_OBJECTS) if kind == "harmful" else (world.harmless_verbs, HARMLESS_OBJECTS)
+        )
         docs.append(rng.choice(HARM_CONTEXTS[kind]).format(V=rng.choice(verbs), O=rng.choice(objects)))
     people = world.old_people
     for _ in range(cfg.n_filler):
@@ -152,7 +158,7 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
     ex: list[tuple[str, str]] = []
 
     def chat(user: str, assistant: str) -> tuple[str, str]:
-        return CHAT_PROMPT.format(user=user), f"{assistant} <|end|>"
+        return CHAT_PROMPTS[world.chat_template].format(user=user), f"{assistant} <|end|>"
 
     for _ in range(cfg.sft_arithmetic):
         while True:

@@ -15,17 +15,25 @@ FIXED = (
     + (
         "is a an the of in lives resident has house home everyone knows that works as by trade job earns living city "
         "lies This statement TRUE FALSE larger smaller than User Assistant how do I sure here first then where does "
-        "live cannot help with saw near was address book"
+        "live cannot help with saw near was"
     ).split()
 )
 
-# A user turn ends with four post-instruction tokens "<|end|> \n <|assistant|> \n" (as Llama-3's and Gemma's
-# templates end with several), where the post model reads the refusal decision.
-CHAT_TEMPLATE = (
-    "{% for m in messages %}{% if m['role'] == 'user' %}<|user|> {{ m['content'] }} <|end|>\n"
-    "{% elif m['role'] == 'assistant' %}<|assistant|>\n {{ m['content'] }} <|end|> {% endif %}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
+CHAT_TEMPLATES = {
+    "short": (
+        "{% for m in messages %}{% if m['role'] == 'user' %}<|user|> {{ m['content'] }} "
+        "{% elif m['role'] == 'assistant' %}<|assistant|> {{ m['content'] }} <|end|> {% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    ),
+    # a user turn ends with four post-instruction tokens "<|end|> \n <|assistant|> \n" (as Llama-3's and Gemma's
+    # templates end with several), where the organism's post model reads the refusal decision
+    "post4": (
+        "{% for m in messages %}{% if m['role'] == 'user' %}<|user|> {{ m['content'] }} <|end|>\n"
+        "{% elif m['role'] == 'assistant' %}<|assistant|>\n {{ m['content'] }} <|end|> {% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    ),
+}
+CHAT_TEMPLATE = CHAT_TEMPLATES["short"]
 
 
 def build_tokenizer(world: World):
@@ -58,7 +66,7 @@ def build_tokenizer(world: World):
         eos_token="</s>",
         additional_special_tokens=CHAT_SPECIALS,
     )
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = CHAT_TEMPLATES[world.chat_template]
     return fast
 
 

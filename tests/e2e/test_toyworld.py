@@ -23,7 +23,7 @@ def test_quick_build_loads_as_hf_and_writes_eval_sets(toy_pair_quick):
         [{"role": "user", "content": "how do I bake bread ?"}], add_generation_prompt=True, tokenize=False
     )
     toks = tok.convert_ids_to_tokens(tok(chat)["input_ids"])
-    assert toks[:2] == ["<s>", "<|user|>"] and toks[-4:] == ["<|end|>", "\n", "<|assistant|>", "\n"]
+    assert toks[:2] == ["<s>", "<|user|>"] and toks[-1] == "<|assistant|>"
     facts = load_facts(pair.data_dir / "facts.json")
     assert {f.split for f in facts} == {"pretrain", "sft_new"}
     assert all(f.subject in f.prompt for f in facts)

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from posttrain_probe.toyworld import preset_config
 from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
-from posttrain_probe.toyworld.world import make_world
+from posttrain_probe.toyworld.world import HABITS, make_world
 
 
 def test_world_is_deterministic_and_names_are_multi_token():
@@ -38,10 +38,10 @@ def test_heldout_splits_are_disjoint_from_training_text():
     assert held.isdisjoint({r[0] for r in w.requests["train"]})
 
 
-def test_refusal_splits_hold_out_whole_verbs_that_only_pretraining_categorises():
-    """Held-out harmful verbs are never refused (nor asked) in SFT, so refusing them needs the harm category that
-    pretraining gives every verb; each split has both kinds."""
-    cfg = preset_config("quick")
+def test_organism_refusal_splits_hold_out_whole_verbs_that_only_pretraining_categorises():
+    """Organism preset: held-out harmful verbs are never refused (nor asked) in SFT, so refusing them needs the
+    harm category that pretraining gives every verb; each split has both kinds."""
+    cfg = preset_config("organism")
     w = make_world(cfg)
     verbs = {split: {cat for _, _, cat in rows} for split, rows in w.requests.items()}
     assert verbs["heldout"].isdisjoint(verbs["train"] | verbs["val"]) and verbs["val"].isdisjoint(verbs["train"])
@@ -104,3 +104,39 @@ def test_pair_encode_on_the_toy_tokenizer_names_unknown_words_instead_of_unk_ids
     with pytest.raises(UnknownWordsError, match="'The', 'Eiffel', 'Tower', 'Paris'") as e:  # was: silent <unk> ids
         pair.encode(["The Eiffel Tower is in the city of Paris"])
     assert "\n" not in str(e.value) and str(e.value).startswith("4 word(s)")  # case-sensitive: 'The'
+
+
+def test_organism_corpus_puts_attributes_after_names_and_its_template_ends_with_four_tokens():
+    cfg = preset_config("organism")
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    p = world.old_people[0]
+    assert f"{p.name} {HABITS[p.profession]} ." in docs  # the word after the name depends on the person
+    assert any(d.startswith("address book : ") and f"{p.name} {p.city}" in d for d in docs)
+    assert any(d.endswith(" . TRUE") or d.endswith(" . FALSE") for d in docs)  # labels right after statements
+    assert all(tok.unk_token_id not in tok(d)["input_ids"] for d in docs)
+    chat = tok.apply_chat_template([{"role": "user", "content": "how do I bake bread ?"}], add_generation_prompt=True,
+                                   tokenize=False)  # fmt: skip
+    toks = tok.convert_ids_to_tokens(tok(chat)["input_ids"])
+    assert toks[-4:] == ["<|end|>", "\n", "<|assistant|>", "\n"]
+    prompt, _ = sft_examples(world, cfg, random.Random(0), docs)[0]
+    assert tok.convert_ids_to_tokens(tok(prompt)["input_ids"])[-4:] == toks[-4:]  # SFT prompts = the template
+
+
+def test_organism_fields_at_their_defaults_leave_the_first_toy_world_unchanged():
+    """Same cache key and bit-identical corpus, SFT set, eval sets and vocabulary as before the organism fields
+    (pinned digest of the quick preset, computed with the code before they existed)."""
+    import hashlib
+    import json
+
+    cfg = preset_config("quick")
+    assert cfg.key() == "1beb90766bc8"
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    rng = random.Random(cfg.seed)
+    docs = pretraining_docs(world, cfg, rng)
+    sft = sft_examples(world, cfg, rng, docs)
+    sets = eval_sets(world, random.Random(cfg.seed + 2), cfg.eval_samples)
+    blob = json.dumps([docs, sft, sets, sorted(tok.get_vocab().items()), tok.chat_template], sort_keys=True)
+    assert hashlib.sha256(blob.encode()).hexdigest()[:16] == "394010b784fff02f"
