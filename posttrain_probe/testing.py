@@ -113,13 +113,19 @@ def make_tiny_checkpoint(
 ) -> Path:
     """Write a random-init checkpoint of `family` with a tiny tokenizer (plus `words`) to `out_dir`; return the
     path. `max_positions` is the context length."""
-    from transformers import AutoModelForCausalLM
 
     out_dir = Path(out_dir)
     tok = tiny_tokenizer(vocab_extra, added_specials, words)
     if chat_template:
         tok.chat_template = chat_template
     cfg = tiny_config(family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp, max_positions=max_positions)
+    return _save_random_init(cfg, tok, out_dir, seed)
+
+
+def _save_random_init(cfg, tok, out_dir: Path, seed: int) -> Path:
+    """A model of `cfg` with weights drawn under `seed`, saved with `tok` to `out_dir` (HF layout)."""
+    from transformers import AutoModelForCausalLM
+
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg)
     model.eval()
@@ -147,7 +153,6 @@ def make_shaped_checkpoint(shape: str, out_dir: str | Path, seed: int = 0, n_lay
     """Write a random-init checkpoint of the real model shape `shape` (a key of SHAPES) to `out_dir`, with a
     word-level tokenizer (`tiny_tokenizer`'s words, then w0, w1, ...) of exactly its vocabulary size; return the
     path. `n_layers` overrides the depth (fewer layers, same width and vocabulary)."""
-    from transformers import AutoModelForCausalLM
 
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(SHAPES)}")
@@ -159,9 +164,4 @@ def make_shaped_checkpoint(shape: str, out_dir: str | Path, seed: int = 0, n_lay
     tok = tiny_tokenizer(0)
     tok = tiny_tokenizer(vocab - len(tok))
     cfg = tiny_config(family, len(tok), **spec)
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(cfg)
-    model.eval()
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir
+    return _save_random_init(cfg, tok, out_dir, seed)
