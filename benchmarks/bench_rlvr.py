@@ -17,14 +17,16 @@ A "step" below is one rollout batch with its optimizer steps. Rollout: our KV-ca
 Each thread count runs the two samplers alternately, then the two trainers alternately (`--repeats` times each,
 best median kept), so a change in machine load hits both. Floor: the FLOPs of the forwards and backwards no
 trainer can skip (`floor_flops`: the rollout's prefill of each distinct prompt once and one forward per generated
-token, the old-log-prob forward, and the mini-batch forward+backward passes at 3× a forward, with 2·params·tokens
-per forward (params: every matrix of the decoder blocks, and the output head at the positions that predict a
-generated token) plus the attention terms), divided by this machine's fp32 matmul rate measured at the same thread
-count (the best of a square 1024³ product and the model's own MLP shape). The training forwards are counted in full
-for every completion (a prompt's forward shared by its G completions would be less). Ours also re-scores the batch
-after the update (the realized entropy change), one forward that the floor does not count. OMP_WAIT_POLICY
-defaults to PASSIVE here (set it to override): on a shared 2-core machine spinning OpenMP threads made 2-thread
-steps 10× slower.
+token, and the mini-batch forward+backward passes at 3× a forward over each distinct prompt once plus every response
+token, with 2·params·tokens per forward (params: every matrix of the decoder blocks, and the output head at the
+positions that predict a generated token) plus the attention terms), divided by this machine's fp32 matmul rate
+measured at the same thread count (the best of a square 1024³ product and the model's own MLP shape). Not in the
+floor, because a trainer can skip them: the old-log-prob forward (ours takes the sampler's own log-probs on the CPU
+at float32) and a prompt's repeats in the training forwards (ours runs each distinct prompt of a micro-batch once;
+with `--minibatch-split groups` every mini-batch holds whole groups, so each prompt runs once per step, the floor's
+count). Ours also re-scores the batch after the update (the realized entropy change), one forward that the floor
+does not count. OMP_WAIT_POLICY defaults to PASSIVE here (set it to override): on a shared 2-core
+machine spinning OpenMP threads made 2-thread steps 10× slower.
 TRL is needed only here (`pip install trl`); without it the TRL row is skipped with a note.
 """
 
@@ -89,11 +91,11 @@ def make_world(root: Path, shape: str = "toy", layers: int | None = None) -> tup
     return model, data, rows
 
 
-def bench_ours(model: Path, data: Path, root: Path, steps: int, setup: Setup) -> dict:
+def bench_ours(model: Path, data: Path, root: Path, steps: int, setup: Setup, split: str = "rows") -> dict:
     cfg = RLVRConfig(
         model=str(model), data=str(data), task="arithmetic", steps=steps, eval_every=0, checkpoint_every=0,
         prompts_per_step=setup.prompts, group_size=setup.group, max_new_tokens=setup.max_new,
-        minibatches=setup.minibatches, n_eval=16, progress=False, prompt_format="raw",
+        minibatches=setup.minibatches, n_eval=16, progress=False, prompt_format="raw", minibatch_split=split,
     )  # fmt: skip
     cpu = [time.process_time()]
     run = train(cfg, root / "ours", callbacks=[lambda step, model, row: cpu.append(time.process_time())])
@@ -258,17 +260,23 @@ def forward_flops(arch: dict, body_tokens: float, head_tokens: float, mean_conte
 
 def floor_flops(arch: dict, prompt_len: float, response_len: float, sequences: int, prompts: int) -> dict[str, float]:
     """The unavoidable FLOPs of one step (see the module docstring) for `sequences` rows of `prompt_len`
-    prompt and `response_len` (mean) generated tokens, without padding; the rollout prefills the `prompts`
-    distinct prompts once."""
-    body = sequences * (prompt_len + response_len - 1)  # the last generated token is never fed back
+    prompt and `response_len` (mean) generated tokens, without padding, `prompts` distinct prompts: the rollout
+    (prefill of each distinct prompt once, then one forward per generated token) and the mini-batch forward+backward
+    passes (3× a forward) over each distinct prompt once and every response token. The old-log-prob forward is not
+    in the floor (the sampler's own log-probs serve), nor are a prompt's repeats in the training forwards; both are
+    reported (`*_not_in_floor`), as is the re-scoring forward that only ours runs (the realized entropy change)."""
+    body = prompts * prompt_len + sequences * (response_len - 1)  # the last generated token is never fed back
     head = sequences * response_len  # one distribution per generated token
     ctx = (prompt_len + response_len) / 2
-    one = forward_flops(arch, body, head, ctx)
+    shared = forward_flops(arch, body, head, ctx)
+    repeated = forward_flops(arch, sequences * (prompt_len + response_len - 1), head, ctx)
     prefill = forward_flops(arch, prompts * prompt_len, 0, prompt_len / 2)
     decode = forward_flops(arch, sequences * (response_len - 1), head, prompt_len + response_len / 2)
-    parts = {"rollout": prefill + decode, "old_logprob_forward": one, "minibatch_fwd_bwd": 3 * one}
+    parts = {"rollout": prefill + decode, "minibatch_fwd_bwd": 3 * shared}
     parts["total"] = sum(parts.values())
-    parts["rescore_forward_not_in_floor"] = one
+    parts["old_logprob_forward_not_in_floor"] = repeated
+    parts["prompt_repeats_in_fwd_bwd_not_in_floor"] = 3 * (repeated - shared)
+    parts["rescore_forward_not_in_floor"] = shared
     return parts
 
 
@@ -310,7 +318,7 @@ def bench_threads(threads: int, model: Path, data: Path, rows: list[dict], root:
         return result
     ours, trl_runs = [], []
     for rep in range(args.repeats):  # alternate the two trainers so that a change in machine load hits both
-        ours.append(bench_ours(model, data, root / f"t{threads}-rep{rep}", args.steps, setup))
+        ours.append(bench_ours(model, data, root / f"t{threads}-rep{rep}", args.steps, setup, args.minibatch_split))
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
         trl_runs.append(bench_trl(model, rows, args.steps, setup))
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
@@ -369,6 +377,10 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=None, help="completions per prompt (G)")
     ap.add_argument("--max-new", type=int, default=None, help="new tokens at most per completion")
     ap.add_argument("--minibatches", type=int, default=None, help="optimizer steps per rollout batch")
+    ap.add_argument(
+        "--minibatch-split", default="rows", choices=["rows", "groups"],
+        help="our mini-batches: shuffled completions (the trainer's default, as TRL) or whole prompt groups (verl)",
+    )  # fmt: skip
     ap.add_argument("--steps", type=int, default=5, help="rollout batches per trainer (the first is warm-up)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts, each run in turn")
     ap.add_argument("--repeats", type=int, default=2, help="alternating repetitions of the two trainers")
@@ -393,11 +405,12 @@ def main() -> None:
             "shape": args.shape,
             "architecture": architecture(model),
             "setup": asdict(setup),
+            "minibatch_split": args.minibatch_split,
             "by_threads": {str(t): bench_threads(t, model, data, rows, root, setup, args) for t in args.threads},
         }
     text = json.dumps(result, indent=2)
     print(text)
-    print(f"shape {args.shape}: {result['setup']}")
+    print(f"shape {args.shape}: {result['setup']}, our mini-batches split by {args.minibatch_split}")
     for t, r in result["by_threads"].items():
         print(summary(t, r))
     if args.out:

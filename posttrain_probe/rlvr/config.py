@@ -60,6 +60,7 @@ class RLVRConfig:
     max_grad_norm: float = 1.0
     minibatches: int = 4
     micro_batch_size: int | None = None  # sequences per forward; None = the whole mini-batch
+    minibatch_split: str = "rows"  # rows: shuffled completions (TRL) | groups: whole prompt groups (verl)
     adv_scale: str = "std"
     adv_eps: float = 1e-6
     adv_unbiased_std: bool = True
@@ -120,6 +121,16 @@ class RLVRConfig:
         need(
             isinstance(self.minibatches, int) and 1 <= self.minibatches <= batch,
             f"minibatches={self.minibatches} must be between 1 and prompts_per_step*group_size={batch}",
+        )
+        need(
+            self.minibatch_split in ("rows", "groups"),
+            f"minibatch_split={self.minibatch_split!r} must be 'rows' (shuffled completions) or 'groups' (whole "
+            "prompt groups)",
+        )
+        need(
+            self.minibatch_split == "rows" or self.minibatches <= self.prompts_per_step,
+            f"minibatch_split='groups' needs minibatches={self.minibatches} <= prompts_per_step="
+            f"{self.prompts_per_step} (each mini-batch holds whole groups); lower minibatches or split by rows",
         )
         need(
             self.micro_batch_size is None or self.micro_batch_size >= 1,

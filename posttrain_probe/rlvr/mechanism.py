@@ -85,7 +85,7 @@ class FirstMinibatchProbe:
     """Full logits at the first mini-batch's target positions before the step's first optimizer update
     (`before`, called while the model is still the rollout policy) and right after it (`after_step(0)`)."""
 
-    def __init__(self, s: Any, batch: dict[str, torch.Tensor], rows: torch.Tensor) -> None:
+    def __init__(self, s: Any, batch: dict[str, Any], rows: torch.Tensor) -> None:
         self.s, self.batch, self.rows = s, batch, rows
         self.before = self._logits()  # (N, V)
         self.after: torch.Tensor | None = None

@@ -21,7 +21,12 @@ from typing import Any
 
 import torch
 
-from posttrain_probe.rlvr.entropy import position_ids_from_mask
+from posttrain_probe.rlvr.entropy import (
+    cache_argument,
+    distinct_rows,
+    logp_entropy_from_logits,
+    position_ids_from_mask,
+)
 
 
 @dataclass
@@ -33,6 +38,8 @@ class Rollout:
     response_ids: torch.Tensor  # (B, R) right-padded with pad_id
     response_mask: torch.Tensor  # (B, R) bool
     finished: torch.Tensor  # (B,) bool: ended with a stop token (else truncated at max_new_tokens)
+    logp: torch.Tensor | None = None  # (B, R) float32 log π(token) of the sampling distribution, 0 on padding
+    entropy: torch.Tensor | None = None  # (B, R) float32 H of the sampling distribution (nats), 0 on padding
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -45,13 +52,20 @@ class Rollout:
         target = torch.cat([torch.zeros_like(self.prompt_mask, dtype=torch.bool), self.response_mask], dim=1)
         return ids, attn, target
 
+    def full_scores(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(log π, H) of the sampling distributions on the (B, P + R) layout of `full`, 0 off the response; None
+        for a greedy rollout."""
+        if self.logp is None or self.entropy is None:
+            return None
+        zeros = torch.zeros(self.prompt_ids.shape, dtype=self.logp.dtype, device=self.logp.device)
+        return torch.cat([zeros, self.logp], dim=1), torch.cat([zeros, self.entropy], dim=1)
+
 
 def _cache_kwarg(model: torch.nn.Module) -> str:
-    params = inspect.signature(model.forward).parameters
-    for name in ("cache", "past_key_values"):
-        if name in params:
-            return name
-    raise ValueError(f"{type(model).__name__}.forward takes no KV cache argument; it cannot be sampled here")
+    name = cache_argument(model)
+    if name is None:
+        raise ValueError(f"{type(model).__name__}.forward takes no KV cache argument; it cannot be sampled here")
+    return name
 
 
 def _returned_cache(out: Any) -> Any:
@@ -74,14 +88,9 @@ def new_cache(model: torch.nn.Module, cache_name: str) -> dict[str, Any]:
 
 
 def _distinct_rows(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(first, inverse): one row index per distinct (ids, mask) row, and for each row the index of its distinct
-    row in `first`; None when every row is distinct."""
-    distinct, inverse = torch.unique(torch.cat([ids, mask.to(ids.dtype)], dim=1), dim=0, return_inverse=True)
-    if len(distinct) == len(ids):
-        return None
-    first = torch.zeros(len(distinct), dtype=torch.long, device=ids.device)
-    first.scatter_(0, inverse, torch.arange(len(ids), device=ids.device))  # any copy: they are equal
-    return first, inverse
+    """`distinct_rows` of the prompt batch, or None when every row is distinct."""
+    first, inverse = distinct_rows(ids, mask)
+    return None if len(first) == len(ids) else (first, inverse)
 
 
 def _prefill(
@@ -171,11 +180,15 @@ def sample(
     attn_buf[:, : attn.shape[1]] = attn
     width = attn.shape[1]
     tokens = torch.full((batch, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)
+    entropies = torch.zeros_like(logps)
     alive = torch.ones(batch, dtype=torch.bool, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     n_steps = 0
     for t in range(max_new_tokens):
         tok = draw_tokens(logits, None if uniforms is None else uniforms[:, t], temperature)
+        if temperature > 0:  # the rollout policy's log π and H, as `score_tokens` computes them from logits
+            logps[:, t], entropies[:, t] = logp_entropy_from_logits(logits, tok, temperature)
         tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
         tokens[:, t] = tok
         n_steps = t + 1
@@ -202,4 +215,7 @@ def sample(
     stops_before = torch.cumsum(is_stop.long(), dim=1) - is_stop.long()
     mask = stops_before.eq(0)
     tokens = tokens.masked_fill(~mask, pad_id)
-    return Rollout(prompt_ids, prompt_mask.long(), tokens, mask, finished)
+    if temperature == 0:
+        return Rollout(prompt_ids, prompt_mask.long(), tokens, mask, finished)
+    logps, entropies = logps[:, :n_steps] * mask, entropies[:, :n_steps] * mask
+    return Rollout(prompt_ids, prompt_mask.long(), tokens, mask, finished, logps, entropies)

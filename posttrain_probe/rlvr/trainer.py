@@ -1,14 +1,16 @@
 """The RLVR loop: one readable function per stage, CleanRL style.
 
 Per step:  prompts (seeded order) → G samples each at temperature 1 (KV cache, seeded uniforms) →
-rewards → group advantages → old log-probs and entropies (no grad, same micro-batches as training) →
+rewards → group advantages → old log-probs and entropies (the sampler's own at float32 without autocast; else one
+no-grad forward in the training micro-batches) →
 M mini-batches, one optimizer step each (ρ ≠ 1 after the first) → the same tokens re-scored under the
 new policy (the REALIZED entropy change) → one metrics row (metrics.jsonl) → checkpoint every N steps.
 
 Common random numbers: the prompts of step s, the sampling uniforms, the mini-batch split and Clip-Cov's
 random picks are all drawn from generators seeded by (seed, step, purpose), never from global state, so
 two runs with the same seed differ only by their intervention, and a resumed run continues exactly.
-Dropout is off (the model stays in eval mode) so that log π_old and the first mini-batch's log π agree.
+Dropout is off (the model stays in eval mode) so that log π_old and the first mini-batch's log π agree (to float
+rounding: the sampler's incremental forward and the training forward multiply matrices of other shapes).
 
 Run directory:
     config.json          the resolved RLVRConfig
@@ -38,7 +40,7 @@ from safetensors.torch import save_file
 from posttrain_probe.rlvr import checkpoint as ckpt
 from posttrain_probe.rlvr.advantages import group_advantages, nonzero_variance_groups
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
-from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, score_tokens, steer_omega
+from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, score_tokens_shared_prefix, steer_omega
 from posttrain_probe.rlvr.losses import Selection, policy_loss, select_tokens
 from posttrain_probe.rlvr.mechanism import MECHANISM_KEYS, FirstMinibatchProbe, mechanism_metrics
 from posttrain_probe.rlvr.sampler import Rollout, sample
@@ -141,20 +143,27 @@ def _trim(attn: torch.Tensor) -> slice:
 
 
 def _score_rows(
-    s: Session, model: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor
+    s: Session, model: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor, prompt_width: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π and H on `target` for a group of rows (one micro-batch), with all-pad columns trimmed. Under
+    """log π and H on `target` for a group of rows (one micro-batch), with all-pad columns trimmed; the first
+    `prompt_width` columns are the prompt, run once per distinct prompt (a group's G completions share it). Under
     autocast only the decoder body runs in bf16 (see `output_head`); log π and H are fp32."""
     cols = _trim(attn)
+    prefix = prompt_width - cols.start
     with autocast_context(s.device, s.autocast):
-        logp, ent = score_tokens(
-            model, ids[:, cols], attn[:, cols], target[:, cols], s.cfg.entropy_chunk, s.cfg.temperature
+        logp, ent = score_tokens_shared_prefix(
+            model, ids[:, cols], attn[:, cols], target[:, cols], prefix, s.cfg.entropy_chunk, s.cfg.temperature
         )
     full_logp = torch.zeros(ids.shape, dtype=logp.dtype, device=ids.device)
     full_ent = torch.zeros_like(full_logp)
     full_logp[:, cols] = logp
     full_ent[:, cols] = ent
     return full_logp, full_ent
+
+
+def _score_batch_rows(s: Session, model: Any, batch: dict[str, Any], rows: torch.Tensor):
+    """`_score_rows` of the batch's `rows`."""
+    return _score_rows(s, model, batch["ids"][rows], batch["attn"][rows], batch["target"][rows], batch["prompt_width"])
 
 
 def _micro_groups(rows: torch.Tensor, micro: int | None) -> list[torch.Tensor]:
@@ -168,7 +177,7 @@ Scored = list[tuple[torch.Tensor, torch.Tensor]]  # per micro-batch: log π and 
 def _score_all(
     s: Session,
     model: Any,
-    batch: dict[str, torch.Tensor],
+    batch: dict[str, Any],
     groups: list[list[torch.Tensor]],
     known: Scored | None = None,
 ):
@@ -182,12 +191,19 @@ def _score_all(
                 lp, en = known[mi]
                 lp, en = lp.detach(), en.detach()
             else:
-                lp, en = _score_rows(s, model, batch["ids"][rows], batch["attn"][rows], batch["target"][rows])
+                lp, en = _score_batch_rows(s, model, batch, rows)
             logp[rows], ent[rows] = lp, en
     return logp, ent
 
 
-def _first_minibatch_scores(s: Session, batch: dict[str, torch.Tensor], groups: list[list[torch.Tensor]]) -> Scored:
+def _rollout_scores_are_exact(s: Session) -> bool:
+    """Whether the sampler's log π and H are the rollout policy's at full precision (float32 weights, no autocast),
+    so that they serve as the old log-probs. Under bf16 autocast the sampling head ran in bf16 while scoring runs
+    it in float32 (`output_head`), so old log-probs are recomputed by a forward instead."""
+    return s.autocast is None and all(p.dtype == torch.float32 for p in s.model.parameters())
+
+
+def _first_minibatch_scores(s: Session, batch: dict[str, Any], groups: list[list[torch.Tensor]]) -> Scored:
     """log π and H, with gradient, of the first mini-batch's micro-batches under the rollout policy.
 
     Before the first optimizer step the policy is the rollout policy, so these forwards are both the old
@@ -195,7 +211,7 @@ def _first_minibatch_scores(s: Session, batch: dict[str, torch.Tensor], groups: 
     the same bits with or without autograd): one forward of a quarter of the batch saved per step."""
     if not groups:
         return []
-    return [_score_rows(s, s.model, batch["ids"][r], batch["attn"][r], batch["target"][r]) for r in groups[0]]
+    return [_score_batch_rows(s, s.model, batch, rows) for rows in groups[0]]
 
 
 # ----------------------------------------------------------------------------------------------- update
@@ -208,7 +224,7 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> float:
 def _update(
     s: Session,
     step: int,
-    batch: dict[str, torch.Tensor],
+    batch: dict[str, Any],
     groups: list[list[torch.Tensor]],
     first: Scored = (),
     after_step: Callable[[int], None] | None = None,
@@ -231,7 +247,7 @@ def _update(
         mini_sel = None
         if cfg.loss.needs_selection and cfg.loss.selection_scope == "mini" and len(mini) > 1:
             # before the first step the current policy is the rollout policy: its log π are the old ones
-            cur = batch["old_logp"] if mb == 0 and first else _score_all(s, s.model, batch, [mini])[0]
+            cur = batch["old_logp"] if mb == 0 else _score_all(s, s.model, batch, [mini])[0]
             mini_sel = select_tokens(
                 cfg.loss, cur[mini_rows], batch["old_logp"][mini_rows], adv_tok[mini_rows], mask[mini_rows],
                 batch["old_ent"][mini_rows], derived_generator(cfg.seed, SEED_SELECT, step, mb),
@@ -243,7 +259,7 @@ def _update(
             if mb == 0 and first:
                 logp, ent = first[mi]
             else:
-                logp, ent = _score_rows(s, s.model, batch["ids"][rows], batch["attn"][rows], batch["target"][rows])
+                logp, ent = _score_batch_rows(s, s.model, batch, rows)
             m, a = mask[rows], adv_tok[rows]
             if mini_sel is not None:
                 sel = mini_sel.slice(slice(offset, offset + len(rows)))
@@ -279,6 +295,24 @@ def _update(
         grad_norms.append(norm)
         losses.append(mb_loss)
     return pg_weight, kl_mask, diags, grad_norms, losses
+
+
+def _minibatches(cfg: RLVRConfig, step: int, keep: torch.Tensor) -> list[torch.Tensor]:
+    """The rows of each optimizer mini-batch (seeded by step), without the rows `keep` drops. `minibatch_split`
+    "rows": a permutation of all completions cut in `minibatches` parts (TRL); "groups": a permutation of the prompts
+    cut in parts, each prompt with all its G completions (verl), so that a mini-batch runs each prompt once."""
+    gen = derived_generator(cfg.seed, SEED_MINIBATCH, step)
+    if cfg.minibatch_split == "groups":
+        g = cfg.group_size
+        prompts = torch.randperm(len(keep) // g, generator=gen)
+        parts = torch.tensor_split(prompts, min(cfg.minibatches, len(prompts)))
+        minis = [(part[:, None] * g + torch.arange(g)).flatten() for part in parts]  # (P_m * G,) prompt-major
+        minis = [m[keep[m]] for m in minis]
+    else:
+        order = torch.randperm(len(keep), generator=gen)
+        order = order[keep[order]]
+        minis = list(torch.tensor_split(order, min(cfg.minibatches, max(1, len(order)))))
+    return [m for m in minis if len(m)]
 
 
 def _weights_of(sel: Selection, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -324,17 +358,20 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
     varied = nonzero_variance_groups(rewards, cfg.group_size)
     keep = varied.repeat_interleave(cfg.group_size) if cfg.dynamic_sampling else torch.ones_like(rewards).bool()
     ids, attn, target = rollout.full()
-    batch = {"ids": ids, "attn": attn, "target": target}
+    batch: dict[str, Any] = {"ids": ids, "attn": attn, "target": target, "prompt_width": rollout.prompt_ids.shape[1]}
     batch["adv_tok"] = adv.to(s.device)[:, None] * target
-    order = torch.randperm(len(rewards), generator=derived_generator(cfg.seed, SEED_MINIBATCH, step))
-    order = order[keep[order]].to(s.device)
-    minis = [m for m in torch.tensor_split(order, min(cfg.minibatches, max(1, len(order)))) if len(m)]
+    minis = [m.to(s.device) for m in _minibatches(cfg, step, keep)]
     groups = [_micro_groups(m, cfg.micro_batch_size) for m in minis]
     dropped = (~keep).nonzero().flatten().to(s.device)  # scored for the metrics, never trained on
     scored = groups + ([_micro_groups(dropped, cfg.micro_batch_size)] if len(dropped) else [])
 
-    first = _first_minibatch_scores(s, batch, groups)
-    batch["old_logp"], batch["old_ent"] = _score_all(s, s.model, batch, scored, first or None)
+    rollout_scores = rollout.full_scores() if _rollout_scores_are_exact(s) else None
+    if rollout_scores is not None:  # the sampler's own log π and H: no old-log-prob forward
+        first: Scored = []
+        batch["old_logp"], batch["old_ent"] = rollout_scores
+    else:
+        first = _first_minibatch_scores(s, batch, groups)
+        batch["old_logp"], batch["old_ent"] = _score_all(s, s.model, batch, scored, first or None)
     batch["ref_logp"] = torch.zeros_like(batch["old_logp"])
     if s.ref_model is not None:
         batch["ref_logp"], _ = _score_all(s, s.ref_model, batch, groups)
@@ -449,9 +486,12 @@ def evaluate(s: Session, batch_prompts: int = 64) -> dict[str, float]:
         probs = [p for p in problems for _ in range(cfg.eval_samples)]
         sampled += [s.reward_fn(t, p) for t, p in zip(_completions(s, r), probs)]
         ids, attn, target = r.full()
-        for rows in _micro_groups(torch.arange(len(ids), device=s.device), cfg.micro_batch_size):
-            _, ent = _score_rows(s, s.model, ids[rows], attn[rows], target[rows])
-            entropy += float(ent[target[rows]].sum())
+        if _rollout_scores_are_exact(s):
+            entropy += float(r.entropy[r.response_mask].sum())
+        else:
+            for rows in _micro_groups(torch.arange(len(ids), device=s.device), cfg.micro_batch_size):
+                _, ent = _score_rows(s, s.model, ids[rows], attn[rows], target[rows], r.prompt_ids.shape[1])
+                entropy += float(ent[target[rows]].sum())
         n_tok += int(target.sum())
     return {
         "eval_accuracy_greedy": float(np.mean([g >= 1.0 for g in greedy])),

@@ -1,4 +1,5 @@
-"""Token scoring on tiny models of three architectures equals the HF forward with left padding."""
+"""Token scoring on tiny models of three architectures equals the HF forward with left padding; the shared-prefix
+scorer equals the plain one (values and gradients) on every family, sliding-window attention included."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 from posttrain_probe.rlvr.entropy import (
     check_head_matches_forward,
     score_tokens,
+    score_tokens_shared_prefix,
 )
 
 
@@ -43,3 +45,62 @@ def test_score_tokens_equals_the_hf_forward_with_left_padding(tiny_model):
         assert torch.allclose(logp[b, 4:], ref_logp[3 - start :], atol=1e-4)
         assert torch.allclose(ent[b, 4:], ref_ent[3 - start :], atol=1e-4)
     assert check_head_matches_forward(tiny_model, ids[:1]) < 1e-4
+
+
+def _grouped_batch(vocab: int, prompt_len: int, response_len: int, seed: int = 0):
+    """3 distinct prompts (two left-padded) × 4 completions (two right-padded): ids, attn, target (B, P + R)."""
+    g = torch.Generator().manual_seed(seed)
+    prompts = torch.randint(5, vocab, (3, prompt_len), generator=g)
+    pmask = torch.ones_like(prompts)
+    pmask[0, :2] = 0
+    pmask[1, :1] = 0
+    prompts[pmask == 0] = 1
+    ids = torch.cat([prompts.repeat_interleave(4, 0), torch.randint(5, vocab, (12, response_len), generator=g)], 1)
+    attn = torch.cat([pmask.repeat_interleave(4, 0), torch.ones(12, response_len, dtype=torch.long)], 1)
+    attn[3, -2:] = 0  # finished early: right padding
+    attn[5, -1:] = 0
+    target = torch.zeros_like(attn, dtype=torch.bool)
+    target[:, prompt_len:] = attn[:, prompt_len:].bool()
+    return ids, attn, target
+
+
+def _scores_and_grads(model, fn, *args):
+    model.zero_grad(set_to_none=True)
+    logp, ent = fn(model, *args)
+    (logp.sum() + 0.5 * ent.sum()).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logp.detach(), ent.detach(), grads
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
+def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from posttrain_probe.testing import make_tiny_checkpoint, tiny_config, tiny_tokenizer
+
+    if family in ("gemma2", "gemma3"):  # a window shorter than the sequences, so the sliding layers truncate
+        cfg = tiny_config(family, len(tiny_tokenizer()))
+        cfg.sliding_window = 4
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(cfg)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(make_tiny_checkpoint(family, tmp_path / family))
+    model.eval()
+    ids, attn, target = _grouped_batch(model.config.vocab_size, prompt_len=6, response_len=5)
+    lp0, en0, g0 = _scores_and_grads(model, score_tokens, ids, attn, target, 3)
+    lp1, en1, g1 = _scores_and_grads(model, score_tokens_shared_prefix, ids, attn, target, 6, 3)
+    assert (lp1[~target] == 0).all() and (en1[~target] == 0).all()
+    assert torch.allclose(lp1, lp0, atol=1e-5) and torch.allclose(en1, en0, atol=1e-5)
+    assert g0.keys() == g1.keys() and g0
+    for name in g0:
+        scale = g0[name].abs().max().clamp(min=1e-6)
+        assert (g1[name] - g0[name]).abs().max() / scale < 1e-4, name
+
+
+def test_shared_prefix_scoring_refuses_targets_inside_the_prefix(tiny_model):
+    ids, attn, target = _grouped_batch(tiny_model.config.vocab_size, prompt_len=6, response_len=5)
+    target[:, 5] = True
+    with pytest.raises(ValueError, match="inside the shared prefix"):
+        score_tokens_shared_prefix(tiny_model, ids, attn, target, 6)
+    with pytest.raises(ValueError, match="prefix_width"):
+        score_tokens_shared_prefix(tiny_model, ids, attn, target, 0)

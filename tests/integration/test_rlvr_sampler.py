@@ -89,3 +89,18 @@ def test_repeated_prompts_are_prefilled_once_and_sample_as_if_each_ran(tiny, mon
     assert torch.equal(shared.response_ids, alone.response_ids)
     assert torch.equal(shared.response_mask, alone.response_mask)
     assert torch.equal(greedy.response_ids, sample(tiny, ids, mask, 8, [3], 1, 0.0).response_ids)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sampled_log_probs_and_entropies_equal_scoring_the_rollout(tiny, temperature):
+    from posttrain_probe.rlvr.entropy import score_tokens
+
+    ids, mask = _prompts()
+    r = sample(tiny, ids, mask, 8, [3, 11], 1, temperature, torch.Generator().manual_seed(2))
+    full_ids, attn, target = r.full()
+    with torch.no_grad():
+        logp, ent = score_tokens(tiny, full_ids, attn, target, temperature=temperature)
+    got_logp, got_ent = r.full_scores()
+    assert (got_logp[~target] == 0).all() and (got_ent[~target] == 0).all()
+    assert torch.allclose(got_logp, logp, atol=1e-5) and torch.allclose(got_ent, ent, atol=1e-5)
+    assert sample(tiny, ids, mask, 4, [3], 1, 0.0).full_scores() is None  # greedy: no sampling distribution

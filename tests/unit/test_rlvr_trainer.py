@@ -36,3 +36,29 @@ def test_shipped_configs_parse():
     assert configs, "experiments/configs/rlvr_*.yaml are missing"
     names = {RLVRConfig.from_yaml(p).loss.name for p in configs}
     assert {"grpo", "clip_higher", "entropy_bonus", "clip_cov", "kl_cov", "steer"} <= names
+
+
+def test_minibatches_by_groups_hold_whole_groups_and_by_rows_a_permutation():
+    import torch
+
+    from posttrain_probe.rlvr.trainer import _minibatches
+
+    keep = torch.ones(6 * 4, dtype=torch.bool)
+    keep[8:12] = False  # prompt 2's group dropped (dynamic sampling)
+    for split in ("rows", "groups"):
+        cfg = RLVRConfig(prompts_per_step=6, group_size=4, minibatches=3, minibatch_split=split)
+        minis = _minibatches(cfg, 5, keep)
+        rows = torch.cat(minis)
+        assert sorted(rows.tolist()) == [i for i in range(24) if keep[i]]
+        assert all(torch.equal(a, b) for a, b in zip(minis, _minibatches(cfg, 5, keep)))  # seeded by step
+        assert not all(torch.equal(a, b) for a, b in zip(minis, _minibatches(cfg, 6, keep)))
+        if split == "groups":
+            for m in minis:
+                prompts = set((m // 4).tolist())
+                assert sorted(m.tolist()) == sorted(p * 4 + j for p in prompts for j in range(4))
+        else:  # some mini-batch mixes completions of a prompt with other prompts' (a permutation of rows)
+            assert any(len(set((m // 4).tolist())) * 4 != len(m) for m in minis)
+    with pytest.raises(ConfigError, match="minibatch_split"):
+        RLVRConfig(minibatch_split="prompts")
+    with pytest.raises(ConfigError, match="whole groups"):
+        RLVRConfig(prompts_per_step=2, minibatches=4, minibatch_split="groups")
