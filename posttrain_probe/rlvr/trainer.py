@@ -29,6 +29,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -342,17 +343,31 @@ def _check_rewards(rewards: torch.Tensor, problems: Sequence[Any], step: int, ta
         )
 
 
-def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _sample_step(s: Session, step: int) -> tuple[list[int], Rollout, float]:
+    """The problems of `step`, their G samples each (seeded by step: the same whenever they are drawn) and the
+    seconds the sampling took."""
     cfg = s.cfg
-    t0 = time.perf_counter()
+    t = time.perf_counter()
     idx = prompt_indices(step, len(s.train_prompts), cfg.prompts_per_step, cfg.seed)
     prompts = [s.train_prompts[i] for i in idx for _ in range(cfg.group_size)]  # prompt-major
     rollout = _rollout(s, prompts, derived_generator(cfg.seed, SEED_SAMPLE, step), cfg.temperature)
+    return idx, rollout, time.perf_counter() - t
+
+
+def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    cfg = s.cfg
+    t0 = time.perf_counter()
+    prefetched, s.prefetched = s.prefetched, None
+    t_earlier = 0.0  # sampling seconds spent during the previous step (workers=2), not in this step's wall time
+    if prefetched is not None and prefetched[0] == step:
+        _, idx, rollout, t_earlier = prefetched
+    else:
+        idx, rollout, _ = _sample_step(s, step)
     texts = _completions(s, rollout)
     problems = [s.train_problems[i] for i in idx for _ in range(cfg.group_size)]
     rewards = torch.tensor([s.reward_fn(t, p) for t, p in zip(texts, problems)], dtype=torch.float32)
     _check_rewards(rewards, problems, step, cfg.task)
-    t_rollout = time.perf_counter() - t0
+    t_rollout = time.perf_counter() - t0 + t_earlier  # the rollout's own time, wherever it ran
 
     adv = group_advantages(rewards, cfg.group_size, cfg.adv_scale, cfg.adv_eps, cfg.adv_unbiased_std)
     varied = nonzero_variance_groups(rewards, cfg.group_size)
@@ -388,7 +403,13 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
     with warnings.catch_warnings():  # a step with no optimizer update (all groups dropped) is fine here
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
         s.scheduler.step()
-    new_logp, new_ent = _score_all(s, s.model, batch, scored)
+    if cfg.workers > 1 and step < cfg.steps:  # the next step's sampling beside this step's re-scoring
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            rescored = pool.submit(_score_all, s, s.model, batch, scored)
+            s.prefetched = (step + 1, *_sample_step(s, step + 1))
+            new_logp, new_ent = rescored.result()
+    else:
+        new_logp, new_ent = _score_all(s, s.model, batch, scored)
     t_train = time.perf_counter() - t1
 
     dh = (new_ent - batch["old_ent"]) * mask
@@ -662,7 +683,7 @@ def train(config: RLVRConfig | str | Path, out_dir: str | Path, callbacks: Seque
     return _run(session, callbacks)
 
 
-_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device"})  # may change between a run and its resume
+_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "workers"})  # may change between a run and its resume
 
 
 def _check_same_run(path: Path, meta: dict[str, Any], cfg: RLVRConfig) -> None:
