@@ -13,10 +13,10 @@ A "step" below is one rollout batch with its optimizer steps. Rollout: our KV-ca
 (each prompt repeated G times; our sampler prefills each distinct prompt once) and as many distinct prompts.
 
     python benchmarks/bench_rlvr.py [--shape toy] [--steps 5] [--threads 2 1] [--repeats 2] [--out bench.json]
-        [--minibatch-split rows|groups] [--workers 1|2]
+        [--minibatch-split rows|groups] [--sample-ahead]
 
-`--workers 2` runs ours at 2 threads as two workers of one torch thread each (`RLVRConfig.workers`: the next step's
-sampling beside this step's re-scoring) instead of one worker with 2 intra-op threads; TRL keeps its 2 threads.
+`--sample-ahead` runs ours at 2 threads as two threads of work with one torch thread each (`RLVRConfig.sample_ahead`:
+the next step's sampling beside this step's re-scoring) instead of 2 intra-op threads; TRL keeps its 2 threads.
 
 Each thread count runs the two samplers alternately, then the two trainers alternately (`--repeats` times each,
 best median kept), so a change in machine load hits both. Floor: the FLOPs of the forwards and backwards no
@@ -96,20 +96,20 @@ def make_world(root: Path, shape: str = "toy", layers: int | None = None) -> tup
 
 
 def bench_ours(
-    model: Path, data: Path, root: Path, steps: int, setup: Setup, split: str = "rows", workers: int = 1
+    model: Path, data: Path, root: Path, steps: int, setup: Setup, split: str = "rows", ahead: bool = False
 ) -> dict:
     cfg = RLVRConfig(
         model=str(model), data=str(data), task="arithmetic", steps=steps, eval_every=0, checkpoint_every=0,
         prompts_per_step=setup.prompts, group_size=setup.group, max_new_tokens=setup.max_new,
         minibatches=setup.minibatches, n_eval=16, progress=False, prompt_format="raw", minibatch_split=split,
-        workers=workers,
+        sample_ahead=ahead,
     )  # fmt: skip
     cpu = [time.process_time()]
     threads = torch.get_num_threads()
     try:
         run = train(cfg, root / "ours", callbacks=[lambda step, model, row: cpu.append(time.process_time())])
     finally:
-        torch.set_num_threads(threads)  # workers=2 set one torch thread per worker
+        torch.set_num_threads(threads)  # sample_ahead set one torch thread
     rows = read_jsonl(run / "metrics.jsonl")[1:]  # the first step warms up
     # CPU seconds of steps 2 .. steps-1 (the last one also writes the final checkpoint)
     cpu_steps = [b - a for a, b in zip(cpu[1:-2], cpu[2:-1])]
@@ -329,9 +329,9 @@ def bench_threads(threads: int, model: Path, data: Path, rows: list[dict], root:
         return result
     ours, trl_runs = [], []
     for rep in range(args.repeats):  # alternate the two trainers so that a change in machine load hits both
-        workers = min(args.workers, threads)
+        ahead = args.sample_ahead and threads >= 2
         ours.append(bench_ours(model, data, root / f"t{threads}-rep{rep}", args.steps, setup, args.minibatch_split,
-                               workers))  # fmt: skip
+                               ahead))  # fmt: skip
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
         trl_runs.append(bench_trl(model, rows, args.steps, setup))
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
@@ -395,8 +395,8 @@ def main() -> None:
         help="our mini-batches: shuffled completions (the trainer's default, as TRL) or whole prompt groups (verl)",
     )  # fmt: skip
     ap.add_argument(
-        "--workers", type=int, default=1, choices=[1, 2],
-        help="ours at 2 threads: 2 = two workers of one torch thread (sampling beside re-scoring) instead of 2 threads",
+        "--sample-ahead", action="store_true",
+        help="ours at 2 threads: sampling beside re-scoring on two threads of one torch thread each (not 2 threads)",
     )  # fmt: skip
     ap.add_argument("--steps", type=int, default=5, help="rollout batches per trainer (the first is warm-up)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts, each run in turn")
@@ -423,14 +423,14 @@ def main() -> None:
             "architecture": architecture(model),
             "setup": asdict(setup),
             "minibatch_split": args.minibatch_split,
-            "workers": args.workers,
+            "sample_ahead": args.sample_ahead,
             "by_threads": {str(t): bench_threads(t, model, data, rows, root, setup, args) for t in args.threads},
         }
     text = json.dumps(result, indent=2)
     print(text)
     print(
         f"shape {args.shape}: {result['setup']}, our mini-batches split by {args.minibatch_split}, "
-        f"{args.workers} worker(s) at 2 threads"
+        f"sample ahead at 2 threads: {args.sample_ahead}"
     )
     for t, r in result["by_threads"].items():
         print(summary(t, r))

@@ -80,7 +80,7 @@ class RLVRConfig:
     dtype: str = "float32"  # weights (and optimizer state)
     autocast: str = "auto"  # forward passes: auto (bf16 on CUDA with float32 weights, off on the CPU) | bf16 | off
     threads: int | None = None
-    workers: int = 1  # 2: the re-scoring of step s runs beside the sampling of step s + 1 (CPU, 1 torch thread each)
+    sample_ahead: bool = False  # sample step s + 1 on a 2nd CPU thread beside step s's re-scoring (1 torch thread each)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -148,11 +148,10 @@ class RLVRConfig:
             "set dtype: float32 or autocast: off",
         )
         need(self.threads is None or self.threads >= 1, f"threads={self.threads} must be >= 1 or null")
-        need(self.workers in (1, 2), f"workers={self.workers!r} must be 1 or 2")
         need(
-            self.workers == 1 or (self.threads in (None, 1) and self.device == "cpu"),
-            f"workers=2 runs two CPU threads of work with one torch thread each; set threads to null or 1 and device "
-            f"to cpu (got threads={self.threads}, device={self.device!r}) or use workers=1",
+            not self.sample_ahead or (self.threads in (None, 1) and self.device == "cpu"),
+            f"sample_ahead runs two CPU threads of work with one torch thread each; set threads to null or 1 and "
+            f"device to cpu (got threads={self.threads}, device={self.device!r}), or turn sample_ahead off",
         )
 
     # -------------------------------------------------------------------------------------- (de)serialise

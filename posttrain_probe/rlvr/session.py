@@ -70,7 +70,7 @@ class Session:
     start_model: dict[str, Any]
     reward_fn: Callable[[str, Any], float]
     autocast: torch.dtype | None = None  # forward passes (sampling, scoring, training); the head and losses stay fp32
-    prefetched: Any = None  # workers=2: the next step's rollout, sampled beside this step's re-scoring (trainer.py)
+    prefetched: Any = None  # sample_ahead: the next step's rollout, sampled beside this step's re-scoring (trainer.py)
 
 
 def _resolve_model(source: str) -> tuple[str, dict[str, Any]]:
@@ -197,7 +197,7 @@ def setup_session(cfg: RLVRConfig, run_dir: Path, resume_from: Path | None) -> S
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    if cfg.workers > 1:  # each worker thread runs its ops on one core: no oversubscription, the numbers of 1 thread
+    if cfg.sample_ahead:  # each of the two threads runs its ops on one core: no oversubscription, 1 thread's numbers
         torch.set_num_threads(1)
     check_device(cfg.device, error=ConfigError)
     device = torch.device(resolve_device(cfg.device))

@@ -358,7 +358,7 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
     cfg = s.cfg
     t0 = time.perf_counter()
     prefetched, s.prefetched = s.prefetched, None
-    t_earlier = 0.0  # sampling seconds spent during the previous step (workers=2), not in this step's wall time
+    t_earlier = 0.0  # sampling seconds spent during the previous step (sample_ahead), not in this step's wall time
     if prefetched is not None and prefetched[0] == step:
         _, idx, rollout, t_earlier = prefetched
     else:
@@ -403,7 +403,7 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
     with warnings.catch_warnings():  # a step with no optimizer update (all groups dropped) is fine here
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
         s.scheduler.step()
-    if cfg.workers > 1 and step < cfg.steps:  # the next step's sampling beside this step's re-scoring
+    if cfg.sample_ahead and step < cfg.steps:  # the next step's sampling beside this step's re-scoring
         with ThreadPoolExecutor(max_workers=1) as pool:
             rescored = pool.submit(_score_all, s, s.model, batch, scored)
             s.prefetched = (step + 1, *_sample_step(s, step + 1))
@@ -683,7 +683,8 @@ def train(config: RLVRConfig | str | Path, out_dir: str | Path, callbacks: Seque
     return _run(session, callbacks)
 
 
-_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "workers"})  # may change between a run and its resume
+# may change between a run and its resume
+_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "sample_ahead"})
 
 
 def _check_same_run(path: Path, meta: dict[str, Any], cfg: RLVRConfig) -> None:
