@@ -1,10 +1,10 @@
 """The RLVR loop: one readable function per stage, CleanRL style.
 
-Per step:  prompts (seeded order) → G samples each at temperature 1 (KV cache, seeded uniforms) →
-rewards → group advantages → old log-probs and entropies (the sampler's own at float32 without autocast; else one
-no-grad forward in the training micro-batches) →
-M mini-batches, one optimizer step each (ρ ≠ 1 after the first) → the same tokens re-scored under the
-new policy (the REALIZED entropy change) → one metrics row (metrics.jsonl) → checkpoint every N steps.
+Per step:  prompts (seeded order) → G samples each at temperature 1 (KV cache, seeded uniforms) → rewards → group
+advantages → old log-probs and entropies (the sampler's own at float32 without autocast; else one no-grad forward
+in the training micro-batches) → M mini-batches, one optimizer step each (ρ ≠ 1 after the first) → the same tokens
+re-scored under the new policy (the REALIZED entropy change; prompt-major chunks) → one metrics row (metrics.jsonl)
+→ checkpoint every N steps. Every forward runs each distinct prompt of its rows once (`score_tokens_shared_prefix`).
 
 Common random numbers: the prompts of step s, the sampling uniforms, the mini-batch split and Clip-Cov's
 random picks are all drawn from generators seeded by (seed, step, purpose), never from global state, so
@@ -403,13 +403,16 @@ def _train_step(s: Session, step: int) -> tuple[dict[str, Any], dict[str, torch.
     with warnings.catch_warnings():  # a step with no optimizer update (all groups dropped) is fine here
         warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
         s.scheduler.step()
+    # re-scoring needs no particular grouping: prompt-major chunks of a mini-batch's size run each prompt once
+    chunk = cfg.micro_batch_size or (max(len(m) for m in minis) if minis else len(rewards))
+    rescore = [list(torch.split(torch.arange(len(rewards), device=s.device), chunk))]
     if cfg.sample_ahead and step < cfg.steps:  # the next step's sampling beside this step's re-scoring
         with ThreadPoolExecutor(max_workers=1) as pool:
-            rescored = pool.submit(_score_all, s, s.model, batch, scored)
+            rescored = pool.submit(_score_all, s, s.model, batch, rescore)
             s.prefetched = (step + 1, *_sample_step(s, step + 1))
             new_logp, new_ent = rescored.result()
     else:
-        new_logp, new_ent = _score_all(s, s.model, batch, scored)
+        new_logp, new_ent = _score_all(s, s.model, batch, rescore)
     t_train = time.perf_counter() - t1
 
     dh = (new_ent - batch["old_ent"]) * mask

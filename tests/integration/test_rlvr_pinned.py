@@ -1,9 +1,10 @@
 """Pinned numbers of short seeded RLVR runs: every metric, eval row, token dump and final weight.
 
 The pins (tests/rlvr_pinned.json) were last rewritten on 2026-12-07 (issue 17: each prompt's forward shared by its
-completions, the sampler's own log-probs as the old ones); against the previous pins sampled tokens, rewards and
-every count were unchanged and float metrics moved by at most 1.5e-3 relative (the Pearson r of tiny ΔH), 7e-5 for
-the others. A change that alters any logged number, bit for bit, fails here and must say which number changed and why.
+completions, the sampler's own log-probs as the old ones, re-scoring in prompt-major chunks); against the pins before
+that, sampled tokens, rewards and every count were unchanged and float metrics moved by at most 1.3e-3 relative (the
+Pearson r of tiny ΔH), 7e-5 for the others. A change that alters any logged number, bit for bit, fails here and must
+say which number changed and why.
 On torch 2.13.0 on the CPU, 2 threads, the comparison is exact; elsewhere (another torch build, a GPU) floating-point
 kernels differ, so numbers are compared to rel 1e-4 and the exact tensor hashes are skipped.
 
