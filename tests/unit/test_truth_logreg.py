@@ -106,6 +106,53 @@ def test_batched_fit_equals_one_problem_at_a_time(n, d):
             assert float(got.intercept[p]) == pytest.approx(float(alone.intercept), rel=1e-9, abs=1e-12)
 
 
+def test_large_problems_looped_in_place_equal_the_gathered_batch(monkeypatch):
+    """Problems above `_SMALL` entries are read one at a time in place (no gathered copy); the fits equal the
+    gathered, batched products' (forced here on small problems), with problems leaving the batch at different
+    iterations and a broadcast X shared by several masks."""
+    from posttrain_probe.probes.truth import logreg
+
+    X, y, _ = _masked_batch(120, 10, P=3)
+    masks = np.stack([np.arange(120) % 4 != k for k in range(4)])  # (F, N)
+    gathered = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=2.0)
+    monkeypatch.setattr(logreg, "_SMALL", 0)
+    looped = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=2.0)
+    assert len(set(gathered.n_iter.flatten().tolist())) > 1  # problems left at different iterations
+    np.testing.assert_array_equal(looped.n_iter.numpy(), gathered.n_iter.numpy())
+    np.testing.assert_allclose(looped.coef.numpy(), gathered.coef.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(looped.intercept.numpy(), gathered.intercept.numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("n,d", [(300, 40), (30, 40)])
+def test_float32_gram_reaches_the_float64_gram_optimum(n, d):
+    """The Hessian's Gram in float32 (the default) changes the Newton directions, not the optimum: the solution
+    equals the all-float64 solve's to the stopping tolerance, and both converge."""
+    X, y = _problem(n, d, 0.3, seed=n)
+    single = fit_logreg(X, y, C=5.0)
+    double = fit_logreg(X, y, C=5.0, gram_dtype=torch.float64)
+    assert bool(single.converged) and bool(double.converged)
+    scale = float(double.coef_std.abs().max())
+    np.testing.assert_allclose(single.coef_std.numpy(), double.coef_std.numpy(), rtol=0, atol=1e-7 * scale)
+    assert float(single.intercept_std) == pytest.approx(float(double.intercept_std), abs=1e-7 * scale)
+
+
+def test_finite_check_catches_nan_and_inf_and_overflowing_finite_sums():
+    """The one-sum check of X: NaN or ±Inf anywhere fails, finite values whose sum overflows float32 pass."""
+    from posttrain_probe.probes.truth.logreg import _all_finite
+
+    X = torch.ones(50, 7)
+    assert _all_finite(X)
+    big = torch.full((50, 7), 3e38)  # finite, but the float32 sum overflows to Inf
+    assert _all_finite(big) and not bool(torch.isfinite(big.sum()))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        Y = X.clone()
+        Y[31, 4] = bad
+        assert not _all_finite(Y)
+    Y = X.clone()
+    Y[0, 0], Y[1, 1] = float("inf"), -float("inf")  # sums to NaN
+    assert not _all_finite(Y)
+
+
 def test_masks_broadcast_over_shared_activations_without_copies():
     """X (G, 1, N, D) with masks (F, N) fits G × F problems, each the one of its own rows."""
     X, y, _ = _masked_batch(60, 8, P=3)
@@ -208,8 +255,9 @@ def test_newton_system_solves_equal_a_dense_solve(n, d):
     C = 0.7
     H = torch.diag_embed(pen.expand(3, -1)) + C * Zt.transpose(1, 2) @ (W.unsqueeze(-1) * Zt)
     K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < d else None
-    got = _solve(Zt, _factor(Zt, K, W, pen, C), g, C)
-    torch.testing.assert_close(got, torch.linalg.solve(H, g), rtol=1e-9, atol=1e-10)
+    for i in range(3):
+        got = _solve(Zt[i], _factor(Zt[i], None if K is None else K[i], W[i], pen, C), g[i], C)
+        torch.testing.assert_close(got, torch.linalg.solve(H[i], g[i]), rtol=1e-9, atol=1e-10)
 
 
 def test_auroc_equals_sklearns_with_ties_and_is_nan_for_one_class():
