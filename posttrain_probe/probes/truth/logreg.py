@@ -150,9 +150,9 @@ def _factor(Zt, K, W, pen, C: float, gram_dtype: torch.dtype = torch.float64) ->
     s = W.sqrt()  # (n,)
     if K is None:
         Zs = Zt.to(gram_dtype, copy=True).mul_(s.to(gram_dtype).unsqueeze(-1))  # (n, D+1) W^½ Ẑ
-        H = (Zs.T @ Zs).to(Zt.dtype).mul_(C)  # (D+1, D+1)
-        H.diagonal().add_(pen)
-        return (_cholesky(H.unsqueeze(0))[0],)
+        H = (Zs.T @ Zs).mul_(C)  # (D+1, D+1)
+        H.diagonal().add_(pen.to(gram_dtype))
+        return (_cholesky(H.unsqueeze(0))[0].to(Zt.dtype),)  # factored in gram_dtype too, applied in float64
     M = C * (s.unsqueeze(-1) * K * s)  # (n, n)
     M.diagonal().add_(1.0)
     L = _cholesky(M.unsqueeze(0))[0]
