@@ -240,7 +240,20 @@ def test_fit_probes_equals_fit_probe_for_every_group_and_fold():
                 np.testing.assert_array_equal(got.mu_true, alone.mu_true)
 
 
-@pytest.mark.parametrize("n,d", [(30, 8), (8, 30)])
+def test_lower_gram_by_panels_equals_the_full_gram():
+    from posttrain_probe.probes.truth.logreg import _gram_lower
+
+    A = torch.randn(70, 23, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = A.T @ A
+    for parts in (1, 2, 3, 4, 7):
+        G = _gram_lower(A, parts)
+        torch.testing.assert_close(G.tril(), full.tril(), rtol=1e-13, atol=1e-12)
+        upper = G.triu(1)  # outside the diagonal blocks left at zero, inside them AᵀA's own entries
+        torch.testing.assert_close(torch.where(upper != 0, upper - full, 0.0), torch.zeros_like(G), atol=1e-12, rtol=0)
+        assert parts == 1 or bool((upper == 0).any())  # blocks above the diagonal ones are skipped
+
+
+@pytest.mark.parametrize("n,d", [(30, 8), (8, 30), (300, 260)])  # 260: the Gram by lower panels
 def test_newton_system_solves_equal_a_dense_solve(n, d):
     """The Hessian solve (primal Cholesky for n ≥ d, Woodbury + block elimination of the intercept for n < d)
     equals H⁻¹g with H = diag(1, …, 1, 0) + C Ẑᵀ diag(W) Ẑ formed densely, so Newton keeps its quadratic rate."""

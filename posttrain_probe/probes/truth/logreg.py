@@ -145,18 +145,33 @@ def _chol_solve(L: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, b, upper=False), upper=True)
 
 
+def _gram_lower(A: torch.Tensor, parts: int) -> torch.Tensor:
+    """AᵀA's lower triangle (above the diagonal blocks: zeros) for A (n, k), by `parts` column panels: block-row a
+    is A_aᵀ A[:, :e_a], (parts + 1) / (2 parts) of the products of A.T @ A (a symmetric rank-k update, which torch
+    does not expose). Only for a consumer that reads the lower triangle alone (the Cholesky factorisation)."""
+    k = A.shape[-1]
+    if parts <= 1:
+        return A.T @ A
+    G = torch.zeros(k, k, dtype=A.dtype, device=A.device)
+    edges = [round(i * k / parts) for i in range(parts + 1)]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        G[lo:hi, :hi] = A[:, lo:hi].T @ A[:, :hi]
+    return G
+
+
 def _factor(Zt, K, W, pen, C: float, gram_dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, ...]:
     """What `_solve` needs to apply H⁻¹, H = diag(pen) + C Ẑᵀ diag(W) Ẑ, for one problem Zt (n, D+1), W (n,).
 
-    n ≥ D: the Cholesky factor of H ((D+1, D+1), O(n D²)), its Gram Ẑᵀ diag(W) Ẑ accumulated in `gram_dtype`
-    (float32: half the time, a Newton direction exact to ~1e-7 × cond(H), still solved in float64). n < D
+    n ≥ D: the Cholesky factor of H ((D+1, D+1), O(n D²)), its Gram Ẑᵀ diag(W) Ẑ (lower triangle only, by
+    panels) accumulated and factored in `gram_dtype` (float32: half the time, a Newton direction exact to
+    ~1e-7 × cond(H), applied to float64 gradients). n < D
     (K = Z Zᵀ (n, n) given): Woodbury, A⁻¹ = I − C Zᵀ S (I + C S K S)⁻¹ S Z with A = I + C Zᵀ W Z and S = W^½
     (an n × n factor, O(n² D)), the unpenalised intercept by block elimination (q = A⁻¹a with a = Zᵀ W 1, and
     the Schur complement)."""
     s = W.sqrt()  # (n,)
     if K is None:
         Zs = Zt.to(gram_dtype, copy=True).mul_(s.to(gram_dtype).unsqueeze(-1))  # (n, D+1) W^½ Ẑ
-        H = (Zs.T @ Zs).mul_(C)  # (D+1, D+1)
+        H = _gram_lower(Zs, min(4, Zs.shape[-1] // 128)).mul_(C)  # (D+1, D+1), lower triangle
         H.diagonal().add_(pen.to(gram_dtype))
         return (_cholesky(H.unsqueeze(0))[0].to(Zt.dtype),)  # factored in gram_dtype too, applied in float64
     M = C * (s.unsqueeze(-1) * K * s)  # (n, n)
