@@ -125,10 +125,11 @@ def test_large_problems_looped_in_place_equal_the_gathered_batch(monkeypatch):
 
 @pytest.mark.parametrize("n,d", [(300, 40), (30, 40)])
 def test_float32_gram_reaches_the_float64_gram_optimum(n, d):
-    """The Hessian's Gram in float32 (the default) changes the Newton directions, not the optimum: the solution
+    """The Hessian's Gram in float32 (the CPU default) changes the Newton directions, not the optimum: the solution
     equals the all-float64 solve's to the stopping tolerance, and both converge."""
     X, y = _problem(n, d, 0.3, seed=n)
-    single = fit_logreg(X, y, C=5.0)
+    single = fit_logreg(X, y, C=5.0)  # on the CPU the default is float32
+    torch.testing.assert_close(single.coef, fit_logreg(X, y, C=5.0, gram_dtype=torch.float32).coef, rtol=0, atol=0)
     double = fit_logreg(X, y, C=5.0, gram_dtype=torch.float64)
     assert bool(single.converged) and bool(double.converged)
     scale = float(double.coef_std.abs().max())

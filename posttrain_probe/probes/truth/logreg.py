@@ -13,12 +13,12 @@ intercept = b − coef·μ, so x·coef + intercept is the fitted decision value 
 Newton's method from w = 0, b = 0 with a backtracking (Armijo) line search and steps capped at `_MAX_STEP`. The
 Newton system is solved through the (D+1) × (D+1) Hessian (Cholesky) when a problem has at least as many rows as
 features, and in the N × N kernel space by the Woodbury identity when it has fewer, so a factorisation costs
-O(N·D·min(N, D)); in the quadratic phase the last factor is reused. The Hessian's Gram is accumulated in float32
-by default (the direction it gives is exact to ~1e-7 × cond(H); gradients, objective and solves are float64, so
-the optimum is float64's). Rows are compacted per problem, converged problems leave the batch, and problems are
-solved in chunks of bounded memory. The passes over a large problem's rows (its gradient, its decision values,
-its Gram) run one problem at a time in place: batched products over strided views and gathered copies of the
-active problems cost more than the arithmetic itself on a CPU.
+O(N·D·min(N, D)); in the quadratic phase the last factor is reused. On the CPU the Hessian's Gram is accumulated
+and factored in float32 (the direction it gives is exact to ~1e-7 × cond(H); gradients, objective and solves are
+float64, so the optimum is float64's). Rows are compacted per problem, converged problems leave the batch, and
+problems are solved in chunks of bounded memory. The passes over a large problem's rows (its gradient, its
+decision values, its Gram) run one problem at a time in place: batched products over strided views and gathered
+copies of the active problems cost more than the arithmetic itself on a CPU.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def fit_logreg(
     standardize: bool = True,
     device: str | torch.device | None = None,
     max_chunk_bytes: int = 2**29,
-    gram_dtype: torch.dtype = torch.float32,
+    gram_dtype: torch.dtype | None = None,
 ) -> LogRegFit:
     """Fit every problem of X (*B, N, D) with labels y (*B, N) (0/1) on the rows where mask (*B, N) is true (None:
     all rows); y and mask broadcast against X's batch dims, so one X can serve many masks without a copy.
@@ -325,10 +325,14 @@ def fit_logreg(
     coordinates) is at most tol × max(1, |θ|∞); it stops there or after max_iter iterations (steps with a reused
     factor count). standardize=False fits the raw features. device: where to solve (default: X's).
     max_chunk_bytes bounds the float64 working set of one chunk of problems. gram_dtype: the dtype the Hessian's
-    Gram is accumulated in (gradients, objective and solves stay float64, so the optimum does not depend on it)."""
+    Gram is accumulated and factored in (gradients, objective and solves stay float64, so the optimum does not
+    depend on it); None: float32 on the CPU (twice float64's matmul rate there), float64 on other devices (a GPU
+    may run float32 products in TF32, and H100-class ones multiply float64 as fast)."""
     Xe, ye, me, batch = _checked(X, y, mask, C, tol, max_iter)
     N, D = Xe.shape[-2:]
     dev = torch.device(device) if device is not None else Xe.device
+    if gram_dtype is None:
+        gram_dtype = torch.float32 if dev.type == "cpu" else torch.float64
     P = math.prod(batch)
     kw = dict(dtype=torch.float64, device=dev)
     coef, coef_std = torch.zeros(P, D, **kw), torch.zeros(P, D, **kw)
