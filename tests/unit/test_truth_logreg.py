@@ -154,6 +154,63 @@ def test_finite_check_catches_nan_and_inf_and_overflowing_finite_sums():
     assert not _all_finite(Y)
 
 
+def test_first_hessians_shared_by_problems_on_one_x_equal_each_problems_own():
+    """Folds of one X (leave-one-group-out masks, a feature constant within one group): the Hessian at θ = 0 derived
+    from the atoms' Grams equals the one `_factor` forms from each problem's standardised rows (weights ¼)."""
+    from posttrain_probe.probes.truth.logreg import _factor, _first_factors, _standardise
+
+    X, _ = _problem(90, 12, 1.0, seed=6)
+    X = torch.from_numpy(X)
+    groups = torch.arange(90) % 4
+    X[groups != 0, 5] = 3.0  # constant on the rows of every fold that leaves group 0 out
+    masks = torch.stack([groups != k for k in range(4)])  # (4, 90)
+    C, D = 0.8, X.shape[1]
+    sds, consts, own = [], [], []
+    for mk in masks:
+        Z = X[mk].clone()
+        _, sd, const = _standardise(Z, len(Z), True)
+        Zt = torch.cat([Z, torch.ones(len(Z), 1, dtype=Z.dtype)], -1)
+        pen = torch.ones(D + 1, dtype=Z.dtype)
+        pen[-1] = 0
+        L = _factor(Zt, None, torch.full((len(Z),), 0.25, dtype=Z.dtype), pen, C)[0]
+        sds.append(sd), consts.append(const), own.append(L @ L.T)
+    assert consts[0][5] and not consts[1][5]
+    shared = _first_factors(X, masks, torch.stack(sds), torch.stack(consts), C, torch.float64, X.device)
+    for (L,), H in zip(shared, own):
+        torch.testing.assert_close(L @ L.T, H, rtol=1e-10, atol=1e-10)
+    scattered = torch.rand(7, 90, generator=torch.Generator().manual_seed(1)) > 0.5  # ~2^7 atoms: not shared
+    assert (
+        _first_factors(X, scattered, sds[0].expand(7, -1), consts[1].expand(7, -1), C, torch.float64, None) == [()] * 7
+    )
+
+
+def test_shared_first_hessians_do_not_change_the_fits(monkeypatch):
+    """LODO-shaped batch (X broadcast over 5 fold masks, more rows than features): fits with the shared first
+    Hessians equal those with every problem's own, and the folds are still fitted one by one's."""
+    from posttrain_probe.probes.truth import logreg
+
+    X, y, _ = _masked_batch(200, 9, P=2)
+    masks = np.stack([np.arange(200) % 5 != k for k in range(5)])  # (F, N)
+    calls = {"n": 0}
+    factor = logreg._factor
+
+    def counted(*a, **kw):
+        calls["n"] += 1
+        return factor(*a, **kw)
+
+    monkeypatch.setattr(logreg, "_factor", counted)
+    shared = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=1.5, gram_dtype=torch.float64)
+    n_shared = calls["n"]
+    monkeypatch.setattr(logreg, "_SHARE_MIN", 10**9)
+    own = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=1.5, gram_dtype=torch.float64)
+    assert calls["n"] - n_shared == n_shared + 10  # every problem's first factor came from the shared Grams
+    assert bool(shared.converged.all()) and bool(own.converged.all())
+    np.testing.assert_allclose(shared.coef.numpy(), own.coef.numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(shared.intercept.numpy(), own.intercept.numpy(), rtol=1e-7, atol=1e-9)
+    alone = fit_logreg(X[1][masks[3]], y[0][masks[3]], C=1.5)
+    np.testing.assert_allclose(shared.coef[1, 3].numpy(), alone.coef.numpy(), rtol=1e-7, atol=1e-9)
+
+
 def test_masks_broadcast_over_shared_activations_without_copies():
     """X (G, 1, N, D) with masks (F, N) fits G × F problems, each the one of its own rows."""
     X, y, _ = _masked_batch(60, 8, P=3)

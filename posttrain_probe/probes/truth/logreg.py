@@ -18,7 +18,9 @@ and factored in float32 (the direction it gives is exact to ~1e-7 × cond(H); gr
 float64, so the optimum is float64's). Rows are compacted per problem, converged problems leave the batch, and
 problems are solved in chunks of bounded memory. The passes over a large problem's rows (its gradient, its
 decision values, its Gram) run one problem at a time in place: batched products over strided views and gathered
-copies of the active problems cost more than the arithmetic itself on a CPU.
+copies of the active problems cost more than the arithmetic itself on a CPU. Problems that read one X under
+different masks (leave-one-dataset-out folds) get their first Hessian (at θ = 0, every weight ¼) from one pass
+over the shared rows: per-atom Grams, re-centred and re-scaled per problem.
 """
 
 from __future__ import annotations
@@ -220,7 +222,7 @@ def _cols_dot(Zt, act: list[int], r) -> torch.Tensor:
     return torch.stack([r[j] @ Zt[i] for j, i in enumerate(act)])
 
 
-def _newton(Zt, y, m, C: float, tol: float, max_iter: int, gram_dtype: torch.dtype = torch.float64):
+def _newton(Zt, y, m, C: float, tol: float, max_iter: int, gram_dtype: torch.dtype = torch.float64, fac0=None):
     """Newton iterations from θ = 0 for problems Zt (p, n, D+1) (last column: the row mask, for
     the intercept), labels y and mask m (p, n). Returns (θ (p, D+1), n_iter (p,), converged (p,)).
 
@@ -239,8 +241,8 @@ def _newton(Zt, y, m, C: float, tol: float, max_iter: int, gram_dtype: torch.dty
     out_theta = theta.clone()
     n_iter = torch.zeros(p, dtype=torch.int64, device=Zt.device)
     converged = torch.zeros(p, dtype=torch.bool, device=Zt.device)
-    fac: list[tuple[torch.Tensor, ...]] = [()] * p
-    reuse = torch.zeros(p, dtype=torch.bool, device=Zt.device)  # whether the factor of the last iterate serves
+    fac: list[tuple[torch.Tensor, ...]] = [()] * p if fac0 is None else [f or () for f in fac0]
+    reuse = torch.tensor([bool(f) for f in fac], device=Zt.device)  # whether the factor of the last iterate serves
     g_prev = torch.full((p,), math.inf, **kw)
     for it in range(1, max_iter + 1):
         obj = _objective(theta, f, y, m, pen, C)
@@ -288,12 +290,12 @@ def _newton(Zt, y, m, C: float, tol: float, max_iter: int, gram_dtype: torch.dty
     return out_theta, n_iter, converged
 
 
-def _standardise(Z, c: int, standardize: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """In place, one problem: rows Z[:c] (its masked rows) standardised, the rest zeroed. Returns (μ, σ) (D,), σ = 1
-    and the column zeroed for a feature constant on the rows (std ≤ `_CONSTANT` × its largest |x|)."""
+def _standardise(Z, c: int, standardize: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """In place, one problem: rows Z[:c] (its masked rows) standardised, the rest zeroed. Returns (μ, σ, constant)
+    (D,), σ = 1 and the column zeroed for a feature constant on the rows (std ≤ `_CONSTANT` × its largest |x|)."""
     Z[c:].zero_()
     if not standardize:
-        return torch.zeros_like(Z[0]), torch.ones_like(Z[0])
+        return torch.zeros_like(Z[0]), torch.ones_like(Z[0]), torch.zeros_like(Z[0], dtype=torch.bool)
     big = torch.maximum(Z[:c].amax(0), -Z[:c].amin(0))  # (D,) largest |x| on the rows
     ones = torch.ones(c, dtype=Z.dtype, device=Z.device)
     mu = (ones @ Z[:c]) / c  # (D,) (sums as matrix–vector products: faster than column reductions)
@@ -302,7 +304,59 @@ def _standardise(Z, c: int, standardize: bool) -> tuple[torch.Tensor, torch.Tens
     const = sd <= _CONSTANT * big
     sd = torch.where(const, torch.ones_like(sd), sd)
     Z[:c].div_(sd).mul_(~const)
-    return mu, sd
+    return mu, sd, const
+
+
+_SHARE_MIN = 3  # problems that read one X from which their first Hessians are derived together
+
+
+def _shared_block(Xe: torch.Tensor, batch: tuple[int, ...]) -> int:
+    """How many consecutive problems read the same X: the product of the trailing batch dims that X is broadcast
+    over (stride 0 in the expanded X), e.g. F for X (*G, 1, N, D) against masks (F, N)."""
+    block = 1
+    for d in reversed(range(len(batch))):
+        if Xe.stride(d) != 0 or batch[d] == 1:
+            break
+        block *= batch[d]
+    return block
+
+
+def _first_factors(X, masks, sd, const, C: float, gram_dtype: torch.dtype, dev) -> list[tuple[torch.Tensor]]:
+    """The Hessian factors at θ = 0 of problems that share rows X (N, D) under their own masks (k, N) and
+    standardisations (σ, constant: (k, D)), from one pass over the rows instead of k.
+
+    At θ = 0 every weight is ¼, so H = diag(1, …, 1, 0) + C/4 [ẐᵀẐ, 0; 0, c] (standardised columns are centred).
+    The rows fall into atoms (the sets of problems they belong to, e.g. a LODO fold's datasets); with the rows
+    centred on their common mean, each problem's Σ (x − μ)(x − μ)ᵀ = Σ_atoms S_a − s sᵀ / c, S_a the atom's Gram
+    (lower triangle) and s its row sum, then scaled by 1/σ. Problems with too many atoms get no shared factor."""
+    k, D = masks.shape[0], X.shape[-1]
+    union = masks.any(0)
+    pattern, atom = torch.unique(masks[:, union].T, dim=0, return_inverse=True)  # (A, k), (n_U,)
+    if len(pattern) > 2 * k:
+        return [()] * k
+    Xc = X[union].to(device=dev, dtype=torch.float64)  # (n_U, D)
+    Xc -= Xc.mean(0)
+    atom = atom.to(dev)
+    grams, sums, counts = [], [], []
+    for a in range(len(pattern)):
+        rows = Xc[atom == a]
+        grams.append(_gram_lower(rows.to(gram_dtype), min(4, D // 128)))  # (D, D) lower triangle
+        sums.append(rows.sum(0))
+        counts.append(len(rows))
+    out: list[tuple[torch.Tensor]] = []
+    for j in range(k):
+        member = pattern[:, j].tolist()
+        S = sum(g for g, keep in zip(grams, member) if keep)
+        s = sum(v for v, keep in zip(sums, member) if keep)
+        c = sum(n for n, keep in zip(counts, member) if keep)
+        cov = S - (torch.outer(s, s) / c).to(gram_dtype)  # (D, D) Σ (x − μ_j)(x − μ_j)ᵀ, lower triangle
+        scale = torch.where(const[j], 0.0, 1.0 / sd[j]).to(gram_dtype)
+        H = torch.zeros(D + 1, D + 1, dtype=gram_dtype, device=dev)
+        H[:D, :D] = cov * (0.25 * C * scale.unsqueeze(-1) * scale)
+        H.diagonal()[:D] += 1.0
+        H[D, D] = 0.25 * C * c
+        out.append((_cholesky(H.unsqueeze(0))[0].to(torch.float64),))
+    return out
 
 
 def fit_logreg(
@@ -343,6 +397,10 @@ def fit_logreg(
     n_max = int(mf.sum(-1).max())
     per_problem = 8 * (2 * n_max * (D + 1) + 2 * min(n_max, D + 1) ** 2)
     chunk = max(1, min(P, max_chunk_bytes // per_problem))
+    block = _shared_block(Xe, batch)  # consecutive problems reading one X (e.g. the folds of one layer)
+    share = block >= _SHARE_MIN and chunk >= block
+    if share:
+        chunk -= chunk % block  # whole blocks per chunk
     buf = torch.empty(chunk * n_max * (D + 1), **kw)  # one chunk's Ẑ, reused by every chunk
     for start in range(0, P, chunk):
         idx = torch.arange(start, min(P, start + chunk))
@@ -354,13 +412,21 @@ def fit_logreg(
         yc = yf[idx].gather(-1, rows).to(**kw)  # (p, n)
         Zt = buf[: len(idx) * n * (D + 1)].view(len(idx), n, D + 1)
         mu, sd = torch.empty(len(idx), D, **kw), torch.empty(len(idx), D, **kw)
+        const = torch.empty(len(idx), D, dtype=torch.bool, device=dev)
         for j, i in enumerate(idx.tolist()):
             Z = Zt[j, :, :D]
             Z.copy_(Xe[np.unravel_index(i, batch)].index_select(0, rows[j].to(Xe.device)))  # (n, D) its rows
-            mu[j], sd[j] = _standardise(Z, int(cnt[j]), standardize)
+            mu[j], sd[j], const[j] = _standardise(Z, int(cnt[j]), standardize)
         Zt[..., D] = m
+        fac0 = None
+        if share and n >= D + 1:  # primal Newton: the first Hessian from the block's shared Grams
+            fac0 = []
+            for b0 in range(0, len(idx), block):
+                sl = slice(b0, min(len(idx), b0 + block))
+                src = Xe[np.unravel_index(int(idx[b0]), batch)]
+                fac0 += _first_factors(src, m_all[sl], sd[sl], const[sl], C, gram_dtype, dev)
         at = idx.to(dev)
-        theta, n_iter[at], converged[at] = _newton(Zt, yc, m, C, tol, max_iter, gram_dtype)
+        theta, n_iter[at], converged[at] = _newton(Zt, yc, m, C, tol, max_iter, gram_dtype, fac0)
         w, b = theta[:, :D], theta[:, D]
         coef_std[at], intercept_std[at] = w, b
         coef[at] = w / sd
