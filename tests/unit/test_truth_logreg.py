@@ -106,6 +106,111 @@ def test_batched_fit_equals_one_problem_at_a_time(n, d):
             assert float(got.intercept[p]) == pytest.approx(float(alone.intercept), rel=1e-9, abs=1e-12)
 
 
+def test_large_problems_looped_in_place_equal_the_gathered_batch(monkeypatch):
+    """Problems above `_SMALL` entries are read one at a time in place (no gathered copy); the fits equal the
+    gathered, batched products' (forced here on small problems), with problems leaving the batch at different
+    iterations and a broadcast X shared by several masks."""
+    from posttrain_probe.probes.truth import logreg
+
+    X, y, _ = _masked_batch(120, 10, P=3)
+    masks = np.stack([np.arange(120) % 4 != k for k in range(4)])  # (F, N)
+    gathered = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=2.0)
+    monkeypatch.setattr(logreg, "_SMALL", 0)
+    looped = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=2.0)
+    assert len(set(gathered.n_iter.flatten().tolist())) > 1  # problems left at different iterations
+    np.testing.assert_array_equal(looped.n_iter.numpy(), gathered.n_iter.numpy())
+    np.testing.assert_allclose(looped.coef.numpy(), gathered.coef.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(looped.intercept.numpy(), gathered.intercept.numpy(), rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("n,d", [(300, 40), (30, 40)])
+def test_float32_gram_reaches_the_float64_gram_optimum(n, d):
+    """The Hessian's Gram in float32 (the CPU default) changes the Newton directions, not the optimum: the solution
+    equals the all-float64 solve's to the stopping tolerance, and both converge."""
+    X, y = _problem(n, d, 0.3, seed=n)
+    single = fit_logreg(X, y, C=5.0)  # on the CPU the default is float32
+    torch.testing.assert_close(single.coef, fit_logreg(X, y, C=5.0, gram_dtype=torch.float32).coef, rtol=0, atol=0)
+    double = fit_logreg(X, y, C=5.0, gram_dtype=torch.float64)
+    assert bool(single.converged) and bool(double.converged)
+    scale = float(double.coef_std.abs().max())
+    np.testing.assert_allclose(single.coef_std.numpy(), double.coef_std.numpy(), rtol=0, atol=1e-7 * scale)
+    assert float(single.intercept_std) == pytest.approx(float(double.intercept_std), abs=1e-7 * scale)
+
+
+def test_finite_check_catches_nan_and_inf_and_overflowing_finite_sums():
+    """The one-sum check of X: NaN or ±Inf anywhere fails, finite values whose sum overflows float32 pass."""
+    from posttrain_probe.probes.truth.logreg import _all_finite
+
+    X = torch.ones(50, 7)
+    assert _all_finite(X)
+    big = torch.full((50, 7), 3e38)  # finite, but the float32 sum overflows to Inf
+    assert _all_finite(big) and not bool(torch.isfinite(big.sum()))
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        Y = X.clone()
+        Y[31, 4] = bad
+        assert not _all_finite(Y)
+    Y = X.clone()
+    Y[0, 0], Y[1, 1] = float("inf"), -float("inf")  # sums to NaN
+    assert not _all_finite(Y)
+
+
+def test_first_hessians_shared_by_problems_on_one_x_equal_each_problems_own():
+    """Folds of one X (leave-one-group-out masks, a feature constant within one group): the Hessian at θ = 0 derived
+    from the atoms' Grams equals the one `_factor` forms from each problem's standardised rows (weights ¼)."""
+    from posttrain_probe.probes.truth.logreg import _factor, _first_factors, _standardise
+
+    X, _ = _problem(90, 12, 1.0, seed=6)
+    X = torch.from_numpy(X)
+    groups = torch.arange(90) % 4
+    X[groups != 0, 5] = 3.0  # constant on the rows of every fold that leaves group 0 out
+    masks = torch.stack([groups != k for k in range(4)])  # (4, 90)
+    C, D = 0.8, X.shape[1]
+    sds, consts, own = [], [], []
+    for mk in masks:
+        Z = X[mk].clone()
+        _, sd, const = _standardise(Z, len(Z), True)
+        Zt = torch.cat([Z, torch.ones(len(Z), 1, dtype=Z.dtype)], -1)
+        pen = torch.ones(D + 1, dtype=Z.dtype)
+        pen[-1] = 0
+        L = _factor(Zt, None, torch.full((len(Z),), 0.25, dtype=Z.dtype), pen, C)[0]
+        sds.append(sd), consts.append(const), own.append(L @ L.T)
+    assert consts[0][5] and not consts[1][5]
+    shared = _first_factors(X, masks, torch.stack(sds), torch.stack(consts), C, torch.float64, X.device)
+    for (L,), H in zip(shared, own):
+        torch.testing.assert_close(L @ L.T, H, rtol=1e-10, atol=1e-10)
+    scattered = torch.rand(7, 90, generator=torch.Generator().manual_seed(1)) > 0.5  # ~2^7 atoms: not shared
+    assert (
+        _first_factors(X, scattered, sds[0].expand(7, -1), consts[1].expand(7, -1), C, torch.float64, None) == [()] * 7
+    )
+
+
+def test_shared_first_hessians_do_not_change_the_fits(monkeypatch):
+    """LODO-shaped batch (X broadcast over 5 fold masks, more rows than features): fits with the shared first
+    Hessians equal those with every problem's own, and the folds are still fitted one by one's."""
+    from posttrain_probe.probes.truth import logreg
+
+    X, y, _ = _masked_batch(200, 9, P=2)
+    masks = np.stack([np.arange(200) % 5 != k for k in range(5)])  # (F, N)
+    calls = {"n": 0}
+    factor = logreg._factor
+
+    def counted(*a, **kw):
+        calls["n"] += 1
+        return factor(*a, **kw)
+
+    monkeypatch.setattr(logreg, "_factor", counted)
+    shared = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=1.5, gram_dtype=torch.float64)
+    n_shared = calls["n"]
+    monkeypatch.setattr(logreg, "_SHARE_MIN", 10**9)
+    own = fit_logreg(torch.from_numpy(X)[:, None], y[0], masks, C=1.5, gram_dtype=torch.float64)
+    assert calls["n"] - n_shared == n_shared + 10  # every problem's first factor came from the shared Grams
+    assert bool(shared.converged.all()) and bool(own.converged.all())
+    np.testing.assert_allclose(shared.coef.numpy(), own.coef.numpy(), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(shared.intercept.numpy(), own.intercept.numpy(), rtol=1e-7, atol=1e-9)
+    alone = fit_logreg(X[1][masks[3]], y[0][masks[3]], C=1.5)
+    np.testing.assert_allclose(shared.coef[1, 3].numpy(), alone.coef.numpy(), rtol=1e-7, atol=1e-9)
+
+
 def test_masks_broadcast_over_shared_activations_without_copies():
     """X (G, 1, N, D) with masks (F, N) fits G × F problems, each the one of its own rows."""
     X, y, _ = _masked_batch(60, 8, P=3)
@@ -193,7 +298,20 @@ def test_fit_probes_equals_fit_probe_for_every_group_and_fold():
                 np.testing.assert_array_equal(got.mu_true, alone.mu_true)
 
 
-@pytest.mark.parametrize("n,d", [(30, 8), (8, 30)])
+def test_lower_gram_by_panels_equals_the_full_gram():
+    from posttrain_probe.probes.truth.logreg import _gram_lower
+
+    A = torch.randn(70, 23, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    full = A.T @ A
+    for parts in (1, 2, 3, 4, 7):
+        G = _gram_lower(A, parts)
+        torch.testing.assert_close(G.tril(), full.tril(), rtol=1e-13, atol=1e-12)
+        upper = G.triu(1)  # outside the diagonal blocks left at zero, inside them AᵀA's own entries
+        torch.testing.assert_close(torch.where(upper != 0, upper - full, 0.0), torch.zeros_like(G), atol=1e-12, rtol=0)
+        assert parts == 1 or bool((upper == 0).any())  # blocks above the diagonal ones are skipped
+
+
+@pytest.mark.parametrize("n,d", [(30, 8), (8, 30), (300, 260)])  # 260: the Gram by lower panels
 def test_newton_system_solves_equal_a_dense_solve(n, d):
     """The Hessian solve (primal Cholesky for n ≥ d, Woodbury + block elimination of the intercept for n < d)
     equals H⁻¹g with H = diag(1, …, 1, 0) + C Ẑᵀ diag(W) Ẑ formed densely, so Newton keeps its quadratic rate."""
@@ -208,8 +326,9 @@ def test_newton_system_solves_equal_a_dense_solve(n, d):
     C = 0.7
     H = torch.diag_embed(pen.expand(3, -1)) + C * Zt.transpose(1, 2) @ (W.unsqueeze(-1) * Zt)
     K = Zt[..., :-1] @ Zt[..., :-1].transpose(1, 2) if n < d else None
-    got = _solve(Zt, _factor(Zt, K, W, pen, C), g, C)
-    torch.testing.assert_close(got, torch.linalg.solve(H, g), rtol=1e-9, atol=1e-10)
+    for i in range(3):
+        got = _solve(Zt[i], _factor(Zt[i], None if K is None else K[i], W[i], pen, C), g[i], C)
+        torch.testing.assert_close(got, torch.linalg.solve(H[i], g[i]), rtol=1e-9, atol=1e-10)
 
 
 def test_auroc_equals_sklearns_with_ties_and_is_nan_for_one_class():

@@ -133,7 +133,7 @@ def fit_probes(
     """Every probe of `kinds` for every group g of X (*G, N, D) (e.g. model × layer) and every training mask f
     of `masks` (F, N), in one batched solve per kind (`logreg.fit_logreg`): {(kind, *g, f): LinearProbe}, each
     the probe `fit_probe(kind, X[g][masks[f]], y[masks[f]])` returns. Labels y (N,): 1 = true, 0 = false."""
-    from posttrain_probe.probes.truth.logreg import fit_logreg
+    from posttrain_probe.probes.truth.logreg import _all_finite, fit_logreg
 
     for kind in kinds:
         if kind not in PROBE_KINDS:
@@ -156,7 +156,7 @@ def fit_probes(
                 f"a probe needs both true and false examples, got {int(y[mk].sum())} true of {int(mk.sum())} in "
                 f"training mask {f}; add statements of the missing class"
             )
-    if X.is_floating_point() and not torch.isfinite(X).all():
+    if X.is_floating_point() and not _all_finite(X):
         raise ProbeDataError("activations contain NaN or Inf; check the model dtype (try float32)")
     groups = tuple(X.shape[:-2])
     mt, mf = masks & (y == 1), masks & (y == 0)  # (F, N)
