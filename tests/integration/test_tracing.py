@@ -17,6 +17,7 @@ from posttrain_probe.pair import load_model, load_pair
 from posttrain_probe.pair.restore import (
     Restorations,
     block_skip_works,
+    deferred_unembed_works,
     kv_cache_reuse_works,
     restoration_sites,
     restore,
@@ -133,6 +134,13 @@ def test_resume_at_skips_the_blocks_below_and_gives_the_full_forwards_logits(mod
     assert not block_skip_works(bridge)
     with pytest.raises(ValueError, match="cannot skip blocks"):
         bridge.run(ids, resume_at=(1, full.cache["resid_pre.1"]))
+
+
+def test_a_model_that_changes_logits_after_its_output_embedding_is_not_unembedded_afterwards(tmp_path):
+    """Gemma-2 soft-caps its logits after the output embedding: skipping blocks works, deferring the head not."""
+    m = load_model(make_tiny_checkpoint("gemma2", tmp_path / "g2"), backend="nnsight")
+    assert m.hf.config.final_logit_softcapping
+    assert block_skip_works(m) and not deferred_unembed_works(m)
 
 
 def test_restorations_resumed_at_their_lowest_block_equal_full_forwards(models, monkeypatch):
