@@ -65,17 +65,20 @@ def test_embedding_std_equals_the_oracles(traced):
     assert embedding_std(m, texts) == pytest.approx(naive_tracing.embedding_std(hf, m.tokenizer, texts), rel=1e-5)
 
 
-@pytest.mark.parametrize("skip", [False, True], ids=["all-blocks", "skip-blocks"])
-def test_batched_tracing_equals_the_naive_oracle_on_every_cell(traced, skip):
+@pytest.mark.parametrize(
+    "skip, cache", [(False, True), (True, True), (True, False)], ids=["all-blocks", "skip-blocks", "skip-no-cache"]
+)
+def test_batched_tracing_equals_the_naive_oracle_on_every_cell(traced, skip, cache):
     """Window 3 on 4 layers: clipped at both ends, and the mlp/attn restorations write several layers; rows
-    run every block, or (nnsight) resume at their lowest restored block from the corrupted run."""
+    run every block, or (nnsight) resume at their lowest restored block from the corrupted run, on top of its
+    KV cache or feeding the whole prompt."""
     m, hf, prepared, noise_scale = traced
     assert block_skip_works(m) == (m.backend == "nnsight")
     if skip and m.backend != "nnsight":
         pytest.skip("the bridge cannot skip blocks")
     window = 3
     sigma = noise_scale * naive_tracing.embedding_std(hf, m.tokenizer, [f.fact.subject for f in prepared])
-    reuse = kv_cache_reuse_works(m)
+    reuse = cache and kv_cache_reuse_works(m)
     tr = trace_model(
         m, prepared, sigma, n_samples=3, window=window, seed=7, kv_reuse=reuse, progress=False, skip_blocks=skip
     )
