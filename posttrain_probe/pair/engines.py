@@ -25,12 +25,14 @@ BACKENDS = ("bridge", "nnsight")
 
 @dataclass
 class RunOutput:
-    """Logits (B, T, V), the cached sites (name -> tensor), receipts per intervention, and the KV cache."""
+    """Logits (B, T, V), the cached sites (name -> tensor), receipts per intervention, and the KV cache; run
+    with `unembed=False`, logits is None and `hidden` the unembedding's input (B, T, D)."""
 
-    logits: torch.Tensor
+    logits: torch.Tensor | None
     cache: dict[str, torch.Tensor] = field(default_factory=dict)
     receipts: list[list[Receipt]] = field(default_factory=list)
     past_key_values: Any = None
+    hidden: torch.Tensor | None = None
 
 
 class _Plan:
@@ -91,6 +93,7 @@ class Engine:
     """Common interface: `run` one forward with reads and interventions."""
 
     backend: str
+    can_resume = False  # whether `run` takes `resume_at` (blocks below a layer not run) and `unembed=False`
 
     def __init__(self, hf_model: nn.Module, arch: ArchInfo):
         self.hf = hf_model
@@ -104,9 +107,23 @@ class Engine:
         read: Sequence[str | Site] = (),
         interventions: Sequence[Intervention] = (),
         grad: bool = False,
+        resume_at: tuple[int, torch.Tensor] | None = None,
+        unembed: bool = True,
         **model_kwargs: Any,
     ) -> RunOutput:
+        """One forward. `resume_at=(l, x)` with x (B, T, D) = resid_pre.l: blocks 0..l-1 are not run (their
+        outputs are replaced by x), so reads and writes must be at layer ≥ l; `unembed=False`: the unembedding
+        is not run, its input is returned as `hidden` (both: backends with `can_resume`)."""
         plan = _Plan(read, interventions, self.arch.n_layers)
+        if resume_at is not None:
+            _check_resume(self, plan, resume_at[0])
+            model_kwargs["resume_at"] = resume_at
+        if not unembed:
+            if not self.can_resume:
+                raise ValueError(f"the {self.backend} backend always runs the unembedding; run with unembed=True")
+            if Site("logits") in plan.read:
+                raise ValueError("reading logits needs the unembedding; run with unembed=True")
+            model_kwargs["unembed"] = False
         if "past_key_values" in model_kwargs and self.cache_name != "past_key_values":
             model_kwargs[self.cache_name] = model_kwargs.pop("past_key_values")  # the name transformers asks for
         with torch.set_grad_enabled(grad):
@@ -114,10 +131,23 @@ class Engine:
         check_all_fired(plan.ivs, plan.receipts)
         if Site("logits") in plan.read:
             plan.cache["logits"] = logits
+        if not unembed:
+            return RunOutput(logits=None, cache=plan.cache, receipts=plan.receipts, past_key_values=pkv, hidden=logits)
         return RunOutput(logits=logits, cache=plan.cache, receipts=plan.receipts, past_key_values=pkv)
 
     def _forward(self, plan: _Plan, input_ids, attention_mask, **kw):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _check_resume(engine: Engine, plan: _Plan, layer: int) -> None:
+    """Refuse `resume_at` on a backend that cannot skip blocks, or with sites in the blocks not run."""
+    if not engine.can_resume:
+        raise ValueError(f"the {engine.backend} backend cannot skip blocks; run without resume_at or use nnsight")
+    if not 0 <= layer < engine.arch.n_layers:
+        raise ValueError(f"resume_at layer {layer} out of range for {engine.arch.n_layers} layers")
+    below = sorted(s.name for s in set(plan.read) | set(plan.by_site) if s.layer is not None and s.layer < layer)
+    if below:
+        raise ValueError(f"sites {', '.join(below)} lie in blocks that resume_at={layer} does not run")
 
 
 class BridgeEngine(Engine):
@@ -214,6 +244,7 @@ class NNsightEngine(Engine):
     """nnsight 0.8 `TransformersModel` tracing the HF model's own modules."""
 
     backend = "nnsight"
+    can_resume = True
 
     def __init__(self, hf_model: nn.Module, arch: ArchInfo, tokenizer, remote: bool | str = False):
         super().__init__(hf_model, arch)
@@ -233,6 +264,8 @@ class NNsightEngine(Engine):
         self._norm_is_layernorm = isinstance(norm_mod, nn.LayerNorm)
         self._norm_eps = float(getattr(norm_mod, "variance_epsilon", getattr(norm_mod, "eps", 1e-6)))
         self._norm_bias = getattr(norm_mod, "bias", None)
+        head = arch.modules["lm_head"]
+        self._unembed = self._sub(self.lm, next(n for n, mod in hf_model.named_modules() if mod is head))
 
     @staticmethod
     def _sub(block_env, dotted: str):
@@ -253,6 +286,8 @@ class NNsightEngine(Engine):
         from nnsight import save
 
         a = self.arch
+        resume = kw.pop("resume_at", None)
+        unembed = kw.pop("unembed", True)
         cache = kw.get(self.cache_name)
         if attention_mask is None and cache is not None and self.cache_name != "past_key_values":
             # nnsight adds a mask over the new tokens only unless the cache is called past_key_values; one over
@@ -263,6 +298,10 @@ class NNsightEngine(Engine):
         if self.remote:
             trace_kw["remote"] = self.remote
         with self.lm.trace(input_ids, **trace_kw, **kw):
+            if resume is not None:
+                start, x = resume
+                for l in range(start):  # not run: the last one's output is resid_pre.start
+                    self._layers[l].skip(x)
             for l in plan.layers:
                 blk = self._layers[l]
                 need_pre = l in plan.mid_write_layers
@@ -306,9 +345,13 @@ class NNsightEngine(Engine):
                     b = 0.0 if self._norm_bias is None else self._norm_bias.float()
                     ratio = (s_old / s_new).unsqueeze(-1)
                     self._final_norm.output = (b + (out.float() - b) * ratio).to(out.dtype)
+            if not unembed:  # not run: its input leaves the trace in place of the logits
+                hidden = self._unembed.input
+                self._unembed.skip(hidden)
             res = self.lm.output
             pkv = getattr(res, self.cache_name, None) if kw.get("use_cache") else None
-            out = save({"logits": res.logits, "pkv": pkv, "cache": plan.cache, "receipts": plan.receipts})
+            logits = res.logits if unembed else hidden
+            out = save({"logits": logits, "pkv": pkv, "cache": plan.cache, "receipts": plan.receipts})
         plan.cache, plan.receipts = out["cache"], out["receipts"]
         return out["logits"], out["pkv"]
 

@@ -207,9 +207,13 @@ class HookedModel:
         read: Sequence[str | Site] = (),
         interventions: Sequence[Intervention] = (),
         grad: bool = False,
+        resume_at: tuple[int, torch.Tensor] | None = None,
+        unembed: bool = True,
         **model_kwargs: Any,
     ) -> RunOutput:
-        """One forward through the backend: cache the `read` sites, apply `interventions` (with receipts)."""
+        """One forward through the backend: cache the `read` sites, apply `interventions` (with receipts).
+        `resume_at=(l, resid_pre.l (B, T, D))` skips blocks 0..l-1; `unembed=False` skips the unembedding and
+        returns its input as `hidden` (see `unembed`) (both: nnsight backend only)."""
         n_ctx = self.max_context
         cached = model_kwargs.get("past_key_values", model_kwargs.get("cache")) is not None
         if n_ctx is not None and input_ids.shape[-1] > n_ctx and not cached:
@@ -220,7 +224,14 @@ class HookedModel:
         input_ids = input_ids.to(self.device)
         if attention_mask is not None:
             attention_mask = attention_mask.to(self.device)
-        return self.engine.run(input_ids, attention_mask, read, interventions, grad, **model_kwargs)
+        if resume_at is not None:
+            resume_at = (int(resume_at[0]), resume_at[1].to(self.device))
+        return self.engine.run(input_ids, attention_mask, read, interventions, grad, resume_at, unembed, **model_kwargs)
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The HF model's output embedding applied to `hidden` (..., D) -> (..., V): the logits of a forward run
+        with `unembed=False`, for models whose forward does nothing after it (see `block_skip_works`)."""
+        return self.arch.modules["lm_head"](hidden.to(self.device))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Unhooked forward through the backend; equals the raw HF logits."""

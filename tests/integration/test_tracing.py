@@ -15,7 +15,13 @@ from posttrain_probe.cli import build_parser
 from posttrain_probe.data import Fact
 from posttrain_probe.pair import load_model, load_pair
 from posttrain_probe.pair.restore import (
+    Restorations,
+    block_skip_works,
+    deferred_unembed_works,
     kv_cache_reuse_works,
+    restoration_sites,
+    restore,
+    run_receiver,
 )
 from posttrain_probe.probes.tracing import (
     TracingConfig,
@@ -104,6 +110,67 @@ def test_restoring_the_last_token_at_the_last_layer_gives_the_clean_probability(
     assert abs(tr.p_corrupted[0].item() - p_clean) > 1e-3  # the noise does change the prediction
     cell = tr.ie["resid"][0, T - 1, L - 1] + tr.p_corrupted[0]
     assert cell.item() == pytest.approx(p_clean, abs=1e-5)
+
+
+def test_resume_at_skips_the_blocks_below_and_gives_the_full_forwards_logits(models):
+    m = models["nnsight"]
+    assert block_skip_works(m)
+    ids = torch.tensor([[3, 10, 17, 24, 31]])
+    full = m.run(ids, read=["resid_pre.1"])
+    calls = []
+    handle = m.hf.model.layers[0].mlp.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        part = m.run(ids, resume_at=(1, full.cache["resid_pre.1"]), read=["resid_post.1"])
+    finally:
+        handle.remove()
+    assert not calls  # block 0 did not run (its MLP never ran)
+    assert torch.allclose(part.logits, full.logits, atol=1e-5)
+    assert not torch.allclose(
+        m.run(ids, resume_at=(1, torch.zeros_like(full.cache["resid_pre.1"]))).logits, full.logits
+    )
+    with pytest.raises(ValueError, match="resid_post.0"):
+        m.run(ids, resume_at=(1, full.cache["resid_pre.1"]), read=["resid_post.0"])
+    bridge = models["bridge"]
+    assert not block_skip_works(bridge)
+    with pytest.raises(ValueError, match="cannot skip blocks"):
+        bridge.run(ids, resume_at=(1, full.cache["resid_pre.1"]))
+
+
+def test_a_model_that_changes_logits_after_its_output_embedding_is_not_unembedded_afterwards(tmp_path):
+    """Gemma-2 soft-caps its logits after the output embedding: skipping blocks works, deferring the head not."""
+    m = load_model(make_tiny_checkpoint("gemma2", tmp_path / "g2"), backend="nnsight")
+    assert m.hf.config.final_logit_softcapping
+    assert block_skip_works(m) and not deferred_unembed_works(m)
+
+
+def test_restorations_resumed_at_their_lowest_block_equal_full_forwards(models, monkeypatch):
+    """Every grouping of the resumed rows (one forward per lowest block, or one for all) and no resuming give
+    the same log-probs, on noise at the first tokens and every kind of site set of a 4-layer model."""
+    m = models["nnsight"]
+    L, T, n = m.n_layers, 6, 3
+    ids = (torch.arange(T)[None] * 5 + 3).repeat(n, 1)  # (n, T)
+    tok = torch.full((n, 1), 7)
+    noise = torch.zeros(n, T, m.d_model)
+    noise[:, 1:3] = torch.randn(n, 2, m.d_model, generator=torch.Generator().manual_seed(0))
+    sets = list(dict.fromkeys(restoration_sites(k, l, L, 3) for k in ("resid", "mlp", "attn") for l in range(L)))
+    grid = torch.cartesian_prod(torch.arange(n), torch.arange(1, T), torch.arange(len(sets)))
+    rows = Restorations(grid[:, 0], torch.zeros_like(grid[:, 0]), grid[:, 1], grid[:, 2], sets)
+    src = m.run(ids[:1], read=[s for ss in sets for s in ss]).cache
+    forwards = []
+    run = m.run
+    monkeypatch.setattr(m, "run", lambda *a, **kw: forwards.append(kw.get("resume_at", (0,))[0]) or run(*a, **kw))
+    out = {}
+    for skip, overhead in ((False, 32), (True, 0), (True, 10**6)):
+        rec = run_receiver(m, ids, tok, {"resid_pre.0": noise}, True, skip)
+        forwards.clear()
+        out[skip, overhead] = restore(m, rec, src, rows, tok, block_overhead_tokens=overhead)
+        if skip and overhead == 0:
+            assert sorted(set(forwards)) == list(range(L))  # every lowest block has its own forward
+        else:
+            assert set(forwards) == {0}
+    ref = out[False, 32]
+    assert (ref - out[True, 0]).abs().max() < 1e-5 and (ref - out[True, 10**6]).abs().max() < 1e-5
+    assert (ref - ref.mean()).abs().max() > 1e-3  # the restorations differ from each other
 
 
 def test_zero_noise_gives_zero_effect(models):

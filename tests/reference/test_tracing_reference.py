@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from posttrain_probe.data import Fact
 from posttrain_probe.pair import load_model
-from posttrain_probe.pair.restore import kv_cache_reuse_works
+from posttrain_probe.pair.restore import block_skip_works, kv_cache_reuse_works
 from posttrain_probe.probes.tracing import embedding_std, prepare_facts, trace_model
 from posttrain_probe.testing import make_tiny_checkpoint
 from tests.reference import naive_tracing
@@ -65,13 +65,23 @@ def test_embedding_std_equals_the_oracles(traced):
     assert embedding_std(m, texts) == pytest.approx(naive_tracing.embedding_std(hf, m.tokenizer, texts), rel=1e-5)
 
 
-def test_batched_tracing_equals_the_naive_oracle_on_every_cell(traced):
-    """Window 3 on 4 layers: clipped at both ends, and the mlp/attn restorations write several layers."""
+@pytest.mark.parametrize(
+    "skip, cache", [(False, True), (True, True), (True, False)], ids=["all-blocks", "skip-blocks", "skip-no-cache"]
+)
+def test_batched_tracing_equals_the_naive_oracle_on_every_cell(traced, skip, cache):
+    """Window 3 on 4 layers: clipped at both ends, and the mlp/attn restorations write several layers; rows
+    run every block, or (nnsight) resume at their lowest restored block from the corrupted run, on top of its
+    KV cache or feeding the whole prompt."""
     m, hf, prepared, noise_scale = traced
+    assert block_skip_works(m) == (m.backend == "nnsight")
+    if skip and m.backend != "nnsight":
+        pytest.skip("the bridge cannot skip blocks")
     window = 3
     sigma = noise_scale * naive_tracing.embedding_std(hf, m.tokenizer, [f.fact.subject for f in prepared])
-    reuse = kv_cache_reuse_works(m)
-    tr = trace_model(m, prepared, sigma, n_samples=3, window=window, seed=7, kv_reuse=reuse, progress=False)
+    reuse = cache and kv_cache_reuse_works(m)
+    tr = trace_model(
+        m, prepared, sigma, n_samples=3, window=window, seed=7, kv_reuse=reuse, progress=False, skip_blocks=skip
+    )
     biggest = 0.0
     for j, f in enumerate(prepared):
         cells = range(max(0, f.subject[0] - 1), f.n_tokens)  # one token before the subject (a no-op) onwards

@@ -12,6 +12,7 @@ import torch
 from posttrain_probe.data import load_facts
 from posttrain_probe.pair.restore import (
     restoration_sites,
+    resume_plan,
     window_layers,
 )
 from posttrain_probe.pair.spans import answer_token, char_span_to_tokens, token_class_masks
@@ -134,3 +135,13 @@ def test_known_1000_subjects_align_with_a_word_tokenizer():
     for p in prepared:
         s0, s1 = p.subject
         assert 0 <= s0 < s1 <= p.n_tokens
+
+
+def test_resume_plan_trades_blocks_rerun_against_forwards():
+    lows, counts = [0, 2, 3, 7], [10, 10, 10, 10]
+    # no cost per forward: every lowest block resumes at itself; a huge one: one forward from block 0
+    assert resume_plan(lows, counts, 1, 8, 0) == {0: 0, 2: 2, 3: 3, 7: 7}
+    assert resume_plan(lows, counts, 1, 8, 10**6) == {0: 0, 2: 0, 3: 0, 7: 0}
+    # overhead 5: by hand, {0}, {2, 3}, {7} costs (10+5)·8 + (20+5)·6 + (10+5)·1 + 3·5 = 300, the cheapest
+    assert resume_plan(lows, counts, 1, 8, 5) == {0: 0, 2: 2, 3: 2, 7: 7}
+    assert resume_plan([], [], 1, 8, 5) == {}

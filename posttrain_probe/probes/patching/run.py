@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from posttrain_probe.data import Statement
 from posttrain_probe.pair import HookedModel, ModelPair
-from posttrain_probe.pair.restore import Restorations, resolve_kv_reuse, restore, run_receiver
+from posttrain_probe.pair.restore import Restorations, block_skip_works, resolve_kv_reuse, restore, run_receiver
 from posttrain_probe.probes.patching.config import PatchingConfig, PatchingData
 from posttrain_probe.probes.patching.pairs import (
     EncodedPair,
@@ -100,7 +100,7 @@ def patch_maps(
             lp = torch.log_softmax(run.logits[:, -1].float(), -1)[:, [true_id, false_id]].cpu()
             lds[f"ld_true.{r}"][idx] = lp[:, 0] - lp[:, 1]
             sources[r] = run.cache
-            receivers[r] = run_receiver(m, false_ids, tok, kv_reuse=reuse[r])
+            receivers[r] = run_receiver(m, false_ids, tok, kv_reuse=reuse[r], skip_blocks=block_skip_works(m))
             lds[f"ld_false.{r}"][idx] = receivers[r].logprobs[:, 0] - receivers[r].logprobs[:, 1]
         parts = []
         for j, i in enumerate(idx):

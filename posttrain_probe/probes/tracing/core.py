@@ -29,6 +29,7 @@ from posttrain_probe.data import Fact
 from posttrain_probe.pair import HookedModel
 from posttrain_probe.pair.restore import (
     Restorations,
+    block_skip_works,
     restoration_sites,
     restore,
     run_receiver,
@@ -163,10 +164,15 @@ def trace_model(
     max_batch_tokens: int = 8192,
     progress: bool = True,
     desc: str = "tracing",
+    skip_blocks: bool | None = None,
 ) -> ModelTrace:
     """Batched causal tracing of `facts` (noise std `sigma`, already scaled): every (token ≥ subject start,
-    layer, kind) restoration for every noise sample, many per forward, reusing the corrupted prefix."""
+    layer, kind) restoration for every noise sample, many per forward, reusing the corrupted prefix and
+    (`skip_blocks`, default: where `block_skip_works`) the corrupted run's blocks below each restoration."""
     from tqdm import tqdm
+
+    if skip_blocks is None:
+        skip_blocks = block_skip_works(model)
 
     L, D, K, n = model.n_layers, model.d_model, len(kinds), n_samples
     t_max = max((f.n_tokens for f in facts), default=0)
@@ -187,7 +193,7 @@ def trace_model(
         p_clean[idx] = torch.softmax(clean.logits[:, -1].float(), -1).gather(1, ans.to(clean.logits.device))[:, 0].cpu()
         noise = torch.cat([_noise_full(facts[i], n, D, sigma, seed) for i in idx])  # (F·n, T, D)
         ans_n = ans.repeat_interleave(n, 0)  # (F·n, 1)
-        rec = run_receiver(model, ids.repeat_interleave(n, 0), ans_n, {NOISE_SITE: noise}, kv_reuse)
+        rec = run_receiver(model, ids.repeat_interleave(n, 0), ans_n, {NOISE_SITE: noise}, kv_reuse, skip_blocks)
         pc = rec.logprobs[:, 0].exp().view(F, n).mean(1)  # (F,)
         p_corr[idx] = pc
         parts = []
