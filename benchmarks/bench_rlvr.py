@@ -13,10 +13,11 @@ A "step" below is one rollout batch with its optimizer steps. Rollout: our KV-ca
 (each prompt repeated G times; our sampler prefills each distinct prompt once) and as many distinct prompts.
 
     python benchmarks/bench_rlvr.py [--shape toy] [--steps 5] [--threads 2 1] [--repeats 2] [--out bench.json]
-        [--minibatch-split rows|groups] [--sample-ahead]
+        [--minibatch-split rows|groups] [--sample-ahead] [--micro N]
 
 `--sample-ahead` runs ours at 2 threads as two threads of work with one torch thread each (`RLVRConfig.sample_ahead`:
-the next step's sampling beside this step's re-scoring) instead of 2 intra-op threads; TRL keeps its 2 threads.
+the next step's sampling beside this step's re-scoring, and micro-batches two at a time, so give `--micro` half a
+mini-batch) instead of 2 intra-op threads; TRL keeps its 2 threads.
 
 Each thread count runs the two samplers alternately, then the two trainers alternately (`--repeats` times each,
 best median kept), so a change in machine load hits both. Floor: the FLOPs of the forwards and backwards no
@@ -96,13 +97,20 @@ def make_world(root: Path, shape: str = "toy", layers: int | None = None) -> tup
 
 
 def bench_ours(
-    model: Path, data: Path, root: Path, steps: int, setup: Setup, split: str = "rows", ahead: bool = False
+    model: Path,
+    data: Path,
+    root: Path,
+    steps: int,
+    setup: Setup,
+    split: str = "rows",
+    ahead: bool = False,
+    micro: int | None = None,
 ) -> dict:
     cfg = RLVRConfig(
         model=str(model), data=str(data), task="arithmetic", steps=steps, eval_every=0, checkpoint_every=0,
         prompts_per_step=setup.prompts, group_size=setup.group, max_new_tokens=setup.max_new,
         minibatches=setup.minibatches, n_eval=16, progress=False, prompt_format="raw", minibatch_split=split,
-        sample_ahead=ahead,
+        sample_ahead=ahead, micro_batch_size=micro,
     )  # fmt: skip
     cpu = [time.process_time()]
     threads = torch.get_num_threads()
@@ -331,7 +339,7 @@ def bench_threads(threads: int, model: Path, data: Path, rows: list[dict], root:
     for rep in range(args.repeats):  # alternate the two trainers so that a change in machine load hits both
         ahead = args.sample_ahead and threads >= 2
         ours.append(bench_ours(model, data, root / f"t{threads}-rep{rep}", args.steps, setup, args.minibatch_split,
-                               ahead))  # fmt: skip
+                               ahead, args.micro))  # fmt: skip
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
         trl_runs.append(bench_trl(model, rows, args.steps, setup))
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
@@ -398,6 +406,7 @@ def main() -> None:
         "--sample-ahead", action="store_true",
         help="ours at 2 threads: sampling beside re-scoring on two threads of one torch thread each (not 2 threads)",
     )  # fmt: skip
+    ap.add_argument("--micro", type=int, default=None, help="our micro_batch_size (default: whole mini-batches)")
     ap.add_argument("--steps", type=int, default=5, help="rollout batches per trainer (the first is warm-up)")
     ap.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="torch thread counts, each run in turn")
     ap.add_argument("--repeats", type=int, default=2, help="alternating repetitions of the two trainers")
@@ -424,13 +433,14 @@ def main() -> None:
             "setup": asdict(setup),
             "minibatch_split": args.minibatch_split,
             "sample_ahead": args.sample_ahead,
+            "micro_batch_size": args.micro,
             "by_threads": {str(t): bench_threads(t, model, data, rows, root, setup, args) for t in args.threads},
         }
     text = json.dumps(result, indent=2)
     print(text)
     print(
         f"shape {args.shape}: {result['setup']}, our mini-batches split by {args.minibatch_split}, "
-        f"sample ahead at 2 threads: {args.sample_ahead}"
+        f"sample ahead at 2 threads: {args.sample_ahead}, our micro-batches: {args.micro or 'whole mini-batches'}"
     )
     for t, r in result["by_threads"].items():
         print(summary(t, r))

@@ -80,7 +80,9 @@ class RLVRConfig:
     dtype: str = "float32"  # weights (and optimizer state)
     autocast: str = "auto"  # forward passes: auto (bf16 on CUDA with float32 weights, off on the CPU) | bf16 | off
     threads: int | None = None
-    sample_ahead: bool = False  # sample step s + 1 on a 2nd CPU thread beside step s's re-scoring (1 torch thread each)
+    # two CPU threads of work, one torch thread each: step s + 1 sampled beside step s's re-scoring, and a mini-batch's
+    # micro-batches (micro_batch_size) two at a time; the numbers of a one-thread run
+    sample_ahead: bool = False
     progress: bool = True
 
     def __post_init__(self) -> None:

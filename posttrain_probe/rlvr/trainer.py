@@ -30,6 +30,8 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -254,36 +256,30 @@ def _update(
                 batch["old_ent"][mini_rows], derived_generator(cfg.seed, SEED_SELECT, step, mb),
             )  # fmt: skip
         s.optimizer.zero_grad(set_to_none=True)
+        offsets = np.cumsum([0] + [len(rows) for rows in mini]).tolist()
+        scores = first if mb == 0 and first else [None] * len(mini)
+        jobs = [
+            _MicroBatch(
+                mb, mi, rows, scores[mi], None if mini_sel is None else mini_sel.slice(slice(*offsets[mi : mi + 2]))
+            )
+            for mi, rows in enumerate(mini)
+        ]
         mb_loss = 0.0
-        offset = 0
-        for mi, rows in enumerate(mini):
-            if mb == 0 and first:
-                logp, ent = first[mi]
+        parallel = cfg.sample_ahead and len(mini) > 1 and not (mb == 0 and first)
+        for pair in _pairs(jobs) if parallel else [[job] for job in jobs]:
+            if parallel:  # two micro-batches' gradients on two threads, added in micro-batch order
+                results = _two_threads([partial(_micro_loss, s, step, batch, j, mini_rows, params) for j in pair])
+                for result in results:
+                    _accumulate(params, result[3])
             else:
-                logp, ent = _score_batch_rows(s, s.model, batch, rows)
-            m, a = mask[rows], adv_tok[rows]
-            if mini_sel is not None:
-                sel = mini_sel.slice(slice(offset, offset + len(rows)))
-            else:
-                gen = derived_generator(cfg.seed, SEED_SELECT, step, mb, mi)
-                sel = select_tokens(cfg.loss, logp, batch["old_logp"][rows], a, m, batch["old_ent"][rows], gen)
-            offset += len(rows)
-            loss, diag = policy_loss(
-                cfg.loss, logp, batch["old_logp"][rows], a, m, entropy=ent,
-                rollout_entropy=batch["old_ent"][rows], ref_logp=batch["ref_logp"][rows], selection=sel,
-                total_tokens=total_tokens, total_seqs=float(len(mini_rows)),
-            )  # fmt: skip
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {float(loss.detach())} at step {step} (mini-batch {mb}, micro-batch {mi}); the run "
-                    f"stopped and saved nothing for this step. Last good checkpoint: {_latest_or_start(s)}. Lower lr "
-                    "or check the start model, then resume from that checkpoint"
-                )
-            loss.backward()
-            mb_loss += float(loss.detach())
-            diag["minibatch"] = float(mb)
-            diags.append(diag)
-            pg_weight[rows], kl_mask[rows] = _weights_of(sel, m)
+                loss, diag, sel, _ = _micro_loss(s, step, batch, pair[0], mini_rows)
+                loss.backward()
+                results = [(loss, diag, sel, None)]
+            for job, (loss, diag, sel, _) in zip(pair, results):
+                mb_loss += float(loss.detach())
+                diag["minibatch"] = float(mb)
+                diags.append(diag)
+                pg_weight[job.rows], kl_mask[job.rows] = _weights_of(sel, mask[job.rows])
         norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
         if not math.isfinite(norm):
             raise NonFiniteLossError(
@@ -314,6 +310,78 @@ def _minibatches(cfg: RLVRConfig, step: int, keep: torch.Tensor) -> list[torch.T
         order = order[keep[order]]
         minis = list(torch.tensor_split(order, min(cfg.minibatches, max(1, len(order)))))
     return [m for m in minis if len(m)]
+
+
+@dataclass(frozen=True)
+class _MicroBatch:
+    """One micro-batch of mini-batch `mb`: its rows, its scores if already computed with gradient (the first
+    mini-batch under autocast), and its slice of a mini-batch-wide token selection (Clip-Cov/KL-Cov scope "mini")."""
+
+    mb: int
+    mi: int
+    rows: torch.Tensor
+    scores: tuple[torch.Tensor, torch.Tensor] | None
+    selection: Selection | None
+
+
+def _micro_loss(
+    s: Session,
+    step: int,
+    batch: dict[str, Any],
+    job: _MicroBatch,
+    mini_rows: torch.Tensor,
+    params: list[torch.nn.Parameter] | None = None,
+) -> tuple[torch.Tensor, dict[str, float], Selection, tuple[torch.Tensor | None, ...] | None]:
+    """The policy loss of one micro-batch (normalised over its whole mini-batch), its diagnostics and token
+    selection; with `params`, also the loss's gradients for them (`torch.autograd.grad`, `.grad` untouched)."""
+    cfg = s.cfg
+    rows = job.rows
+    logp, ent = job.scores if job.scores is not None else _score_batch_rows(s, s.model, batch, rows)
+    m, a = batch["target"][rows], batch["adv_tok"][rows]
+    sel = job.selection
+    if sel is None:
+        gen = derived_generator(cfg.seed, SEED_SELECT, step, job.mb, job.mi)
+        sel = select_tokens(cfg.loss, logp, batch["old_logp"][rows], a, m, batch["old_ent"][rows], gen)
+    loss, diag = policy_loss(
+        cfg.loss, logp, batch["old_logp"][rows], a, m, entropy=ent, rollout_entropy=batch["old_ent"][rows],
+        ref_logp=batch["ref_logp"][rows], selection=sel, total_tokens=float(batch["target"][mini_rows].sum()),
+        total_seqs=float(len(mini_rows)),
+    )  # fmt: skip
+    if not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"loss is {float(loss.detach())} at step {step} (mini-batch {job.mb}, micro-batch {job.mi}); the run "
+            f"stopped and saved nothing for this step. Last good checkpoint: {_latest_or_start(s)}. Lower lr "
+            "or check the start model, then resume from that checkpoint"
+        )
+    grads = None if params is None else torch.autograd.grad(loss, params, allow_unused=True)
+    return loss, diag, sel, grads
+
+
+def _pairs(items: list) -> list[list]:
+    return [items[i : i + 2] for i in range(0, len(items), 2)]
+
+
+def _two_threads(jobs: list[Callable[[], Any]]) -> list[Any]:
+    """Run the jobs (at most two) at once, the last on this thread; results in job order, errors re-raised."""
+    if len(jobs) == 1:
+        return [jobs[0]()]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        other = pool.submit(jobs[0])
+        last = jobs[1]()
+        return [other.result(), last]
+
+
+@torch.no_grad()
+def _accumulate(params: list[torch.nn.Parameter], grads: Sequence[torch.Tensor | None]) -> None:
+    """Add gradients to `.grad` as `backward` does (the first assigned, later ones added in place), so that
+    micro-batches accumulated in order give the bits of their backward passes run one after another."""
+    for p, g in zip(params, grads):
+        if g is None:
+            continue
+        if p.grad is None:
+            p.grad = g
+        else:
+            p.grad += g
 
 
 def _weights_of(sel: Selection, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -145,12 +145,18 @@ def test_every_loss_variant_trains_and_logs_finite_metrics(world, tmp_path, loss
     assert not (run / "token_dumps").exists() or len(list((run / "token_dumps").iterdir())) == 1
 
 
-def test_sampling_ahead_gives_the_numbers_of_one_thread_and_resumes_exactly(world, tmp_path):
-    """sample_ahead samples step s + 1 beside step s's re-scoring, every op on one torch thread: the same numbers as a
-    one-thread run, and a run cut after step 3 (its prefetched rollout lost) resumes to the same end."""
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"micro_batch_size": 3, "loss": LossConfig("clip_cov", selection_scope="mini", clip_cov_ratio=0.1)}],
+    ids=["whole-minibatch", "micro3-clip-cov-mini"],
+)
+def test_sampling_ahead_gives_the_numbers_of_one_thread_and_resumes_exactly(world, tmp_path, extra):
+    """sample_ahead samples step s + 1 beside step s's re-scoring and computes a mini-batch's micro-batches two at a
+    time, every op on one torch thread: the same numbers as a one-thread run, and a run cut after step 3 (its
+    prefetched rollout lost) resumes to the same end."""
     before = torch.get_num_threads()
     try:
-        cfg = _cfg(world, threads=1)
+        cfg = _cfg(world, threads=1, **extra)
         one = train(cfg, tmp_path / "one")
         two = train(dataclasses.replace(cfg, threads=None, sample_ahead=True), tmp_path / "two")
 
