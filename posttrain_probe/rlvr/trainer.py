@@ -260,19 +260,25 @@ def _update(
         scores = first if mb == 0 and first else [None] * len(mini)
         jobs = [
             _MicroBatch(
-                mb, mi, rows, scores[mi], None if mini_sel is None else mini_sel.slice(slice(*offsets[mi : mi + 2]))
-            )
+                mb,
+                mi,
+                rows,
+                scores[mi],
+                None if mini_sel is None else mini_sel.slice(slice(*offsets[mi : mi + 2])),
+                total_tokens,
+                float(len(mini_rows)),
+            )  # fmt: skip
             for mi, rows in enumerate(mini)
         ]
         mb_loss = 0.0
         parallel = cfg.sample_ahead and len(mini) > 1 and not (mb == 0 and first)
         for pair in _pairs(jobs) if parallel else [[job] for job in jobs]:
             if parallel:  # two micro-batches' gradients on two threads, added in micro-batch order
-                results = _two_threads([partial(_micro_loss, s, step, batch, j, mini_rows, params) for j in pair])
+                results = _two_threads([partial(_micro_loss, s, step, batch, j, params) for j in pair])
                 for result in results:
                     _accumulate(params, result[3])
             else:
-                loss, diag, sel, _ = _micro_loss(s, step, batch, pair[0], mini_rows)
+                loss, diag, sel, _ = _micro_loss(s, step, batch, pair[0])
                 loss.backward()
                 results = [(loss, diag, sel, None)]
             for job, (loss, diag, sel, _) in zip(pair, results):
@@ -322,6 +328,8 @@ class _MicroBatch:
     rows: torch.Tensor
     scores: tuple[torch.Tensor, torch.Tensor] | None
     selection: Selection | None
+    total_tokens: float  # the mini-batch's, by which every micro-batch's loss is normalised
+    total_seqs: float
 
 
 def _micro_loss(
@@ -329,7 +337,6 @@ def _micro_loss(
     step: int,
     batch: dict[str, Any],
     job: _MicroBatch,
-    mini_rows: torch.Tensor,
     params: list[torch.nn.Parameter] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float], Selection, tuple[torch.Tensor | None, ...] | None]:
     """The policy loss of one micro-batch (normalised over its whole mini-batch), its diagnostics and token
@@ -344,8 +351,8 @@ def _micro_loss(
         sel = select_tokens(cfg.loss, logp, batch["old_logp"][rows], a, m, batch["old_ent"][rows], gen)
     loss, diag = policy_loss(
         cfg.loss, logp, batch["old_logp"][rows], a, m, entropy=ent, rollout_entropy=batch["old_ent"][rows],
-        ref_logp=batch["ref_logp"][rows], selection=sel, total_tokens=float(batch["target"][mini_rows].sum()),
-        total_seqs=float(len(mini_rows)),
+        ref_logp=batch["ref_logp"][rows], selection=sel, total_tokens=job.total_tokens,
+        total_seqs=job.total_seqs,
     )  # fmt: skip
     if not torch.isfinite(loss):
         raise NonFiniteLossError(
