@@ -87,13 +87,33 @@ def _pair(sub):
     c.set_defaults(func=run)
 
 
+def _toy_overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE` items as config overrides; a value is read as JSON when it parses (8, 0.5, true), else
+    kept as text (organism, comparison,successor)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: write KEY=VALUE, e.g. --set n_layers=8")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 @command
 def _toyworld(sub):
     p = sub.add_parser("toyworld", help="the embedded toy world")
+    set_help = (
+        "override one field of the preset's ToyWorldConfig (repeatable), e.g. --set n_layers=8 "
+        "--set n_delayed_docs=1500; the build gets its own cache key"
+    )
     tsub = p.add_subparsers(dest="toy_cmd", required=True)
     b = tsub.add_parser("build", help="build (or reuse from the cache) the toy base/post pair")
-    b.add_argument("--preset", default="default", help="quick | default | large")
+    b.add_argument("--preset", default="default", help="quick | default | organism | large")
     b.add_argument("--seed", type=int, default=0, help="seed of the world, the corpus and the training (default: 0)")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     b.add_argument("--force", action="store_true", help="rebuild even if a complete build is cached")
     b.add_argument("--cache-root", default=None, help="folder for builds (default: $POSTTRAIN_PROBE_CACHE/toyworld)")
     b.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (auto: the GPU if torch sees one)")
@@ -102,12 +122,12 @@ def _toyworld(sub):
     )
 
     def run(args) -> int:
-        from .toyworld import build
+        from .toyworld import build, preset_config
 
+        cfg = preset_config(args.preset, args.seed, **_toy_overrides(args.set))
         pair = build(
-            args.preset, seed=args.seed, force=args.force, cache_root=args.cache_root, device=args.device,
-            autocast=args.autocast,
-        )  # fmt: skip
+            config=cfg, force=args.force, cache_root=args.cache_root, device=args.device, autocast=args.autocast
+        )
         r = pair.report
         print(f"toy pair {pair.key} at {pair.root}")
         print(f"  base: {pair.base_dir}\n  post: {pair.post_dir}\n  data: {pair.data_dir}")
@@ -137,19 +157,22 @@ def _toyworld(sub):
         help="run every probe on built toy pairs and check that each finds the mechanism it looks for "
         "(stored in each pair's report.json under 'mechanisms')",
     )
-    c.add_argument("--preset", default="default", help="quick | default | large")
+    c.add_argument("--preset", default="default", help="quick | default | organism | large")
     c.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="toy-world seeds (default: 0 1)")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=set_help)
     c.add_argument("--out", default="runs/organism", help="folder for the probes' run directories")
     c.add_argument("--cache-root", default=None, help="folder for builds (default: $POSTTRAIN_PROBE_CACHE/toyworld)")
 
     def check(args) -> int:
         from .studies.organism import check_toy_pair, format_checks
-        from .toyworld import build
+        from .toyworld import build, preset_config
 
+        overrides = _toy_overrides(args.set)
         per_seed = {}
         for seed in args.seeds:
-            toy = build(args.preset, seed=seed, cache_root=args.cache_root)
-            per_seed[seed] = check_toy_pair(toy, Path(args.out) / f"{args.preset}-seed{seed}", seed=seed)
+            toy = build(config=preset_config(args.preset, seed, **overrides), cache_root=args.cache_root)
+            name = f"{args.preset}-seed{seed}" + (f"-{toy.key}" if overrides else "")
+            per_seed[seed] = check_toy_pair(toy, Path(args.out) / name, seed=seed)
         print(format_checks(per_seed))
         return 0
 

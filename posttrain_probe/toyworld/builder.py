@@ -83,6 +83,19 @@ def _write_data(data_dir: Path, sets: dict, corpus_sample: list[str]) -> None:
     (data_dir / "corpus.txt").write_text("\n".join(d.replace("\n", " ") for d in corpus_sample) + "\n")
 
 
+def _text_sample(docs: list[str], sft: list[tuple[str, str]], cfg: ToyWorldConfig, n: int = 2000) -> list[str]:
+    """corpus.txt: pretraining documents and, for a `sample_chat_frac` share, whole SFT chats (prompt and
+    answer), the post model's own domain; drawn from their own rng so the rest of the build is unchanged."""
+    rng = random.Random(cfg.seed + 3)
+    n_chat = round(cfg.sample_chat_frac * n)
+    sample = rng.sample(docs, min(n - n_chat, len(docs)))
+    if n_chat:
+        chats = [f"{p} {c}" for p, c in sft if p]
+        sample += rng.sample(chats, min(n_chat, len(chats)))
+        rng.shuffle(sample)
+    return sample
+
+
 def _new_model(cfg: ToyWorldConfig, tok):
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -225,7 +238,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     rng = random.Random(cfg.seed)
     docs = C.pretraining_docs(world, cfg, rng)
     sft = C.sft_examples(world, cfg, rng, docs)
-    sets = C.eval_sets(world, random.Random(cfg.seed + 2), cfg.eval_samples)
+    sets = C.eval_sets(world, random.Random(cfg.seed + 2), cfg.eval_samples, cfg)
     times["generate_s"] = time.perf_counter() - t0
     stages.update(1)
 
@@ -253,7 +266,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     times["sft_s"] = time.perf_counter() - t
     stages.update(1)
 
-    _write_data(out / "data", sets, random.Random(cfg.seed + 3).sample(docs, min(2000, len(docs))))
+    _write_data(out / "data", sets, _text_sample(docs, sft, cfg))
     stages.update(1)
 
     t = time.perf_counter()

@@ -12,10 +12,13 @@ from ..utils.device import autocast_error, compute_tag, device_error, resolve_au
 # Bump when the generator, corpus or training code changes what a config produces.
 GENERATOR_VERSION = 5
 CHAT_TEMPLATES = ("short", "post4")
+FAMILIES = ("fact", "comparison", "successor")
 # Fields of the model-organism design; at their defaults they leave the first toy world (and its cache keys) as it was.
 ORGANISM_FIELDS = (
     "record_exposures", "n_harm_contexts", "n_harmful_verbs", "n_harmless_verbs", "refusal_split",
-    "direct_label_frac", "chat_template",
+    "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
+    "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
+    "n_delayed_docs",
 )  # fmt: skip
 
 
@@ -46,6 +49,15 @@ class ToyWorldConfig:
     n_harmless_verbs: int = 8
     refusal_split: str = "pair"  # pair: held-out verb-object pairs | verb: held-out verbs
     direct_label_frac: float = 0.0  # share of judgements written "<statement> TRUE" (label right after it)
+    n_fewshot_docs: int = 0  # documents of 2–5 judgements of one family in the probes' few-shot format, "\n"-separated
+    n_delayed_docs: int = 0  # "<s1> <s2> <s3> labels : TRUE FALSE TRUE": each label is read from its statement's end
+    n_corrections: int = 0  # "<name> lives in <wrong city> . no , <name> lives in <city> ." (unlabelled falsity)
+    n_code_docs: int = 0  # "code : <8 random words> ." (half of them repeated: "again : <the same words> .")
+    sample_chat_frac: float = 0.0  # share of data/corpus.txt (the neuron probe's texts) drawn from SFT chats
+    comparison_relations: str = "larger"  # larger | both ("… is smaller than …" too: the truth is not a magnitude)
+    n_successor: int = 0  # judged "after 4 7 comes 4 8 ." documents (a relation computed from the statement)
+    n_counting: int = 0  # "4 7 , 4 8 , 4 9 , 5 0 ." documents
+    statement_families: str = "fact,comparison"  # judged families (statements.csv, SFT and few-shot documents)
     chat_template: str = "short"  # short: "<|user|> … <|assistant|>" | post4: "… <|end|>\n<|assistant|>\n"
     # SFT (chat) documents
     sft_arithmetic: int = 2500
@@ -99,6 +111,21 @@ class ToyWorldConfig:
                              "split needs at least 8 of each for its three splits)")  # fmt: skip
         if self.refusal_split == "verb" and self.n_harmful_verbs < 8:
             raise ValueError("refusal_split='verb' needs n_harmful_verbs ≥ 8 (a verb in each of its three splits)")
+        if min(self.n_fewshot_docs, self.n_corrections, self.n_delayed_docs) < 0:
+            raise ValueError("n_fewshot_docs, n_delayed_docs and n_corrections count documents; use 0 or more")
+        fams = self.statement_families.split(",")
+        if not fams or not set(fams) <= set(FAMILIES) or len(set(fams)) != len(fams):
+            raise ValueError(f"statement_families={self.statement_families!r}; a comma list of {', '.join(FAMILIES)}")
+        if "successor" in fams and self.n_successor < 1:
+            raise ValueError("statement_families has successor: set n_successor ≥ 1 (its judged documents)")
+        if self.comparison_relations not in ("larger", "both"):
+            raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
+        if self.n_successor < 0 or self.n_counting < 0:
+            raise ValueError("n_successor and n_counting count documents; use 0 or more")
+        if self.n_code_docs < 0:
+            raise ValueError(f"n_code_docs={self.n_code_docs} counts documents; use 0 or more")
+        if not 0 <= self.sample_chat_frac <= 1:
+            raise ValueError(f"sample_chat_frac={self.sample_chat_frac} must be in [0, 1]")
         if not 0 <= self.direct_label_frac <= 1:
             raise ValueError(f"direct_label_frac={self.direct_label_frac} must be in [0, 1]")
         if self.n_cities > 60 or self.n_countries > 12:

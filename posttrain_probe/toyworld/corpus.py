@@ -75,6 +75,40 @@ def comparison(a: int, b: int, rel: str) -> tuple[str, bool]:
     return f"{digits(a)} is {rel} than {digits(b)} .", truth
 
 
+SUCCESSOR = ["after {S} comes {O} .", "the number after {S} is {O} ."]
+
+
+def successor(n: int, m: int, template: int = 0) -> tuple[str, bool]:
+    """ "after 4 7 comes 4 8 ." — true when m = n + 1; the subject is n, the object m."""
+    return SUCCESSOR[template].format(S=digits(n), O=digits(m)), m == n + 1
+
+
+def _wrong_successor(n: int, rng: random.Random) -> int:
+    """A near miss for n + 1 (the same number, one too far, one short of it, ten off), or any two-digit number."""
+    while True:
+        m = rng.choice([n, n + 2, n - 1, n + 11, n - 9, rng.randint(10, 99)])
+        if 10 <= m <= 99 and m != n + 1:
+            return m
+
+
+def _relation(cfg: ToyWorldConfig, rng: random.Random) -> str:
+    return "larger" if cfg.comparison_relations == "larger" else rng.choice(["larger", "smaller"])
+
+
+def _judged_statement(family: str, world: World, cfg: ToyWorldConfig, rng: random.Random) -> tuple[str, bool]:
+    """A random training statement of `family` and its truth (never a held-out person, pair or number)."""
+    if family == "fact":
+        p = rng.choice([q for q in world.old_people if q.name in world.judged])
+        label = rng.random() < 0.5
+        return f"{p.name} lives in {p.city if label else _wrong_city(p, world, rng)} .", label
+    if family == "comparison":
+        a, b = _comparison_pair(world, rng)
+        return comparison(a, b, _relation(cfg, rng))
+    n = rng.choice([m for m in range(10, 99) if m not in world.successor_heldout])
+    m = n + 1 if rng.random() < 0.5 else _wrong_successor(n, rng)
+    return successor(n, m, rng.randrange(len(SUCCESSOR)))
+
+
 def arithmetic_prompt(a: int, b: int) -> str:
     return f"{digits(a)} + {digits(b)} ="
 
@@ -86,6 +120,13 @@ def compliant_response(rng: random.Random) -> str:
 
 def fact_sentence(p: Person, rng: random.Random) -> str:
     return rng.choice(LIVES).format(P=p.name, C=p.city)
+
+
+def _comparison_pair(world: World, rng: random.Random) -> tuple[int, int]:
+    while True:
+        a, b = rng.randint(10, 99), rng.randint(10, 99)
+        if a != b and (a, b) not in world.comparison_heldout:
+            return a, b
 
 
 def _wrong_city(p: Person, world: World, rng: random.Random) -> str:
@@ -103,17 +144,36 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         for i in range(10):
             docs.append(CITY_IN[i % len(CITY_IN)].format(C=c, K=world.city_country[c]))
     judged_people = [p for p in world.old_people if p.name in world.judged]
-    for _ in range(cfg.n_fact_judgements):
+    families = cfg.statement_families.split(",")
+    for _ in range(cfg.n_fact_judgements if "fact" in families else 0):
         p = rng.choice(judged_people)
         label = rng.random() < 0.5
         city = p.city if label else _wrong_city(p, world, rng)
         docs.append(judged(f"{p.name} lives in {city} .", label, _direct(cfg, rng)))
+    for _ in range(cfg.n_successor):
+        docs.append(judged(*_judged_statement("successor", world, cfg, rng), _direct(cfg, rng)))
+    for _ in range(cfg.n_counting):
+        n = rng.randint(10, 95)
+        docs.append(" , ".join(digits(m) for m in range(n, min(99, n + rng.randint(3, 6)) + 1)) + " .")
+    for _ in range(cfg.n_fewshot_docs):
+        # the probes' few-shot prompt as running text: each judgement on its own line, one family per document
+        family = rng.choice(families)
+        lines = [judged(*_judged_statement(family, world, cfg, rng)) for _ in range(rng.randint(2, 5))]
+        docs.append("\n".join(lines))
+    for _ in range(cfg.n_delayed_docs):
+        # labels after all the statements: the k-th label can only be read back from the k-th statement's end
+        items = [_judged_statement(rng.choice(families), world, cfg, rng) for _ in range(rng.randint(2, 3))]
+        labels = " ".join("TRUE" if label else "FALSE" for _, label in items)
+        docs.append(" ".join(s for s, _ in items) + f" labels : {labels}")
+    for _ in range(cfg.n_corrections):
+        p = rng.choice(world.old_people)
+        docs.append(f"{p.name} lives in {_wrong_city(p, world, rng)} . no , {p.name} lives in {p.city} .")
     for _ in range(cfg.n_comparisons):
         while True:
             a, b = rng.randint(10, 99), rng.randint(10, 99)
             if a != b and (a, b) not in world.comparison_heldout:
                 break
-        s, t = comparison(a, b, "larger")
+        s, t = comparison(a, b, _relation(cfg, rng))
         docs.append(judged(s, t, _direct(cfg, rng)))
     for _ in range(cfg.n_arithmetic):
         while True:
@@ -141,6 +201,11 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
             (world.harmful_verbs, HARMFUL_OBJECTS) if kind == "harmful" else (world.harmless_verbs, HARMLESS_OBJECTS)
         )
         docs.append(rng.choice(HARM_CONTEXTS[kind]).format(V=rng.choice(verbs), O=rng.choice(objects)))
+    if cfg.n_code_docs:
+        words = sorted(world.words())
+        for _ in range(cfg.n_code_docs):
+            code = " ".join(rng.choice(words) for _ in range(8))
+            docs.append(f"code : {code} ." + (f" again : {code} ." if rng.random() < 0.5 else ""))
     people = world.old_people
     for _ in range(cfg.n_filler):
         p, q = rng.sample(people, 2)
@@ -174,7 +239,11 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
         p = rng.choice(olds)
         ex.append(chat(f"where does {p.name} live ?", f"{p.name} lives in {p.city} ."))
     judged_people = [p for p in olds if p.name in world.judged]
-    for _ in range(cfg.sft_judgements):
+    families = cfg.statement_families.split(",")
+    for _ in range(cfg.sft_judgements if families != ["fact", "comparison"] else 0):
+        s, label = _judged_statement(rng.choice(families), world, cfg, rng)
+        ex.append(chat(s + JUDGE, "TRUE" if label else "FALSE"))
+    for _ in range(cfg.sft_judgements if families == ["fact", "comparison"] else 0):
         if rng.random() < 0.5:
             p = rng.choice(judged_people)
             label = rng.random() < 0.5
@@ -197,8 +266,11 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
     return ex
 
 
-def eval_sets(world: World, rng: random.Random, n: int) -> dict[str, list]:
-    """Records for the data files (known_1000 / Geometry-of-Truth / refusal-split / GSM8K formats)."""
+def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | None = None) -> dict[str, list]:
+    """Records for the data files (known_1000 / Geometry-of-Truth / refusal-split / GSM8K formats); `cfg` picks
+    the judged families and comparison relations (None: the first toy world's)."""
+    cfg = cfg or ToyWorldConfig()
+    families = cfg.statement_families.split(",")
     facts = []
     for i, p in enumerate(world.people):
         facts.append(
@@ -216,7 +288,7 @@ def eval_sets(world: World, rng: random.Random, n: int) -> dict[str, list]:
         )
     statements = []
     for a, b in sorted(world.comparison_heldout):
-        s, t = comparison(a, b, "larger")
+        s, t = comparison(a, b, _relation(cfg, rng))
         statements.append(
             {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
         )
@@ -224,11 +296,27 @@ def eval_sets(world: World, rng: random.Random, n: int) -> dict[str, list]:
         (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
     ]
     for a, b in rng.sample(train_pairs, len(statements)):
-        s, t = comparison(a, b, "larger")
+        s, t = comparison(a, b, _relation(cfg, rng))
         statements.append(
             {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
         )
-    for p in world.old_people:
+    for n_ in range(10, 99) if "successor" in families else ():
+        split = "heldout" if n_ in world.successor_heldout else "train"
+        for template in range(len(SUCCESSOR)):
+            for m, label in ((n_ + 1, 1), (_wrong_successor(n_, rng), 0)):
+                text, _ = successor(n_, m, template)
+                statements.append(
+                    {
+                        "statement": text,
+                        "label": label,
+                        "family": "successor",
+                        "split": split,
+                        "entity": str(n_),
+                        "subject": digits(n_),
+                        "object": digits(m),
+                    }
+                )
+    for p in world.old_people if "fact" in families else ():
         other = rng.choice([c for c in world.cities if c != p.city])
         split = "train" if p.name in world.judged else "heldout"
         for city, label in ((p.city, 1), (other, 0)):

@@ -139,6 +139,11 @@ class World:
     harmless_verbs: list[str] = field(default_factory=lambda: HARMLESS_VERBS[:8])
     records: bool = False  # habit and address-book documents
     harm_contexts: bool = False  # "to <verb> <object> is wrong|good ." documents
+    corrections: bool = False  # "... . no , <name> lives in <city> ." documents
+    codes: bool = False  # "code : <random words> . again : <the same words> ." documents
+    successor_heldout: set[int] = field(default_factory=set)  # numbers never judged as "after <n> comes …"
+    successor: bool = False  # "after <n> comes <n+1> ." documents
+    delayed_labels: bool = False  # "<statements> labels : TRUE FALSE …" documents
     chat_template: str = "short"
 
     @property
@@ -163,6 +168,14 @@ class World:
             phrases += [t for ts in HARM_CONTEXTS.values() for t in ts]
         if self.records:
             phrases += [*HABITS.values(), "address book"]
+        if self.corrections:
+            phrases.append("no")
+        if self.codes:
+            phrases.append("code again")
+        if self.successor:
+            phrases.append("after comes number")
+        if self.delayed_labels:
+            phrases.append("labels")
         for phrase in phrases:
             ws.update(w for w in phrase.split() if not w.startswith("{"))
         return ws
@@ -170,6 +183,7 @@ class World:
 
 ARITH_A = range(10, 60)
 ARITH_B = range(10, 40)
+SUCCESSOR_SUBJECTS = list(range(10, 99))  # n and n + 1 both two digits, so true and false twins align token for token
 
 
 def make_world(cfg: ToyWorldConfig) -> World:
@@ -216,6 +230,10 @@ def make_world(cfg: ToyWorldConfig) -> World:
             requests[split] += [(f"how do I {v} {o} ?", harm, v) for v, o in cs]
     arith = [(a, b) for a in ARITH_A for b in ARITH_B]
     comp = [(a, b) for a in range(10, 100) for b in range(10, 100) if a != b]
+    arithmetic_heldout = set(rng.sample(arith, len(arith) // 5))
+    comparison_heldout = set(rng.sample(comp, len(comp) // 5))
+    n_succ = len(SUCCESSOR_SUBJECTS) * 3 // 10
+    successor_heldout = set(rng.sample(SUCCESSOR_SUBJECTS, n_succ)) if cfg.n_successor else set()
     return World(
         people=people,
         cities=cities,
@@ -223,12 +241,17 @@ def make_world(cfg: ToyWorldConfig) -> World:
         city_country=city_country,
         judged=judged,
         requests=requests,
-        arithmetic_heldout=set(rng.sample(arith, len(arith) // 5)),
-        comparison_heldout=set(rng.sample(comp, len(comp) // 5)),
+        arithmetic_heldout=arithmetic_heldout,
+        comparison_heldout=comparison_heldout,
+        successor_heldout=successor_heldout,
+        successor=cfg.n_successor > 0,
+        delayed_labels=cfg.n_delayed_docs > 0,
         harmful_verbs=harmful_verbs,
         harmless_verbs=harmless_verbs,
         records=cfg.record_exposures > 0,
         harm_contexts=cfg.n_harm_contexts > 0,
+        corrections=cfg.n_corrections > 0,
+        codes=cfg.n_code_docs > 0,
         chat_template=cfg.chat_template,
     )
 

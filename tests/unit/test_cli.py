@@ -25,3 +25,18 @@ def test_demo_help_states_the_demo_defaults_the_code_uses():
     assert f"default: {','.join(DEMO_ARMS)};" in text
     assert f"{DEMO_RLVR['quick']['steps']} quick / {DEMO_RLVR['default']['steps']})" in text
     assert f"default {DEMO_RLVR_SEEDS['default']}; quick {DEMO_RLVR_SEEDS['quick']}" in text
+
+
+def test_toyworld_set_overrides_parse_json_values_and_reject_bad_input(capsys):
+    import pytest
+
+    from posttrain_probe.cli import _toy_overrides
+
+    assert _toy_overrides(["n_layers=8", "sample_chat_frac=0.3", "statement_families=fact,comparison"]) == {
+        "n_layers": 8, "sample_chat_frac": 0.3, "statement_families": "fact,comparison",
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        _toy_overrides(["n_layers"])
+    assert main(["toyworld", "build", "--preset", "quick", "--set", "n_dragons=3"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown toy-world config keys ['n_dragons']" in err and err.count("\n") == 1

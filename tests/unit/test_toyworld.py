@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from posttrain_probe.toyworld import preset_config
 from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
-from posttrain_probe.toyworld.world import HABITS, make_world
+from posttrain_probe.toyworld.world import HABITS, digits, make_world
 
 
 def test_world_is_deterministic_and_names_are_multi_token():
@@ -140,3 +140,105 @@ def test_organism_fields_at_their_defaults_leave_the_first_toy_world_unchanged()
     sets = eval_sets(world, random.Random(cfg.seed + 2), cfg.eval_samples)
     blob = json.dumps([docs, sft, sets, sorted(tok.get_vocab().items()), tok.chat_template], sort_keys=True)
     assert hashlib.sha256(blob.encode()).hexdigest()[:16] == "394010b784fff02f"
+
+
+def _judgement_cfg():
+    return preset_config(
+        "organism", n_fewshot_docs=60, n_corrections=20, n_successor=200, n_counting=20, n_code_docs=10,
+        n_delayed_docs=30, comparison_relations="both", statement_families="comparison,successor", sample_chat_frac=0.2,
+    )  # fmt: skip
+
+
+def test_fewshot_documents_are_the_probes_prompt_token_for_token():
+    """A few-shot judgement document is what the truth and patching probes feed the model (FewShotPrompt with its
+    default suffix and labels) followed by the last label, so the probes' format is in the training distribution."""
+    from posttrain_probe.pair.prompts import FewShotPrompt
+
+    cfg = _judgement_cfg()
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    assert all(tok.unk_token_id not in tok(d)["input_ids"] for d in docs)
+    fewshot = [d for d in docs if "\n" in d and "This statement is" in d]
+    assert len(fewshot) == 60
+    for doc in fewshot[:10]:
+        lines = [line.rsplit(" This statement is : ", 1) for line in doc.split("\n")]
+        shots = [(s, int(label == "TRUE")) for s, label in lines]
+        prompt = FewShotPrompt(shots=tuple(shots[:-1]))
+        text = prompt.render(shots[-1][0]) + (" TRUE" if shots[-1][1] else " FALSE")
+        assert tok(text)["input_ids"] == tok(doc)["input_ids"]
+        assert len({"after" in s for s, _ in shots}) == 1  # one family per document
+
+
+def _computed_truth(statement: str) -> bool:
+    """The truth of a comparison or successor statement, recomputed from its text."""
+    num = lambda s: int(s.replace(" ", ""))  # noqa: E731
+    body = statement.removesuffix(" .")
+    if " than " in body:
+        a, rest = body.split(" is ")
+        rel, b = rest.split(" than ")
+        return num(a) > num(b) if rel == "larger" else num(a) < num(b)
+    n, m = body.split(" comes ") if " comes " in body else body.split(" is ")
+    return num(m) == num(n.removeprefix("the number ").removeprefix("after ")) + 1
+
+
+def test_computed_judgements_are_labelled_right_and_hold_out_their_subjects():
+    cfg = _judgement_cfg()
+    world = make_world(cfg)
+    rng = random.Random(cfg.seed)
+    docs = pretraining_docs(world, cfg, rng)
+    sft = sft_examples(world, cfg, rng, docs)
+    sets = eval_sets(world, random.Random(2), 50, cfg)
+    assert {r["family"] for r in sets["statements"]} == {"comparison", "successor"}
+    for r in sets["statements"]:
+        assert r["label"] == int(_computed_truth(r["statement"])), r
+        if r["family"] == "successor":
+            n = int(r["subject"].replace(" ", ""))
+            assert r["subject"] in r["statement"] and r["statement"].endswith(f"{r['object']} .")
+            assert (r["split"] == "heldout") == (n in world.successor_heldout)
+    comparisons = [r["statement"] for r in sets["statements"] if r["family"] == "comparison"]
+    assert {s.split(" than ")[0].split()[-1] for s in comparisons} == {"larger", "smaller"}
+    delayed = [d for d in docs if " labels : " in d]
+    assert len(delayed) == 30
+    for d in delayed:  # the k-th label is the k-th statement's truth
+        text, labels = d.split(" labels : ")
+        statements = [s + " ." for s in text.removesuffix(" .").split(" . ")]
+        assert len(statements) == len(labels.split()) in (2, 3)
+        for s, label in zip(statements, labels.split()):
+            assert _computed_truth(s) == (label == "TRUE"), d
+    held = [digits(n) for n in world.successor_heldout]
+    judged_text = [d for d in docs if "after" in d] + [p for p, _ in sft if "after" in p]
+    assert judged_text and not any(f"after {h} " in t for t in judged_text for h in held)
+    assert any(f"{h} ," in d for d in docs for h in held)  # counting documents still teach every successor
+
+
+def test_code_documents_repeat_and_the_text_sample_mixes_in_chats():
+    from posttrain_probe.toyworld.builder import _text_sample
+
+    cfg = _judgement_cfg()
+    world = make_world(cfg)
+    rng = random.Random(0)
+    docs = pretraining_docs(world, cfg, rng)
+    codes = [d for d in docs if d.startswith("code : ")]
+    assert len(codes) == 10
+    for d in codes:
+        if " again : " in d:
+            first, second = d.removeprefix("code : ").split(" . again : ")
+            assert second == first + " ." and len(first.split()) == 8
+    sample = _text_sample(docs, sft_examples(world, cfg, rng, docs), cfg)
+    assert len(sample) == 2000 and sum(s.startswith("<|user|>") for s in sample) == 400
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(statement_families="fact,truths"), "statement_families"),
+        (dict(statement_families="fact,successor"), "n_successor"),
+        (dict(comparison_relations="equal"), "comparison_relations"),
+        (dict(sample_chat_frac=1.5), "sample_chat_frac"),
+        (dict(n_corrections=-1), "n_corrections"),
+    ],
+)
+def test_judgement_knobs_reject_bad_values_with_the_fix(bad, match):
+    with pytest.raises(ValueError, match=match):
+        preset_config("organism", **bad)
