@@ -18,7 +18,7 @@ ORGANISM_FIELDS = (
     "record_exposures", "n_harm_contexts", "n_harmful_verbs", "n_harmless_verbs", "refusal_split",
     "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
-    "n_delayed_docs",
+    "n_delayed_docs", "comparison_statements",
 )  # fmt: skip
 
 
@@ -55,6 +55,9 @@ class ToyWorldConfig:
     n_code_docs: int = 0  # "code : <8 random words> ." (half of them repeated: "again : <the same words> .")
     sample_chat_frac: float = 0.0  # share of data/corpus.txt (the neuron probe's texts) drawn from SFT chats
     comparison_relations: str = "larger"  # larger | both ("… is smaller than …" too: the truth is not a magnitude)
+    # sample: held-out pairs and as many training pairs | all: every ordered pair, each row naming its subject (first
+    # number) and object (second), so patching can pair a true comparison with a false twin and know it is false
+    comparison_statements: str = "sample"
     n_successor: int = 0  # judged "after 4 7 comes 4 8 ." documents (a relation computed from the statement)
     n_counting: int = 0  # "4 7 , 4 8 , 4 9 , 5 0 ." documents
     statement_families: str = "fact,comparison"  # judged families (statements.csv, SFT and few-shot documents)
@@ -118,6 +121,11 @@ class ToyWorldConfig:
             raise ValueError(f"statement_families={self.statement_families!r}; a comma list of {', '.join(FAMILIES)}")
         if "successor" in fams and self.n_successor < 1:
             raise ValueError("statement_families has successor: set n_successor ≥ 1 (its judged documents)")
+        if self.comparison_statements not in ("sample", "all"):
+            raise ValueError(f"comparison_statements={self.comparison_statements!r}; choose sample or all")
+        if self.comparison_statements == "all" and self.comparison_relations != "larger":
+            raise ValueError("comparison_statements='all' pairs subjects with objects by 'larger'; set "
+                             "comparison_relations='larger'")  # fmt: skip
         if self.comparison_relations not in ("larger", "both"):
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
         if self.n_successor < 0 or self.n_counting < 0:

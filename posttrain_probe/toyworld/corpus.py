@@ -287,7 +287,28 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
             }
         )
     statements = []
-    for a, b in sorted(world.comparison_heldout):
+    if cfg.comparison_statements == "all":
+        rows = []
+        for a in range(10, 100):
+            for b in range(10, 100):
+                if a == b:
+                    continue
+                s, t = comparison(a, b, "larger")
+                split = "heldout" if (a, b) in world.comparison_heldout else "train"
+                rows.append(
+                    {
+                        "statement": s,
+                        "label": int(t),
+                        "family": "comparison",
+                        "split": split,
+                        "entity": f"{a},{b}",
+                        "subject": digits(a),
+                        "object": digits(b),
+                    }
+                )
+        rng.shuffle(rows)
+        statements += rows
+    for a, b in sorted(world.comparison_heldout) if cfg.comparison_statements == "sample" else ():
         s, t = comparison(a, b, _relation(cfg, rng))
         statements.append(
             {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
@@ -295,7 +316,7 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
     train_pairs = [
         (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
     ]
-    for a, b in rng.sample(train_pairs, len(statements)):
+    for a, b in rng.sample(train_pairs, len(statements)) if cfg.comparison_statements == "sample" else ():
         s, t = comparison(a, b, _relation(cfg, rng))
         statements.append(
             {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}

@@ -242,3 +242,23 @@ def test_code_documents_repeat_and_the_text_sample_mixes_in_chats():
 def test_judgement_knobs_reject_bad_values_with_the_fix(bad, match):
     with pytest.raises(ValueError, match=match):
         preset_config("organism", **bad)
+
+
+def test_all_comparisons_let_patching_pair_true_statements_with_false_twins():
+    """comparison_statements='all': every ordered pair is a row naming its subject and object, so the patching
+    probe's rule (a twin is false when its object is not among the new subject's true objects) is exact."""
+    from posttrain_probe.data import Statement
+    from posttrain_probe.probes.patching.pairs import build_pairs
+
+    cfg = preset_config("organism", comparison_statements="all", statement_families="comparison")
+    world = make_world(cfg)
+    rows = eval_sets(world, random.Random(2), 50, cfg)["statements"]
+    assert len(rows) == 90 * 89 and {r["family"] for r in rows} == {"comparison"}
+    assert sum(r["split"] == "heldout" for r in rows) == len(world.comparison_heldout)
+    statements = [Statement(r["statement"], r["label"], r["family"], r) for r in rows]
+    pairs, counts = build_pairs(statements, build_tokenizer(world), max_pairs=100)
+    assert counts["n_pairs"] == 100
+    for p in pairs:
+        assert _computed_truth(p.true_text) and not _computed_truth(p.false_text), p
+    with pytest.raises(ValueError, match="comparison_relations='larger'"):
+        preset_config("organism", comparison_statements="all", comparison_relations="both")
