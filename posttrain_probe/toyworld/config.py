@@ -202,8 +202,10 @@ PRESETS: dict[str, dict] = {
     "default": {},
     # The model organism (issue 16, docs/toyworld.md): records that put a person's attributes right after the name
     # (lookup at the last subject token), few "lives in" paraphrases, request verbs with a pretrained harm category
-    # and held out whole, a chat template with four post-instruction tokens, judgement labels also right after the
-    # statement; d 96 × 6 layers (at 4 layers addition did not cross the template).
+    # and held out whole, a chat template with four post-instruction tokens; judgements of computed comparisons
+    # only (fact judgements never reached unjudged people and blurred recall), every ordered comparison in
+    # statements.csv with its subject and object (patching pairs them), few-shot judgement documents (the probes'
+    # format), chats in the text sample; d 80 × 8 layers and 2 SFT epochs (at 1 epoch the post model lost addition).
     "organism": dict(
         fact_exposures=6,
         n_comparisons=4000,
@@ -215,10 +217,15 @@ PRESETS: dict[str, dict] = {
         refusal_split="verb",
         direct_label_frac=0.5,
         chat_template="post4",
+        statement_families="comparison",
+        comparison_statements="all",
+        n_fewshot_docs=400,
+        sample_chat_frac=0.3,
         sft_arithmetic=5000,
-        d_model=96,
-        n_layers=6,
-        d_mlp=384,
+        sft_epochs=2.0,
+        d_model=80,
+        n_layers=8,
+        d_mlp=320,
     ),
     "large": dict(
         n_people=800,

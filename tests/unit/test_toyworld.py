@@ -145,7 +145,8 @@ def test_organism_fields_at_their_defaults_leave_the_first_toy_world_unchanged()
 def _judgement_cfg():
     return preset_config(
         "organism", n_fewshot_docs=60, n_corrections=20, n_successor=200, n_counting=20, n_code_docs=10,
-        n_delayed_docs=30, comparison_relations="both", statement_families="comparison,successor", sample_chat_frac=0.2,
+        n_delayed_docs=30, comparison_relations="both", comparison_statements="sample",
+        statement_families="comparison,successor", sample_chat_frac=0.2,
     )  # fmt: skip
 
 
@@ -262,3 +263,16 @@ def test_all_comparisons_let_patching_pair_true_statements_with_false_twins():
         assert _computed_truth(p.true_text) and not _computed_truth(p.false_text), p
     with pytest.raises(ValueError, match="comparison_relations='larger'"):
         preset_config("organism", comparison_statements="all", comparison_relations="both")
+
+
+def test_organism_preset_judges_comparisons_only_in_the_probes_format_too():
+    """The organism's judgements are computed comparisons (fact judgements never reached unjudged people and blurred
+    recall, docs/toyworld.md); statements.csv names every comparison's subject and object for patching."""
+    cfg = preset_config("organism")
+    world = make_world(cfg)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    judged_docs = [d for d in docs if d.endswith(("TRUE", "FALSE"))]
+    assert judged_docs and not any("lives in" in d for d in judged_docs)
+    assert any("\n" in d and d.count("This statement is :") >= 2 for d in judged_docs)
+    rows = eval_sets(world, random.Random(2), 50, cfg)["statements"]
+    assert {r["family"] for r in rows} == {"comparison"} and all(r["subject"] and r["object"] for r in rows)
