@@ -87,6 +87,9 @@ def _pair(sub):
     c.set_defaults(func=run)
 
 
+TOY_PRESETS = ["quick", "default", "organism", "large"]  # toyworld.config.PRESETS (not imported: keeps startup light)
+
+
 def _toy_overrides(items: list[str]) -> dict:
     """`--set KEY=VALUE` items as config overrides; a value is read as JSON when it parses (8, 0.5, true), else
     kept as text (organism, comparison,successor)."""
@@ -225,9 +228,7 @@ def _data(sub):
 @command
 def _demo(sub):
     p = sub.add_parser("demo", help="the main job: every analysis on the toy pair, one HTML report")
-    p.add_argument(
-        "--preset", default="default", choices=["quick", "default", "large"], help="toy-world preset (large: a GPU)"
-    )
+    p.add_argument("--preset", default="default", choices=TOY_PRESETS, help="toy-world preset (large: a GPU)")
     p.add_argument(
         "--quick", dest="preset", action="store_const", const="quick", help="same as --preset quick (≈ minutes)"
     )

@@ -25,7 +25,7 @@ from posttrain_probe.utils.io import safe_join, safe_name
 @dataclass
 class DemoContext:
     out: Path
-    preset: str  # toy-world preset: quick | default | large
+    preset: str  # toy-world preset: quick | default | organism | large
     seed: int
     force: bool
     rlvr_steps: int | None = None
@@ -250,7 +250,7 @@ def run_demo(
 ) -> Path:
     """Run the whole study on the toy pair; returns the path of the HTML report.
 
-    `preset` is the toy-world preset (quick | default | large; `quick=True` is short for preset="quick").
+    `preset` is the toy-world preset (quick | default | organism | large; `quick=True` is short for preset="quick").
     `device` (auto | cpu | cuda | cuda:N) runs the toy build, the probes and RLVR there; on CUDA the toy build and
     RLVR forward passes use bf16 autocast, the probes fp32. The RLVR part is a paired study: every arm of `arms`
     (default `DEMO_ARMS`, `QUICK_ARMS` for quick, names from `rlvr.paired.ARMS`; baselines are added) on

@@ -40,3 +40,10 @@ def test_toyworld_set_overrides_parse_json_values_and_reject_bad_input(capsys):
     assert main(["toyworld", "build", "--preset", "quick", "--set", "n_dragons=3"]) == 1
     err = capsys.readouterr().err
     assert "unknown toy-world config keys ['n_dragons']" in err and err.count("\n") == 1
+
+
+def test_cli_offers_every_toy_world_preset():
+    from posttrain_probe.cli import TOY_PRESETS
+    from posttrain_probe.toyworld import PRESETS
+
+    assert TOY_PRESETS == list(PRESETS)
