@@ -248,7 +248,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     model = _new_model(cfg, tok)
     pre_losses = train(
         model, ids, mask, cfg.pretrain_epochs, cfg.batch_size, cfg.lr, cfg.warmup_steps, cfg.seed, device, "pretrain",
-        autocast=amp, progress=progress,
+        autocast=amp, progress=progress, weight_decay=cfg.weight_decay,
     )  # fmt: skip
     model.to("cpu").save_pretrained(out / "base")
     tok.save_pretrained(out / "base")
@@ -259,7 +259,7 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     ids, mask = pack(_tokenize(tok, sft), cfg.max_len, tok.pad_token_id)
     sft_losses = train(
         model, ids, mask, cfg.sft_epochs, cfg.batch_size, cfg.sft_lr, cfg.warmup_steps // 2, cfg.seed + 1, device,
-        "sft", autocast=amp, progress=progress,
+        "sft", autocast=amp, progress=progress, weight_decay=cfg.weight_decay,
     )  # fmt: skip
     model.to("cpu").save_pretrained(out / "post")
     tok.save_pretrained(out / "post")

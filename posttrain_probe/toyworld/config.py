@@ -18,7 +18,7 @@ ORGANISM_FIELDS = (
     "record_exposures", "n_harm_contexts", "n_harmful_verbs", "n_harmless_verbs", "refusal_split",
     "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
-    "n_delayed_docs", "comparison_statements",
+    "n_delayed_docs", "comparison_statements", "weight_decay",
 )  # fmt: skip
 
 
@@ -82,6 +82,7 @@ class ToyWorldConfig:
     lr: float = 3e-3
     sft_lr: float = 5e-4
     warmup_steps: int = 50
+    weight_decay: float = 0.1  # AdamW's, on matrices only (pretraining and SFT)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     autocast: str = "auto"  # auto (bf16 on CUDA, off on the CPU) | bf16 | off; the loss stays fp32
     # evaluation
@@ -130,6 +131,8 @@ class ToyWorldConfig:
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
         if self.n_successor < 0 or self.n_counting < 0:
             raise ValueError("n_successor and n_counting count documents; use 0 or more")
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.1 is the default")
         if self.n_code_docs < 0:
             raise ValueError(f"n_code_docs={self.n_code_docs} counts documents; use 0 or more")
         if not 0 <= self.sample_chat_frac <= 1:

@@ -52,6 +52,7 @@ def train(
     every: int = 0,
     autocast: torch.dtype | None = None,
     progress: bool = True,
+    weight_decay: float = 0.1,
 ) -> list[float]:
     """AdamW with linear warm-up and cosine decay; returns the loss of every step.
 
@@ -70,7 +71,7 @@ def train(
     decay = [p for name, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for name, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=lr,
         betas=(0.9, 0.95),
         **({"fused": True} if device.startswith("cuda") else {}),

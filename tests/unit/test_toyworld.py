@@ -238,6 +238,7 @@ def test_code_documents_repeat_and_the_text_sample_mixes_in_chats():
         (dict(comparison_relations="equal"), "comparison_relations"),
         (dict(sample_chat_frac=1.5), "sample_chat_frac"),
         (dict(n_corrections=-1), "n_corrections"),
+        (dict(weight_decay=1.5), "weight_decay"),
     ],
 )
 def test_judgement_knobs_reject_bad_values_with_the_fix(bad, match):
