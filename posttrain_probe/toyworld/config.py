@@ -208,7 +208,8 @@ PRESETS: dict[str, dict] = {
     # and held out whole, a chat template with four post-instruction tokens; judgements of computed comparisons
     # only (fact judgements never reached unjudged people and blurred recall), every ordered comparison in
     # statements.csv with its subject and object (patching pairs them), few-shot judgement documents (the probes'
-    # format), chats in the text sample; d 80 × 8 layers and 2 SFT epochs (at 1 epoch the post model lost addition).
+    # format), chats in the text sample; d 80 × 8 layers and 2 SFT epochs (at 1 epoch the post model lost addition);
+    # weight decay 0.01 (at 0.1 adding the refusal direction induced refusal on one seed of two, at 0.01 on both).
     "organism": dict(
         fact_exposures=6,
         n_comparisons=4000,
@@ -229,6 +230,7 @@ PRESETS: dict[str, dict] = {
         d_model=80,
         n_layers=8,
         d_mlp=320,
+        weight_decay=0.01,
     ),
     "large": dict(
         n_people=800,
