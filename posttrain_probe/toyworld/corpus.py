@@ -91,6 +91,14 @@ def _wrong_successor(n: int, rng: random.Random) -> int:
             return m
 
 
+def _sft_family(families: list[str], rng: random.Random) -> str:
+    """The family of an SFT judgement: a coin flip for the first toy world's two families (the draws it always
+    made, so its SFT set stays bit for bit), uniform otherwise."""
+    if families == ["fact", "comparison"]:
+        return "fact" if rng.random() < 0.5 else "comparison"
+    return rng.choice(families)
+
+
 def _relation(cfg: ToyWorldConfig, rng: random.Random) -> str:
     return "larger" if cfg.comparison_relations == "larger" else rng.choice(["larger", "smaller"])
 
@@ -143,13 +151,9 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
     for c in world.cities:
         for i in range(10):
             docs.append(CITY_IN[i % len(CITY_IN)].format(C=c, K=world.city_country[c]))
-    judged_people = [p for p in world.old_people if p.name in world.judged]
     families = cfg.statement_families.split(",")
     for _ in range(cfg.n_fact_judgements if "fact" in families else 0):
-        p = rng.choice(judged_people)
-        label = rng.random() < 0.5
-        city = p.city if label else _wrong_city(p, world, rng)
-        docs.append(judged(f"{p.name} lives in {city} .", label, _direct(cfg, rng)))
+        docs.append(judged(*_judged_statement("fact", world, cfg, rng), _direct(cfg, rng)))
     for _ in range(cfg.n_successor):
         docs.append(judged(*_judged_statement("successor", world, cfg, rng), _direct(cfg, rng)))
     for _ in range(cfg.n_counting):
@@ -169,12 +173,7 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         p = rng.choice(world.old_people)
         docs.append(f"{p.name} lives in {_wrong_city(p, world, rng)} . no , {p.name} lives in {p.city} .")
     for _ in range(cfg.n_comparisons):
-        while True:
-            a, b = rng.randint(10, 99), rng.randint(10, 99)
-            if a != b and (a, b) not in world.comparison_heldout:
-                break
-        s, t = comparison(a, b, _relation(cfg, rng))
-        docs.append(judged(s, t, _direct(cfg, rng)))
+        docs.append(judged(*_judged_statement("comparison", world, cfg, rng), _direct(cfg, rng)))
     for _ in range(cfg.n_arithmetic):
         while True:
             a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
@@ -238,22 +237,9 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
     for _ in range(cfg.sft_fact_qa):
         p = rng.choice(olds)
         ex.append(chat(f"where does {p.name} live ?", f"{p.name} lives in {p.city} ."))
-    judged_people = [p for p in olds if p.name in world.judged]
     families = cfg.statement_families.split(",")
-    for _ in range(cfg.sft_judgements if families != ["fact", "comparison"] else 0):
-        s, label = _judged_statement(rng.choice(families), world, cfg, rng)
-        ex.append(chat(s + JUDGE, "TRUE" if label else "FALSE"))
-    for _ in range(cfg.sft_judgements if families == ["fact", "comparison"] else 0):
-        if rng.random() < 0.5:
-            p = rng.choice(judged_people)
-            label = rng.random() < 0.5
-            s = f"{p.name} lives in {p.city if label else _wrong_city(p, world, rng)} ."
-        else:
-            while True:
-                a, b = rng.randint(10, 99), rng.randint(10, 99)
-                if a != b and (a, b) not in world.comparison_heldout:
-                    break
-            s, label = comparison(a, b, "larger")
+    for _ in range(cfg.sft_judgements):
+        s, label = _judged_statement(_sft_family(families, rng), world, cfg, rng)
         ex.append(chat(s + JUDGE, "TRUE" if label else "FALSE"))
     for p in world.new_people:  # new knowledge: taught only here, both as chat answers and as plain text
         for i in range(cfg.sft_new_fact_exposures):
@@ -308,19 +294,20 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
                 )
         rng.shuffle(rows)
         statements += rows
-    for a, b in sorted(world.comparison_heldout) if cfg.comparison_statements == "sample" else ():
-        s, t = comparison(a, b, _relation(cfg, rng))
-        statements.append(
-            {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
-        )
-    train_pairs = [
-        (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
-    ]
-    for a, b in rng.sample(train_pairs, len(statements)) if cfg.comparison_statements == "sample" else ():
-        s, t = comparison(a, b, _relation(cfg, rng))
-        statements.append(
-            {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
-        )
+    else:  # the held-out pairs and as many training pairs
+        for a, b in sorted(world.comparison_heldout):
+            s, t = comparison(a, b, _relation(cfg, rng))
+            statements.append(
+                {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
+            )
+        train_pairs = [
+            (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
+        ]
+        for a, b in rng.sample(train_pairs, len(statements)):
+            s, t = comparison(a, b, _relation(cfg, rng))
+            statements.append(
+                {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
+            )
     for n_ in range(10, 99) if "successor" in families else ():
         split = "heldout" if n_ in world.successor_heldout else "train"
         for template in range(len(SUCCESSOR)):
