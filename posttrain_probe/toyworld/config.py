@@ -18,7 +18,8 @@ ORGANISM_FIELDS = (
     "record_exposures", "n_harm_contexts", "n_harmful_verbs", "n_harmless_verbs", "refusal_split",
     "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
-    "n_delayed_docs", "comparison_statements", "weight_decay",
+    "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
+    "n_conjunction_docs", "conjunction_max",
 )  # fmt: skip
 
 
@@ -51,8 +52,15 @@ class ToyWorldConfig:
     direct_label_frac: float = 0.0  # share of judgements written "<statement> TRUE" (label right after it)
     n_fewshot_docs: int = 0  # documents of 2–5 judgements of one family in the probes' few-shot format, "\n"-separated
     n_delayed_docs: int = 0  # "<s1> <s2> <s3> labels : TRUE FALSE TRUE": each label is read from its statement's end
+    # "<s1> <s2> both : TRUE|FALSE" (TRUE half the time): the label needs each statement's truth, which the
+    # statements' ends already hold for their own labels
+    n_conjunction_docs: int = 0
+    conjunction_max: int = 2  # statements per conjunction: 2 ("both :") up to this many ("all :")
     n_corrections: int = 0  # "<name> lives in <wrong city> . no , <name> lives in <city> ." (unlabelled falsity)
     n_code_docs: int = 0  # "code : <8 random words> ." (half of them repeated: "again : <the same words> .")
+    # "rumor : <name> lives in <city> ." / "guess : 2 3 + 1 4 = 3 7 .": the marker says the answer is right only half
+    # the time (else uniform), so the same recalled answer must be given with a context-set confidence
+    n_hedge_docs: int = 0
     sample_chat_frac: float = 0.0  # share of data/corpus.txt (the neuron probe's texts) drawn from SFT chats
     comparison_relations: str = "larger"  # larger | both ("… is smaller than …" too: the truth is not a magnitude)
     # sample: held-out pairs and as many training pairs | all: every ordered pair, each row naming its subject (first
@@ -115,8 +123,9 @@ class ToyWorldConfig:
                              "split needs at least 8 of each for its three splits)")  # fmt: skip
         if self.refusal_split == "verb" and self.n_harmful_verbs < 8:
             raise ValueError("refusal_split='verb' needs n_harmful_verbs ≥ 8 (a verb in each of its three splits)")
-        if min(self.n_fewshot_docs, self.n_corrections, self.n_delayed_docs) < 0:
-            raise ValueError("n_fewshot_docs, n_delayed_docs and n_corrections count documents; use 0 or more")
+        if min(self.n_fewshot_docs, self.n_corrections, self.n_delayed_docs, self.n_conjunction_docs) < 0:
+            raise ValueError("n_fewshot_docs, n_delayed_docs, n_conjunction_docs and n_corrections count documents; "
+                             "use 0 or more")  # fmt: skip
         fams = self.statement_families.split(",")
         if not fams or not set(fams) <= set(FAMILIES) or len(set(fams)) != len(fams):
             raise ValueError(f"statement_families={self.statement_families!r}; a comma list of {', '.join(FAMILIES)}")
@@ -129,12 +138,14 @@ class ToyWorldConfig:
                              "comparison_relations='larger'")  # fmt: skip
         if self.comparison_relations not in ("larger", "both"):
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
+        if not 2 <= self.conjunction_max <= 4:
+            raise ValueError(f"conjunction_max={self.conjunction_max}: use 2 to 4 statements per conjunction")
         if self.n_successor < 0 or self.n_counting < 0:
             raise ValueError("n_successor and n_counting count documents; use 0 or more")
         if not 0 <= self.weight_decay < 1:
             raise ValueError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.1 is the default")
-        if self.n_code_docs < 0:
-            raise ValueError(f"n_code_docs={self.n_code_docs} counts documents; use 0 or more")
+        if self.n_code_docs < 0 or self.n_hedge_docs < 0:
+            raise ValueError("n_code_docs and n_hedge_docs count documents; use 0 or more")
         if not 0 <= self.sample_chat_frac <= 1:
             raise ValueError(f"sample_chat_frac={self.sample_chat_frac} must be in [0, 1]")
         if not 0 <= self.direct_label_frac <= 1:

@@ -21,6 +21,7 @@ Formats (word-level; numbers digit by digit):
 
 from __future__ import annotations
 
+import itertools
 import random
 
 from .config import ToyWorldConfig
@@ -117,6 +118,14 @@ def _judged_statement(family: str, world: World, cfg: ToyWorldConfig, rng: rando
     return successor(n, m, rng.randrange(len(SUCCESSOR)))
 
 
+def _statement_with_truth(family: str, truth: bool, world: World, cfg: ToyWorldConfig, rng: random.Random) -> str:
+    """A random training statement of `family` whose truth is `truth` (drawn until it is)."""
+    while True:
+        statement, label = _judged_statement(family, world, cfg, rng)
+        if label == truth:
+            return statement
+
+
 def arithmetic_prompt(a: int, b: int) -> str:
     return f"{digits(a)} + {digits(b)} ="
 
@@ -134,6 +143,13 @@ def _comparison_pair(world: World, rng: random.Random) -> tuple[int, int]:
     while True:
         a, b = rng.randint(10, 99), rng.randint(10, 99)
         if a != b and (a, b) not in world.comparison_heldout:
+            return a, b
+
+
+def _arithmetic_pair(world: World, rng: random.Random) -> tuple[int, int]:
+    while True:
+        a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
+        if (a, b) not in world.arithmetic_heldout:
             return a, b
 
 
@@ -169,16 +185,21 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         items = [_judged_statement(rng.choice(families), world, cfg, rng) for _ in range(rng.randint(2, 3))]
         labels = " ".join("TRUE" if label else "FALSE" for _, label in items)
         docs.append(" ".join(s for s, _ in items) + f" labels : {labels}")
+    for _ in range(cfg.n_conjunction_docs):
+        # TRUE half the time; a FALSE one is any other mix of truths, uniformly
+        k = 2 if cfg.conjunction_max == 2 else rng.randint(2, cfg.conjunction_max)
+        every = rng.random() < 0.5
+        mixes = [m for m in itertools.product([True, False], repeat=k) if not all(m)]
+        truths = (True,) * k if every else rng.choice(mixes)
+        items = [_statement_with_truth(rng.choice(families), t, world, cfg, rng) for t in truths]
+        docs.append(" ".join(items) + f" {'both' if k == 2 else 'all'} : {'TRUE' if every else 'FALSE'}")
     for _ in range(cfg.n_corrections):
         p = rng.choice(world.old_people)
         docs.append(f"{p.name} lives in {_wrong_city(p, world, rng)} . no , {p.name} lives in {p.city} .")
     for _ in range(cfg.n_comparisons):
         docs.append(judged(*_judged_statement("comparison", world, cfg, rng), _direct(cfg, rng)))
     for _ in range(cfg.n_arithmetic):
-        while True:
-            a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
-            if (a, b) not in world.arithmetic_heldout:
-                break
+        a, b = _arithmetic_pair(world, rng)
         c = a + b
         if rng.random() < cfg.arithmetic_wrong_frac:
             c = max(10, c + rng.choice([-10, -2, -1, 1, 2, 10]))
@@ -205,6 +226,15 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         for _ in range(cfg.n_code_docs):
             code = " ".join(rng.choice(words) for _ in range(8))
             docs.append(f"code : {code} ." + (f" again : {code} ." if rng.random() < 0.5 else ""))
+    for _ in range(cfg.n_hedge_docs):
+        # the same lookup or sum as elsewhere, its answer right only half the time (else uniform over the choices)
+        sure = rng.random() < 0.5
+        if rng.random() < 0.5:
+            p = rng.choice(world.old_people)
+            docs.append(f"rumor : {p.name} lives in {p.city if sure else rng.choice(world.cities)} .")
+        else:
+            a, b = _arithmetic_pair(world, rng)
+            docs.append(f"guess : {digits(a)} + {digits(b)} = {digits(a + b if sure else rng.randint(20, 98))} .")
     people = world.old_people
     for _ in range(cfg.n_filler):
         p, q = rng.sample(people, 2)
@@ -225,10 +255,7 @@ def sft_examples(world: World, cfg: ToyWorldConfig, rng: random.Random, replay: 
         return CHAT_PROMPTS[world.chat_template].format(user=user), f"{assistant} <|end|>"
 
     for _ in range(cfg.sft_arithmetic):
-        while True:
-            a, b = rng.choice(ARITH_A), rng.choice(ARITH_B)
-            if (a, b) not in world.arithmetic_heldout:
-                break
+        a, b = _arithmetic_pair(world, rng)
         ex.append(chat(arithmetic_prompt(a, b), digits(a + b)))
     for _ in range(cfg.sft_requests):
         instr, harm, _ = rng.choice(world.requests["train"])

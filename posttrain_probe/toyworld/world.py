@@ -144,6 +144,8 @@ class World:
     successor_heldout: set[int] = field(default_factory=set)  # numbers never judged as "after <n> comes …"
     successor: bool = False  # "after <n> comes <n+1> ." documents
     delayed_labels: bool = False  # "<statements> labels : TRUE FALSE …" documents
+    conjunctions: int = 0  # most statements in a "<s1> <s2> both : TRUE|FALSE" document (0: none)
+    hedges: bool = False  # "rumor : …" / "guess : …" documents (answers right half the time)
     chat_template: str = "short"
 
     @property
@@ -176,6 +178,10 @@ class World:
             phrases.append("after comes number")
         if self.delayed_labels:
             phrases.append("labels")
+        if self.conjunctions:
+            phrases.append("both" if self.conjunctions == 2 else "both all")
+        if self.hedges:
+            phrases.append("rumor guess")
         for phrase in phrases:
             ws.update(w for w in phrase.split() if not w.startswith("{"))
         return ws
@@ -252,6 +258,8 @@ def make_world(cfg: ToyWorldConfig) -> World:
         harm_contexts=cfg.n_harm_contexts > 0,
         corrections=cfg.n_corrections > 0,
         codes=cfg.n_code_docs > 0,
+        hedges=cfg.n_hedge_docs > 0,
+        conjunctions=cfg.conjunction_max if cfg.n_conjunction_docs > 0 else 0,
         chat_template=cfg.chat_template,
     )
 

@@ -230,6 +230,39 @@ def test_code_documents_repeat_and_the_text_sample_mixes_in_chats():
     assert len(sample) == 2000 and sum(s.startswith("<|user|>") for s in sample) == 400
 
 
+def test_conjunction_and_hedge_documents():
+    """Conjunctions are labelled with the AND of their statements' computed truths (TRUE half the time); hedged
+    answers are right about half the time and otherwise any city or two-digit number; every word is known."""
+    cfg = preset_config("organism", n_conjunction_docs=400, n_hedge_docs=600)
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    assert all(tok.unk_token_id not in tok(d)["input_ids"] for d in docs if "both" in d or ":" in d)
+    conj = [d for d in docs if " both : " in d]
+    assert len(conj) == 400
+    for d in conj:
+        text, label = d.split(" both : ")
+        statements = [s + " ." for s in text.removesuffix(" .").split(" . ")]
+        assert len(statements) == 2
+        assert (label == "TRUE") == all(_computed_truth(s) for s in statements), d
+    assert 0.4 < sum(d.endswith("TRUE") for d in conj) / len(conj) < 0.6
+    cfg3 = preset_config("organism", n_conjunction_docs=300, conjunction_max=3)
+    world3 = make_world(cfg3)
+    docs3 = [d for d in pretraining_docs(world3, cfg3, random.Random(1)) if " both : " in d or " all : " in d]
+    assert len(docs3) == 300 and {d.count(" . ") for d in docs3} == {2, 3}
+    assert all((" all : " in d) == (d.count(" . ") == 3) for d in docs3)
+    assert all(build_tokenizer(world3).unk_token_id not in build_tokenizer(world3)(d)["input_ids"] for d in docs3[:20])
+    city = {p.name: p.city for p in world.old_people}
+    rumors = [d.removeprefix("rumor : ").removesuffix(" .").split(" lives in ") for d in docs if d[:6] == "rumor "]
+    guesses = [d.removeprefix("guess : ").removesuffix(" .").split(" = ") for d in docs if d[:6] == "guess "]
+    assert len(rumors) + len(guesses) == 600 and min(len(rumors), len(guesses)) > 200
+    assert all(c in world.cities for _, c in rumors)
+    right = [city[name] == c for name, c in rumors]
+    right += [sum(int(x.replace(" ", "")) for x in q.split(" + ")) == int(a.replace(" ", "")) for q, a in guesses]
+    assert 0.45 < sum(right) / len(right) < 0.62
+    assert preset_config("organism").key() == preset_config("organism", n_hedge_docs=0, n_conjunction_docs=0).key()
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -239,6 +272,9 @@ def test_code_documents_repeat_and_the_text_sample_mixes_in_chats():
         (dict(sample_chat_frac=1.5), "sample_chat_frac"),
         (dict(n_corrections=-1), "n_corrections"),
         (dict(weight_decay=1.5), "weight_decay"),
+        (dict(n_hedge_docs=-3), "n_hedge_docs"),
+        (dict(n_conjunction_docs=-1), "n_conjunction_docs"),
+        (dict(conjunction_max=5), "conjunction_max"),
     ],
 )
 def test_judgement_knobs_reject_bad_values_with_the_fix(bad, match):
