@@ -307,10 +307,25 @@ def git_state(repo: str | Path | None = None) -> tuple[str | None, bool | None]:
     return head.stdout.strip() or None, dirty
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform.processor()` says."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def host_info() -> dict[str, Any]:
+    """The machine a result was computed on. The CPU model and torch's kernel capability matter: float32 training
+    is bit-reproducible on one machine at any thread count, but another CPU's kernels round differently."""
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "python_implementation": platform.python_implementation(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from ..paths import cache_dir
+from ..results import host_info, package_versions
 from ..utils.device import check_device, resolve_autocast, resolve_device
 from ..utils.io import atomic_dir, atomic_write_json, sha256_file
 from . import corpus as C
@@ -298,6 +299,9 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
             "post": sha256_file(out / "post" / "model.safetensors"),
         },
         "times_s": times,
+        # the weights above are reproducible bit for bit on this machine at any thread count, not across CPUs
+        "host": host_info(),
+        "versions": package_versions(),
         **metrics,
     }
     atomic_write_json(out / "report.json", report)

@@ -6,6 +6,7 @@ import json
 import time
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from posttrain_probe.data import load_facts, load_instructions, load_problems, load_statements
@@ -36,6 +37,9 @@ def test_quick_build_loads_as_hf_and_writes_eval_sets(toy_pair_quick):
     report = json.loads((pair.root / "report.json").read_text())
     for key in ("fact_recall", "truth_probe_base", "refusal", "arithmetic_heldout", "times_s", "weights_sha256"):
         assert key in report
+    # weights are bit-reproducible per machine, not across CPUs: the report says which machine built them
+    assert report["host"]["cpu"] and report["host"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert report["versions"]["torch"] == torch.__version__
 
 
 def test_cache_is_reused_and_same_seed_gives_identical_weights(toy_pair_quick, tmp_path):
