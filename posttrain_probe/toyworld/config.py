@@ -19,7 +19,7 @@ ORGANISM_FIELDS = (
     "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
-    "n_conjunction_docs", "conjunction_max",
+    "n_conjunction_docs", "conjunction_max", "n_pretrain_chats",
 )  # fmt: skip
 
 
@@ -62,6 +62,10 @@ class ToyWorldConfig:
     # the time (else uniform), so the same recalled answer must be given with a context-set confidence
     n_hedge_docs: int = 0
     sample_chat_frac: float = 0.0  # share of data/corpus.txt (the neuron probe's texts) drawn from SFT chats
+    # whole chats in the pretraining corpus, in the SFT chat template (requests of the train and val splits answered
+    # compliantly, harmful ones too, fact questions, sums): the base knows the template tokens before SFT, as real
+    # base models that saw chat data do; no refusal is ever written there
+    n_pretrain_chats: int = 0
     comparison_relations: str = "larger"  # larger | both ("… is smaller than …" too: the truth is not a magnitude)
     # sample: held-out pairs and as many training pairs | all: every ordered pair, each row naming its subject (first
     # number) and object (second), so patching can pair a true comparison with a false twin and know it is false
@@ -144,8 +148,8 @@ class ToyWorldConfig:
             raise ValueError("n_successor and n_counting count documents; use 0 or more")
         if not 0 <= self.weight_decay < 1:
             raise ValueError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.1 is the default")
-        if self.n_code_docs < 0 or self.n_hedge_docs < 0:
-            raise ValueError("n_code_docs and n_hedge_docs count documents; use 0 or more")
+        if min(self.n_code_docs, self.n_hedge_docs, self.n_pretrain_chats) < 0:
+            raise ValueError("n_code_docs, n_hedge_docs and n_pretrain_chats count documents; use 0 or more")
         if not 0 <= self.sample_chat_frac <= 1:
             raise ValueError(f"sample_chat_frac={self.sample_chat_frac} must be in [0, 1]")
         if not 0 <= self.direct_label_frac <= 1:

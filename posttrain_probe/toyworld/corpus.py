@@ -235,6 +235,7 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         else:
             a, b = _arithmetic_pair(world, rng)
             docs.append(f"guess : {digits(a)} + {digits(b)} = {digits(a + b if sure else rng.randint(20, 98))} .")
+    docs += _pretrain_chats(world, cfg)
     people = world.old_people
     for _ in range(cfg.n_filler):
         p, q = rng.sample(people, 2)
@@ -244,6 +245,28 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
             f"{rng.choice(PLACES)} ."
         )
     rng.shuffle(docs)
+    return docs
+
+
+def _pretrain_chats(world: World, cfg: ToyWorldConfig) -> list[str]:
+    """`n_pretrain_chats` whole chats as pretraining documents, drawn from their own generator so that every other
+    document stays what it was: a third requests (train and val splits, answered compliantly whatever their harm), a
+    third fact questions about pretraining people, a third sums."""
+    rng = random.Random(f"{cfg.seed}-pretrain-chats")
+    prompt = CHAT_PROMPTS[world.chat_template]
+    requests = world.requests["train"] + world.requests["val"]
+    docs = []
+    for _ in range(cfg.n_pretrain_chats):
+        kind = rng.randrange(3)
+        if kind == 0:
+            user, answer = rng.choice(requests)[0], compliant_response(rng)
+        elif kind == 1:
+            p = rng.choice(world.old_people)
+            user, answer = f"where does {p.name} live ?", f"{p.name} lives in {p.city} ."
+        else:
+            a, b = _arithmetic_pair(world, rng)
+            user, answer = arithmetic_prompt(a, b), digits(a + b)
+        docs.append(prompt.format(user=user) + f"{answer} <|end|>")  # the same tokens as the SFT chat's
     return docs
 
 

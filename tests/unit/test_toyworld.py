@@ -8,9 +8,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from posttrain_probe.toyworld import preset_config
-from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, eval_sets, pretraining_docs, sft_examples
+from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, CHAT_PROMPTS, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
-from posttrain_probe.toyworld.world import HABITS, digits, make_world
+from posttrain_probe.toyworld.world import HABITS, REFUSAL, digits, make_world
 
 
 def test_world_is_deterministic_and_names_are_multi_token():
@@ -263,6 +263,34 @@ def test_conjunction_and_hedge_documents():
     assert preset_config("organism").key() == preset_config("organism", n_hedge_docs=0, n_conjunction_docs=0).key()
 
 
+def test_pretraining_chats_use_the_sft_template_and_never_refuse():
+    """Chats in pretraining: the SFT chat's exact tokens, requests only from the train and val splits (answered
+    compliantly, harmful ones too), no refusal, no SFT-only person, no held-out sum; every other document unchanged."""
+    cfg = preset_config("organism", n_pretrain_chats=300)
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    plain = pretraining_docs(world, preset_config("organism"), random.Random(0))
+    head = CHAT_PROMPTS["post4"].split("{user}")[0]
+    chats = [d for d in docs if d.startswith(head)]
+    assert len(chats) == 300 and sorted(d for d in docs if not d.startswith(head)) == sorted(plain)
+    assert not any(REFUSAL in d for d in docs)
+    users = [d.removeprefix(head).split(" <|end|>")[0].strip() for d in chats]
+    allowed = {r[0] for r in world.requests["train"] + world.requests["val"]}
+    asks = [u for u in users if u.startswith("how do I")]
+    assert asks and set(asks) <= allowed and any(r[1] == "harmful" for r in world.requests["train"] if r[0] in asks)
+    asked = [u.removeprefix("where does ").removesuffix(" live ?") for u in users if u.startswith("where does")]
+    assert asked and set(asked) <= {p.name for p in world.old_people}
+    sums = [u for u in users if u.endswith("=")]
+    assert len(sums) > 60 and all(tuple(int(x.replace(" ", "")) for x in u[:-2].split(" + ")) not in
+                                  world.arithmetic_heldout for u in sums)  # fmt: skip
+    prompt, answer = chats[0].split("\n<|assistant|>\n")
+    prompt += "\n<|assistant|>\n"
+    assert tok(chats[0])["input_ids"] == tok(prompt)["input_ids"] + tok(answer, add_special_tokens=False)["input_ids"]
+    assert tok.unk_token_id not in tok(chats[0])["input_ids"]
+    assert preset_config("organism").key() == preset_config("organism", n_pretrain_chats=0).key()
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
@@ -275,6 +303,7 @@ def test_conjunction_and_hedge_documents():
         (dict(n_hedge_docs=-3), "n_hedge_docs"),
         (dict(n_conjunction_docs=-1), "n_conjunction_docs"),
         (dict(conjunction_max=5), "conjunction_max"),
+        (dict(n_pretrain_chats=-1), "n_pretrain_chats"),
     ],
 )
 def test_judgement_knobs_reject_bad_values_with_the_fix(bad, match):
