@@ -19,7 +19,7 @@ ORGANISM_FIELDS = (
     "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
-    "n_conjunction_docs", "conjunction_max", "n_pretrain_chats",
+    "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds",
 )  # fmt: skip
 
 
@@ -66,6 +66,7 @@ class ToyWorldConfig:
     # compliantly, harmful ones too, fact questions, sums): the base knows the template tokens before SFT, as real
     # base models that saw chat data do; no refusal is ever written there
     n_pretrain_chats: int = 0
+    pretrain_chat_kinds: str = "requests,facts,sums"  # which of the three kinds those chats are, drawn uniformly
     comparison_relations: str = "larger"  # larger | both ("… is smaller than …" too: the truth is not a magnitude)
     # sample: held-out pairs and as many training pairs | all: every ordered pair, each row naming its subject (first
     # number) and object (second), so patching can pair a true comparison with a false twin and know it is false
@@ -148,6 +149,9 @@ class ToyWorldConfig:
             raise ValueError("n_successor and n_counting count documents; use 0 or more")
         if not 0 <= self.weight_decay < 1:
             raise ValueError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.1 is the default")
+        kinds = self.pretrain_chat_kinds.split(",")
+        if not kinds or not set(kinds) <= {"requests", "facts", "sums"} or len(set(kinds)) != len(kinds):
+            raise ValueError(f"pretrain_chat_kinds={self.pretrain_chat_kinds!r}; a comma list of requests, facts, sums")
         if min(self.n_code_docs, self.n_hedge_docs, self.n_pretrain_chats) < 0:
             raise ValueError("n_code_docs, n_hedge_docs and n_pretrain_chats count documents; use 0 or more")
         if not 0 <= self.sample_chat_frac <= 1:

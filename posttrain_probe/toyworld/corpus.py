@@ -250,17 +250,18 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
 
 def _pretrain_chats(world: World, cfg: ToyWorldConfig) -> list[str]:
     """`n_pretrain_chats` whole chats as pretraining documents, drawn from their own generator so that every other
-    document stays what it was: a third requests (train and val splits, answered compliantly whatever their harm), a
-    third fact questions about pretraining people, a third sums."""
+    document stays what it was: requests (train and val splits, answered compliantly whatever their harm), fact
+    questions about pretraining people and sums, in equal shares of the kinds `pretrain_chat_kinds` lists."""
     rng = random.Random(f"{cfg.seed}-pretrain-chats")
     prompt = CHAT_PROMPTS[world.chat_template]
     requests = world.requests["train"] + world.requests["val"]
+    kinds = cfg.pretrain_chat_kinds.split(",")
     docs = []
     for _ in range(cfg.n_pretrain_chats):
-        kind = rng.randrange(3)
-        if kind == 0:
+        kind = kinds[rng.randrange(len(kinds))]
+        if kind == "requests":
             user, answer = rng.choice(requests)[0], compliant_response(rng)
-        elif kind == 1:
+        elif kind == "facts":
             p = rng.choice(world.old_people)
             user, answer = f"where does {p.name} live ?", f"{p.name} lives in {p.city} ."
         else:

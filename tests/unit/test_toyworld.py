@@ -289,6 +289,9 @@ def test_pretraining_chats_use_the_sft_template_and_never_refuse():
     assert tok(chats[0])["input_ids"] == tok(prompt)["input_ids"] + tok(answer, add_special_tokens=False)["input_ids"]
     assert tok.unk_token_id not in tok(chats[0])["input_ids"]
     assert preset_config("organism").key() == preset_config("organism", n_pretrain_chats=0).key()
+    only = preset_config("organism", n_pretrain_chats=100, pretrain_chat_kinds="requests,facts")
+    kept = [d for d in pretraining_docs(make_world(only), only, random.Random(0)) if d.startswith(head)]
+    assert len(kept) == 100 and not any(d.split(" <|end|>")[0].endswith("=") for d in kept)
 
 
 @pytest.mark.parametrize(
@@ -304,6 +307,7 @@ def test_pretraining_chats_use_the_sft_template_and_never_refuse():
         (dict(n_conjunction_docs=-1), "n_conjunction_docs"),
         (dict(conjunction_max=5), "conjunction_max"),
         (dict(n_pretrain_chats=-1), "n_pretrain_chats"),
+        (dict(pretrain_chat_kinds="requests,jokes"), "pretrain_chat_kinds"),
     ],
 )
 def test_judgement_knobs_reject_bad_values_with_the_fix(bad, match):
