@@ -129,7 +129,8 @@ def _kill_plan(seed: int) -> list[dict[str, Any]]:
 
 
 def _kill_once(server: ForkServer, run: Path, cfg: Path, point: dict[str, Any]) -> dict[str, Any]:
-    """Start train (fresh dir) or resume, kill it at `point` (at the latest after 3 new metrics rows)."""
+    """Start train (fresh dir) or resume, kill it at `point` (at the latest after 3 new metrics rows, or before the
+    last step's row when fewer steps are left)."""
     latest = ckpt.latest_checkpoint(run)
     base = int(ckpt.read_metadata(latest)["step"]) if latest is not None else 0
     metrics = run / "metrics.jsonl"
@@ -139,6 +140,9 @@ def _kill_once(server: ForkServer, run: Path, cfg: Path, point: dict[str, Any]) 
     pid = server.start(argv, point.get("die"))
     t0 = time.monotonic()
     fire_at: float | None = t0 + point["t"] if point["kind"] == "time" else None
+    # backstop: every planned kill happens before the run can finish, however fast the machine (a resume with one
+    # step left is killed at once: no "time" point is short enough to land inside it for sure)
+    backstop = max(0, min(3, STEPS - base - 1))
     while True:
         if (status := server.poll(pid)) is not None:
             break
@@ -147,8 +151,8 @@ def _kill_once(server: ForkServer, run: Path, cfg: Path, point: dict[str, Any]) 
         new_rows = _rows(metrics) - base if new_file else 0
         if point["kind"] == "rows" and fire_at is None and new_rows >= point["k"]:
             fire_at = now + point["delay"]
-        if new_rows >= 3 and fire_at is None:
-            fire_at = now  # backstop: every planned kill happens before the run can finish
+        if new_rows >= backstop:  # also cuts a "time" point short: a fast machine may finish before it
+            fire_at = now if fire_at is None else min(fire_at, now)
         if fire_at is not None and now >= fire_at:
             os.kill(pid, signal.SIGKILL)
             status = server.wait(pid)
