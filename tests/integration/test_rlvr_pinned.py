@@ -5,8 +5,13 @@ completions, the sampler's own log-probs as the old ones, re-scoring in prompt-m
 that, sampled tokens, rewards and every count were unchanged and float metrics moved by at most 1.3e-3 relative (the
 Pearson r of tiny ΔH), 7e-5 for the others. A change that alters any logged number, bit for bit, fails here and must
 say which number changed and why.
-On torch 2.13.0 on the CPU, 2 threads, the comparison is exact; elsewhere (another torch build, a GPU) floating-point
-kernels differ, so numbers are compared to rel 1e-4 and the exact tensor hashes are skipped.
+On torch 2.13.0 on the CPU, 2 threads, on the CPU the pins were written on (their "_host": model and torch's kernel
+capability) the comparison is exact; elsewhere (another CPU, torch build or a GPU) floating-point kernels round
+differently, so numbers are compared to rel 1e-4 (1e-2 for the two ΔH correlations, `LOOSE`) and the exact tensor
+hashes are skipped. (The pins of the morning of
+2026-12-07 were written on another CPU; on the AMD EPYC box that afternoon the same code and torch gave metrics up to
+1.5e-3 relative away from them (the ΔH correlations; every other metric within 1e-4 and every count equal), so
+exactness is per machine, as for toy-world builds; they were rewritten there.)
 
     POSTTRAIN_PROBE_REPIN=1 python -m pytest tests/test_rlvr_pinned.py   # rewrite the pins (say why in the commit)
 """
@@ -25,6 +30,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from posttrain_probe.results import cpu_model
 from posttrain_probe.rlvr import tasks
 from posttrain_probe.rlvr.config import RLVRConfig
 from posttrain_probe.rlvr.losses import LossConfig
@@ -81,6 +87,11 @@ def world(tmp_path_factory) -> tuple[Path, Path]:
     return model, root / "problems.jsonl"
 
 
+def _host() -> dict[str, str]:
+    """What decides the last bits of a CPU run besides the code: the torch build and the CPU's kernels."""
+    return {"torch": torch.__version__, "cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
     h = hashlib.sha256()
     for k in sorted(tensors):
@@ -102,11 +113,16 @@ def _observe(run: Path) -> dict[str, Any]:
     }
 
 
-def _close(a: Any, b: Any, exact: bool) -> bool:
+# Pearson r of the realized entropy change (tiny ΔH, near float32 rounding) against Cov / Ω: ill-conditioned, so
+# across machines it moves ~1e-3 relative where every other metric stays within 1e-4
+LOOSE = {"dH_corr_cov": 1e-2, "dH_corr_omega": 1e-2}
+
+
+def _close(a: Any, b: Any, exact: bool, key: str = "") -> bool:
     if isinstance(a, float) and isinstance(b, float):
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)
-        return a == b if exact else math.isclose(a, b, rel_tol=1e-4, abs_tol=1e-6)
+        return a == b if exact else math.isclose(a, b, rel_tol=LOOSE.get(key, 1e-4), abs_tol=1e-6)
     return a == b
 
 
@@ -118,7 +134,7 @@ def _diff(got: dict[str, Any], want: dict[str, Any], exact: bool) -> list[str]:
             continue
         for g, w in zip(got[kind], want[kind]):
             for k in sorted(w):  # every pinned key; metrics added later (mechanism logging) are new keys
-                if k not in g or not _close(g[k], w[k], exact):
+                if k not in g or not _close(g[k], w[k], exact, k):
                     out.append(f"{kind} step {w.get('step')} {k}: {g.get(k)!r} != pinned {w.get(k)!r}")
     if exact:
         for k in ("dump_sha256", "weights_sha256"):
@@ -140,9 +156,10 @@ def test_seeded_run_matches_its_pinned_numbers(world, tmp_path, name):
     pins = json.loads(PINS.read_text()) if PINS.exists() else {}
     if os.environ.get("POSTTRAIN_PROBE_REPIN"):
         pins[name] = got
+        pins["_host"] = _host()
         PINS.write_text(json.dumps(pins, indent=1, sort_keys=True) + "\n")
         pytest.skip("pins rewritten")
     assert name in pins, f"no pins for {name}; run with POSTTRAIN_PROBE_REPIN=1"
-    exact = torch.__version__ == EXACT_TORCH
+    exact = torch.__version__ == EXACT_TORCH and pins.get("_host") == _host()
     problems = _diff(got, pins[name], exact)
     assert not problems, "\n".join(problems[:20])
