@@ -8,9 +8,9 @@ say which number changed and why.
 On torch 2.13.0 on the CPU, 2 threads, on the CPU the pins were written on (their "_host": model and torch's kernel
 capability) the comparison is exact; elsewhere (another CPU, torch build or a GPU) floating-point kernels round
 differently, so numbers are compared to rel 1e-4 (1e-2 for the two ΔH correlations, `LOOSE`) and the exact tensor
-hashes are skipped. (The pins of the morning of
-2026-12-07 were written on another CPU; on the AMD EPYC box that afternoon the same code and torch gave metrics up to
-1.5e-3 relative away from them (the ΔH correlations; every other metric within 1e-4 and every count equal), so
+hashes are skipped. (The pins of the morning of 2026-12-07 were written on
+another machine; on the AMD EPYC box that afternoon the same code and torch gave metrics up to 1.5e-3 relative away
+from them (the ΔH correlations; every other metric within 1e-4 and every count equal), so
 exactness is per machine, as for toy-world builds; they were rewritten there.)
 
     POSTTRAIN_PROBE_REPIN=1 python -m pytest tests/test_rlvr_pinned.py   # rewrite the pins (say why in the commit)
