@@ -308,11 +308,18 @@ def git_state(repo: str | Path | None = None) -> tuple[str | None, bool | None]:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform.processor()` says."""
+    """The CPU's model name with its family, model and stepping numbers (Linux: /proc/cpuinfo; a virtual machine may
+    show only a generic name), else what `platform.processor()` says."""
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block is enough
+            fields.setdefault(key.strip(), value.strip())
+        if "model name" in fields:
+            ids = ", ".join(f"{k} {fields[k]}" for k in ("cpu family", "model", "stepping") if k in fields)
+            return f"{fields['model name']} ({ids})" if ids else fields["model name"]
     except OSError:
         pass
     return platform.processor() or platform.machine()
