@@ -110,15 +110,19 @@ def make_tiny_checkpoint(
     chat_template: str | None = None,
     words: Sequence[str] = (),
     max_positions: int = 128,
+    tie_embeddings: bool | None = None,
 ) -> Path:
     """Write a random-init checkpoint of `family` with a tiny tokenizer (plus `words`) to `out_dir`; return the
-    path. `max_positions` is the context length."""
+    path. `max_positions` is the context length; `tie_embeddings` None keeps the family's default."""
 
     out_dir = Path(out_dir)
     tok = tiny_tokenizer(vocab_extra, added_specials, words)
     if chat_template:
         tok.chat_template = chat_template
-    cfg = tiny_config(family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp, max_positions=max_positions)
+    cfg = tiny_config(
+        family, len(tok), d_model=d_model, n_layers=n_layers, d_mlp=d_mlp, max_positions=max_positions,
+        tie_embeddings=tie_embeddings,
+    )  # fmt: skip
     return _save_random_init(cfg, tok, out_dir, seed)
 
 

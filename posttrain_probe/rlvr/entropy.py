@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 Head = Callable[[torch.Tensor], torch.Tensor]
@@ -144,6 +146,68 @@ def position_logits(
     return output_head(model)(h).float()
 
 
+@dataclass(frozen=True)
+class EmbeddingRows:
+    """The rows of the model's input-embedding table that a forward uses, as a small leaf tensor `leaf` (K, D).
+
+    Backward through `F.embedding(ids, W)` builds a dense (V, D) gradient per call: zero-filled, summed with the
+    other calls' and accumulated into `W.grad`. At a 50k–150k vocabulary those passes over fresh (V, D) memory
+    cost more than the token embeddings' share of the step (GPT-2-small shape: about a fifth of a training step on
+    one thread). Embedding through `leaf` gives the same values and a (K, D) gradient; `add_grad` index-adds it into
+    `W.grad`, which is what the dense path adds there (rows no token used get exactly 0 either way)."""
+
+    weight: torch.nn.Parameter
+    index: torch.Tensor  # (K,) the distinct token ids, ascending
+    leaf: torch.Tensor  # (K, D) a copy of those rows, requires grad
+    padding_idx: int | None
+    scale: torch.Tensor | None = None  # the table's own output scale (Gemma's √D), applied as its forward does
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (...) → embeddings (..., D), equal to the table's own lookup."""
+        out = F.embedding(torch.searchsorted(self.index, ids.contiguous()), self.leaf)
+        return out if self.scale is None else out * self.scale.to(self.leaf.dtype)
+
+    @torch.no_grad()
+    def add_grad(self, grad: torch.Tensor | None = None) -> None:
+        """Add the rows' gradient (`grad`, else `leaf.grad`) into the table's `.grad` (created as zeros if None).
+        The padding row gets none, as `nn.Embedding(padding_idx=...)` gives it none."""
+        g = self.leaf.grad if grad is None else grad
+        if g is None:
+            return
+        if self.padding_idx is not None:
+            g = g.masked_fill((self.index == self.padding_idx)[:, None], 0.0)
+        if self.weight.grad is None:
+            self.weight.grad = torch.zeros_like(self.weight)
+        self.weight.grad.index_add_(0, self.index, g)
+
+
+def embedding_rows(model: torch.nn.Module, ids: torch.Tensor) -> EmbeddingRows | None:
+    """`EmbeddingRows` for the tokens in `ids` when gradients are on and the model's input embedding is an
+    `nn.Embedding` lookup whose weight trains (no max_norm, frequency scaling or sparse gradient): a plain one, or
+    one that multiplies by its `embed_scale` (Gemma's scaled embeddings), checked on `ids` against the module's
+    own output. Else None: the caller keeps the dense path."""
+    emb = model.get_input_embeddings()
+    if not (torch.is_grad_enabled() and isinstance(emb, torch.nn.Embedding) and emb.weight.requires_grad):
+        return None
+    if emb.max_norm is not None or emb.scale_grad_by_freq or emb.sparse:
+        return None
+    index = torch.unique(ids)
+    scale = None
+    if type(emb).forward is not torch.nn.Embedding.forward:
+        scale = getattr(emb, "embed_scale", None)
+        if not isinstance(scale, torch.Tensor) or scale.numel() != 1:
+            return None
+        with torch.no_grad():
+            if not torch.equal(emb(ids), F.embedding(ids, emb.weight) * scale.to(emb.weight.dtype)):
+                return None
+    return EmbeddingRows(emb.weight, index, emb.weight.detach()[index].requires_grad_(), emb.padding_idx, scale)
+
+
+def _token_inputs(ids: torch.Tensor, rows: EmbeddingRows | None) -> dict[str, torch.Tensor]:
+    """The decoder's token argument: `input_ids`, or `inputs_embeds` looked up in `rows`."""
+    return {"input_ids": ids} if rows is None else {"inputs_embeds": rows.embed(ids)}
+
+
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions 0, 1, ... counted over attended tokens only (left padding gets position 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -156,17 +220,19 @@ def score_tokens(
     target_mask: torch.Tensor,
     chunk_size: int = 1024,
     temperature: float = 1.0,
+    rows: EmbeddingRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log π(x_j | x_<j) and H(π(· | x_<j)) for every position j with target_mask[b, j] True.
 
     input_ids, attention_mask, target_mask: (B, S). Returns two (B, S) float32 tensors, zero where
-    target_mask is False. target_mask[:, 0] must be False (nothing predicts the first token).
+    target_mask is False. target_mask[:, 0] must be False (nothing predicts the first token). `rows`
+    (`embedding_rows`): embed through them, so that the embedding's gradient lands on `rows.leaf`.
     """
     if target_mask[:, 0].any():
         raise ValueError("target_mask[:, 0] is True, but no position predicts the first token")
     decoder = model.get_decoder()
     out = decoder(
-        input_ids=input_ids,
+        **_token_inputs(input_ids, rows),
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
         use_cache=False,
@@ -207,6 +273,7 @@ def score_tokens_shared_prefix(
     prefix_width: int,
     chunk_size: int = 1024,
     temperature: float = 1.0,
+    rows: EmbeddingRows | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`score_tokens` for rows whose targets all lie after the first `prefix_width` columns, with each distinct
     prefix (ids and mask of those columns: a GRPO group's prompt) run once.
@@ -214,7 +281,8 @@ def score_tokens_shared_prefix(
     The decoder runs the U distinct prefixes with a KV cache, the cache's rows are copied to the B rows (an indexing
     op, so gradients flow back to the shared prefix), and the B continuations run on it: the prefix tokens of a group
     of G completions cost one forward instead of G. Same values as `score_tokens` up to float rounding (the matrix
-    products see other shapes). A decoder that takes no KV cache is scored by `score_tokens`.
+    products see other shapes). A decoder that takes no KV cache is scored by `score_tokens`. `rows`: as in
+    `score_tokens`.
     """
     if not 0 < prefix_width < input_ids.shape[1]:
         raise ValueError(f"prefix_width={prefix_width} must be between 1 and the sequence length - 1")
@@ -223,14 +291,14 @@ def score_tokens_shared_prefix(
     decoder = model.get_decoder()
     cache_name = cache_argument(decoder)
     if cache_name is None:
-        return score_tokens(model, input_ids, attention_mask, target_mask, chunk_size, temperature)
+        return score_tokens(model, input_ids, attention_mask, target_mask, chunk_size, temperature, rows)
     from transformers import DynamicCache
 
     positions = position_ids_from_mask(attention_mask)
     first, inverse = distinct_rows(input_ids[:, :prefix_width], attention_mask[:, :prefix_width])
     cache = DynamicCache(config=model.config)
     prefix = decoder(
-        input_ids=input_ids[first, :prefix_width],
+        **_token_inputs(input_ids[first, :prefix_width], rows),
         attention_mask=attention_mask[first, :prefix_width],
         position_ids=positions[first, :prefix_width],
         use_cache=True,
@@ -238,7 +306,7 @@ def score_tokens_shared_prefix(
     ).last_hidden_state  # (U, P, D)
     cache.batch_select_indices(inverse)  # (U, ..., P, hd) → (B, ..., P, hd) in every layer
     rest = decoder(
-        input_ids=input_ids[:, prefix_width:],
+        **_token_inputs(input_ids[:, prefix_width:], rows),
         attention_mask=attention_mask,
         position_ids=positions[:, prefix_width:],
         use_cache=True,

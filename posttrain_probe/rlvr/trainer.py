@@ -43,7 +43,14 @@ from safetensors.torch import save_file
 from posttrain_probe.rlvr import checkpoint as ckpt
 from posttrain_probe.rlvr.advantages import group_advantages, nonzero_variance_groups
 from posttrain_probe.rlvr.config import ConfigError, RLVRConfig
-from posttrain_probe.rlvr.entropy import centred_cov, masked_mean, score_tokens_shared_prefix, steer_omega
+from posttrain_probe.rlvr.entropy import (
+    EmbeddingRows,
+    centred_cov,
+    embedding_rows,
+    masked_mean,
+    score_tokens_shared_prefix,
+    steer_omega,
+)
 from posttrain_probe.rlvr.losses import Selection, policy_loss, select_tokens
 from posttrain_probe.rlvr.mechanism import MECHANISM_KEYS, FirstMinibatchProbe, mechanism_metrics
 from posttrain_probe.rlvr.sampler import Rollout, sample
@@ -147,21 +154,25 @@ def _trim(attn: torch.Tensor) -> slice:
 
 def _score_rows(
     s: Session, model: Any, ids: torch.Tensor, attn: torch.Tensor, target: torch.Tensor, prompt_width: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, EmbeddingRows | None]:
     """log π and H on `target` for a group of rows (one micro-batch), with all-pad columns trimmed; the first
     `prompt_width` columns are the prompt, run once per distinct prompt (a group's G completions share it). Under
-    autocast only the decoder body runs in bf16 (see `output_head`); log π and H are fp32."""
+    autocast only the decoder body runs in bf16 (see `output_head`); log π and H are fp32. With gradients on, the
+    input embedding's gradient lands on the returned `EmbeddingRows` (None: on the table itself): call its
+    `add_grad` after backward."""
     cols = _trim(attn)
     prefix = prompt_width - cols.start
+    rows = embedding_rows(model, ids[:, cols])
     with autocast_context(s.device, s.autocast):
         logp, ent = score_tokens_shared_prefix(
-            model, ids[:, cols], attn[:, cols], target[:, cols], prefix, s.cfg.entropy_chunk, s.cfg.temperature
-        )
+            model, ids[:, cols], attn[:, cols], target[:, cols], prefix, s.cfg.entropy_chunk, s.cfg.temperature,
+            rows,
+        )  # fmt: skip
     full_logp = torch.zeros(ids.shape, dtype=logp.dtype, device=ids.device)
     full_ent = torch.zeros_like(full_logp)
     full_logp[:, cols] = logp
     full_ent[:, cols] = ent
-    return full_logp, full_ent
+    return full_logp, full_ent, rows
 
 
 def _score_batch_rows(s: Session, model: Any, batch: dict[str, Any], rows: torch.Tensor):
@@ -173,7 +184,7 @@ def _micro_groups(rows: torch.Tensor, micro: int | None) -> list[torch.Tensor]:
     return list(torch.split(rows, micro)) if micro else [rows]
 
 
-Scored = list[tuple[torch.Tensor, torch.Tensor]]  # per micro-batch: log π and H, (rows, S) each
+Scored = list[tuple[torch.Tensor, torch.Tensor, EmbeddingRows | None]]  # per micro-batch: log π, H (rows, S) each
 
 
 @torch.no_grad()
@@ -191,10 +202,10 @@ def _score_all(
     for g, mini in enumerate(groups):
         for mi, rows in enumerate(mini):
             if known is not None and g == 0:
-                lp, en = known[mi]
+                lp, en, _ = known[mi]
                 lp, en = lp.detach(), en.detach()
             else:
-                lp, en = _score_batch_rows(s, model, batch, rows)
+                lp, en, _ = _score_batch_rows(s, model, batch, rows)
             logp[rows], ent[rows] = lp, en
     return logp, ent
 
@@ -275,13 +286,17 @@ def _update(
         for pair in _pairs(jobs) if parallel else [[job] for job in jobs]:
             if parallel:  # two micro-batches' gradients on two threads, added in micro-batch order
                 results = _two_threads([partial(_micro_loss, s, step, batch, j, params) for j in pair])
-                for result in results:
-                    _accumulate(params, result[3])
+                for _, _, _, emb_rows, grads in results:
+                    _accumulate(params, grads[: len(params)])
+                    if emb_rows is not None:
+                        emb_rows.add_grad(grads[len(params)])
             else:
-                loss, diag, sel, _ = _micro_loss(s, step, batch, pair[0])
+                loss, diag, sel, emb_rows, _ = _micro_loss(s, step, batch, pair[0])
                 loss.backward()
-                results = [(loss, diag, sel, None)]
-            for job, (loss, diag, sel, _) in zip(pair, results):
+                if emb_rows is not None:
+                    emb_rows.add_grad()
+                results = [(loss, diag, sel, emb_rows, None)]
+            for job, (loss, diag, sel, _, _) in zip(pair, results):
                 mb_loss += float(loss.detach())
                 diag["minibatch"] = float(mb)
                 diags.append(diag)
@@ -338,12 +353,13 @@ def _micro_loss(
     batch: dict[str, Any],
     job: _MicroBatch,
     params: list[torch.nn.Parameter] | None = None,
-) -> tuple[torch.Tensor, dict[str, float], Selection, tuple[torch.Tensor | None, ...] | None]:
-    """The policy loss of one micro-batch (normalised over its whole mini-batch), its diagnostics and token
-    selection; with `params`, also the loss's gradients for them (`torch.autograd.grad`, `.grad` untouched)."""
+) -> tuple[torch.Tensor, dict[str, float], Selection, EmbeddingRows | None, tuple[torch.Tensor | None, ...] | None]:
+    """The policy loss of one micro-batch (normalised over its whole mini-batch), its diagnostics, token selection
+    and embedding rows (`_score_rows`); with `params`, also the loss's gradients for them and, last, for the
+    embedding rows (`torch.autograd.grad`, `.grad` untouched)."""
     cfg = s.cfg
     rows = job.rows
-    logp, ent = job.scores if job.scores is not None else _score_batch_rows(s, s.model, batch, rows)
+    logp, ent, emb_rows = job.scores if job.scores is not None else _score_batch_rows(s, s.model, batch, rows)
     m, a = batch["target"][rows], batch["adv_tok"][rows]
     sel = job.selection
     if sel is None:
@@ -360,8 +376,11 @@ def _micro_loss(
             f"stopped and saved nothing for this step. Last good checkpoint: {_latest_or_start(s)}. Lower lr "
             "or check the start model, then resume from that checkpoint"
         )
-    grads = None if params is None else torch.autograd.grad(loss, params, allow_unused=True)
-    return loss, diag, sel, grads
+    grads = None
+    if params is not None:
+        leaves = params + ([emb_rows.leaf] if emb_rows is not None else [])
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+    return loss, diag, sel, emb_rows, grads
 
 
 def _pairs(items: list) -> list[list]:
@@ -589,7 +608,7 @@ def evaluate(s: Session, batch_prompts: int = 64) -> dict[str, float]:
             entropy += float(r.entropy[r.response_mask].sum())
         else:
             for rows in _micro_groups(torch.arange(len(ids), device=s.device), cfg.micro_batch_size):
-                _, ent = _score_rows(s, s.model, ids[rows], attn[rows], target[rows], r.prompt_ids.shape[1])
+                _, ent, _ = _score_rows(s, s.model, ids[rows], attn[rows], target[rows], r.prompt_ids.shape[1])
                 entropy += float(ent[target[rows]].sum())
         n_tok += int(target.sum())
     return {

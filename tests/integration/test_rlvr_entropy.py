@@ -8,6 +8,7 @@ import torch
 
 from posttrain_probe.rlvr.entropy import (
     check_head_matches_forward,
+    embedding_rows,
     score_tokens,
     score_tokens_shared_prefix,
 )
@@ -95,6 +96,69 @@ def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, tmp_p
     for name in g0:
         scale = g0[name].abs().max().clamp(min=1e-6)
         assert (g1[name] - g0[name]).abs().max() / scale < 1e-4, name
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
+@pytest.mark.parametrize("tied", [False, True])
+def test_embedding_through_the_used_rows_equals_the_dense_lookup_with_gradients(family, tied):
+    """`EmbeddingRows`: the same values bit for bit and the same gradients, the padding row's included (none); bit
+    for bit without tied embeddings, and to float rounding with them (the head's gradient is added in another
+    order). Gemma's scaled embeddings take this path too."""
+    from transformers import AutoModelForCausalLM
+
+    from posttrain_probe.testing import tiny_config, tiny_tokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, len(tiny_tokenizer()), tie_embeddings=tied)).eval()
+    ids, attn, target = _grouped_batch(model.config.vocab_size, prompt_len=6, response_len=5)
+    pad = model.get_input_embeddings().padding_idx
+    assert pad is None or (ids == pad).any()  # the padding row is among the rows used
+    for fn, args in ((score_tokens_shared_prefix, (6, 3)), (score_tokens, (3,))):
+        lp0, en0, g0 = _scores_and_grads(model, fn, ids, attn, target, *args)
+        model.zero_grad(set_to_none=True)
+        rows = embedding_rows(model, ids)
+        assert rows is not None and len(rows.index) < model.config.vocab_size
+        lp1, en1 = fn(model, ids, attn, target, *args, rows=rows)
+        (lp1.sum() + 0.5 * en1.sum()).backward()
+        rows.add_grad()
+        g1 = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        assert torch.equal(lp1, lp0) and torch.equal(en1, en0)
+        assert g0.keys() == g1.keys()
+        for name in g0:
+            if tied:
+                assert (g1[name] - g0[name]).abs().max() <= 1e-6 * g0[name].abs().max(), name
+            else:
+                assert torch.equal(g1[name], g0[name]), name
+        if pad is not None:
+            assert (g1["model.embed_tokens.weight"][pad] == 0).all() if not tied else True
+
+
+def test_embedding_rows_keep_the_dense_path_where_they_cannot_apply(tiny_model):
+    ids = torch.tensor([[4, 5, 4]])
+    with torch.no_grad():
+        assert embedding_rows(tiny_model, ids) is None  # nothing to differentiate
+    emb = tiny_model.get_input_embeddings()
+    emb.weight.requires_grad_(False)
+    try:
+        assert embedding_rows(tiny_model, ids) is None  # a frozen table
+    finally:
+        emb.weight.requires_grad_(True)
+    rows = embedding_rows(tiny_model, ids)
+    assert rows.index.tolist() == [4, 5] and torch.equal(rows.embed(ids), emb(ids))
+
+    class Shifted(torch.nn.Embedding):  # an embedding whose forward is not a (scaled) lookup
+        def forward(self, x):
+            return super().forward(x) + 1.0
+
+    class Model(torch.nn.Module):
+        def get_input_embeddings(self):
+            return self.e
+
+    m = Model()
+    m.e = Shifted(10, 3)
+    assert embedding_rows(m, ids) is None
+    m.e.embed_scale = torch.tensor(2.0)  # has a scale, but its output is not lookup × scale
+    assert embedding_rows(m, ids) is None
 
 
 def test_shared_prefix_scoring_refuses_targets_inside_the_prefix(tiny_model):

@@ -180,6 +180,48 @@ def test_sampling_ahead_gives_the_numbers_of_one_thread_and_resumes_exactly(worl
         _cfg(world, sample_ahead=True, threads=2)
 
 
+@pytest.mark.parametrize(
+    "tied,extra",
+    [
+        (False, {}),
+        (True, {}),
+        (True, {"micro_batch_size": 3, "threads": None, "sample_ahead": True}),
+    ],
+    ids=["untied", "tied", "tied-micro3-sample-ahead"],
+)
+def test_embedding_gradient_through_the_used_rows_equals_the_dense_one(world, tmp_path, monkeypatch, tied, extra):
+    """Training forwards embed through the rows their tokens use (`EmbeddingRows`), not the whole table: on an
+    untied model every logged number and weight is the dense path's bit for bit; with tied embeddings the output
+    head's and the embedding's gradients are summed in another order, so numbers agree to float rounding."""
+    from posttrain_probe.testing import make_tiny_checkpoint
+
+    model = make_tiny_checkpoint("llama", tmp_path / "m", d_model=32, n_layers=2, tie_embeddings=tied)
+    cfg = _cfg((model, world[1]), steps=3, eval_every=0, checkpoint_every=3, **extra)
+    before = torch.get_num_threads()
+    used = []
+    real = trainer.embedding_rows
+    monkeypatch.setattr(trainer, "embedding_rows", lambda *a: used.append(real(*a)) or used[-1])
+    try:
+        rows_run = train(cfg, tmp_path / "rows")
+        monkeypatch.setattr(trainer, "embedding_rows", lambda *a: None)
+        dense_run = train(cfg, tmp_path / "dense")
+    finally:
+        torch.set_num_threads(before)
+    assert any(r is not None for r in used)  # the rows path ran
+    a, b = _strip(read_jsonl(rows_run / METRICS_FILE)), _strip(read_jsonl(dense_run / METRICS_FILE))
+    wa, wb = _weights(rows_run, 3), _weights(dense_run, 3)
+    if not tied:
+        assert _same_rows(a, b)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        return
+    assert [r["trained_seqs"] for r in a] == [r["trained_seqs"] for r in b]
+    for ra, rb in zip(a, b):
+        for k in ("loss", "grad_norm", "entropy_mean", "dH_realized"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-7), k
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max() <= 1e-5 * wb[k].abs().max(), k
+
+
 def test_on_policy_first_update_has_ratio_one_and_realized_dh_matches_dump(world, tmp_path, monkeypatch):
     # old log-probs from a forward (as under autocast): the first update's ratio is 1 bit for bit
     with monkeypatch.context() as m:
