@@ -32,6 +32,9 @@ with `--minibatch-split groups` every mini-batch holds whole groups, so each pro
 count). Ours also re-scores the batch after the update (the realized entropy change), one forward that the floor
 does not count. OMP_WAIT_POLICY defaults to PASSIVE here (set it to override): on a shared 2-core
 machine spinning OpenMP threads made 2-thread steps 10× slower.
+Both trainers run with glibc's malloc keeping freed memory for reuse (`posttrain_probe.utils.memory`; ours sets it
+when a run starts, so it is set here before either runs: TRL, in the same process, gets the same allocator);
+`--release-freed-memory` runs both under the default allocator instead.
 TRL is needed only here (`pip install trl`); without it the TRL row is skipped with a note.
 """
 
@@ -56,6 +59,7 @@ from posttrain_probe.rlvr import RLVRConfig, read_jsonl, train  # noqa: E402
 from posttrain_probe.rlvr.sampler import sample  # noqa: E402
 from posttrain_probe.rlvr.tasks import arithmetic_reward  # noqa: E402
 from posttrain_probe.testing import SHAPES, make_shaped_checkpoint, make_tiny_checkpoint  # noqa: E402
+from posttrain_probe.utils.memory import keep_freed_memory  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,13 @@ def bench_ours(
     split: str = "rows",
     ahead: bool = False,
     micro: int | None = None,
+    keep: bool = True,
 ) -> dict:
     cfg = RLVRConfig(
         model=str(model), data=str(data), task="arithmetic", steps=steps, eval_every=0, checkpoint_every=0,
         prompts_per_step=setup.prompts, group_size=setup.group, max_new_tokens=setup.max_new,
         minibatches=setup.minibatches, n_eval=16, progress=False, prompt_format="raw", minibatch_split=split,
-        sample_ahead=ahead, micro_batch_size=micro,
+        sample_ahead=ahead, micro_batch_size=micro, keep_freed_memory=keep,
     )  # fmt: skip
     cpu = [time.process_time()]
     threads = torch.get_num_threads()
@@ -339,7 +344,7 @@ def bench_threads(threads: int, model: Path, data: Path, rows: list[dict], root:
     for rep in range(args.repeats):  # alternate the two trainers so that a change in machine load hits both
         ahead = args.sample_ahead and threads >= 2
         ours.append(bench_ours(model, data, root / f"t{threads}-rep{rep}", args.steps, setup, args.minibatch_split,
-                               ahead, args.micro))  # fmt: skip
+                               ahead, args.micro, not args.release_freed_memory))  # fmt: skip
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
         trl_runs.append(bench_trl(model, rows, args.steps, setup))
         rates.append(matmul_rate(arch["d_model"], arch["d_mlp"], mlp_rows))
@@ -413,7 +418,14 @@ def main() -> None:
     ap.add_argument("--rollout-reps", type=int, default=4, help="alternating repetitions of the two samplers")
     ap.add_argument("--rollout-only", action="store_true", help="only the sampler vs HF generate")
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    ap.add_argument(
+        "--release-freed-memory", action="store_true",
+        help="leave glibc's malloc as it is (by default both trainers run with freed memory kept, as ours sets it)",
+    )  # fmt: skip
     args = ap.parse_args()
+    # our trainer keeps freed memory for reuse (RLVRConfig.keep_freed_memory); set it before either trainer runs so
+    # that TRL, in this same process, runs under the same allocator
+    kept = False if args.release_freed_memory else keep_freed_memory()
     overrides = {"prompts": args.prompts, "group": args.group, "max_new": args.max_new, "minibatches": args.minibatches}
     setup = replace(SETUPS[args.shape], **{k: v for k, v in overrides.items() if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
@@ -427,6 +439,7 @@ def main() -> None:
                 "affinity": sorted(os.sched_getaffinity(0)),
                 "torch": torch.__version__,
                 "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+                "malloc_keeps_freed_memory": kept,
             },
             "shape": args.shape,
             "architecture": architecture(model),

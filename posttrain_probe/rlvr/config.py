@@ -83,6 +83,9 @@ class RLVRConfig:
     # two CPU threads of work, one torch thread each: step s + 1 sampled beside step s's re-scoring, and a mini-batch's
     # micro-batches (micro_batch_size) two at a time; the numbers of a one-thread run
     sample_ahead: bool = False
+    # keep freed memory in the C heap for reuse (glibc; utils/memory.py): no page faults on the gradient-sized
+    # tensors every micro-batch allocates; the process then keeps its peak heap until it exits
+    keep_freed_memory: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from posttrain_probe.rlvr.tasks import get_task
 from posttrain_probe.sources import is_toy_alias, parse_source
 from posttrain_probe.utils.device import check_device, resolve_autocast, resolve_device
 from posttrain_probe.utils.io import safe_join, safe_name
+from posttrain_probe.utils.memory import keep_freed_memory
 
 SEED_SAMPLE, SEED_ORDER, SEED_MINIBATCH, SEED_SELECT, SEED_EVAL, SEED_HOLDOUT = range(6)
 
@@ -199,6 +200,8 @@ def setup_session(cfg: RLVRConfig, run_dir: Path, resume_from: Path | None) -> S
         torch.set_num_threads(cfg.threads)
     if cfg.sample_ahead:  # each of the two threads runs its ops on one core: no oversubscription, 1 thread's numbers
         torch.set_num_threads(1)
+    if cfg.keep_freed_memory:
+        keep_freed_memory()
     check_device(cfg.device, error=ConfigError)
     device = torch.device(resolve_device(cfg.device))
     autocast = resolve_autocast(cfg.autocast, str(device)) if cfg.dtype == "float32" else None

@@ -781,7 +781,7 @@ def train(config: RLVRConfig | str | Path, out_dir: str | Path, callbacks: Seque
 
 
 # may change between a run and its resume
-_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "sample_ahead"})
+_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "sample_ahead", "keep_freed_memory"})
 
 
 def _check_same_run(path: Path, meta: dict[str, Any], cfg: RLVRConfig) -> None:
