@@ -130,7 +130,8 @@ def draw_tokens(logits: torch.Tensor, uniforms: torch.Tensor | None, temperature
     """Tokens (B,) from last-position logits (B, V): inverse-CDF with `uniforms` (B,), or argmax if T = 0."""
     if temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    z = logits.double()
+    probs = torch.softmax(z if temperature == 1.0 else z / temperature, dim=-1)  # z / 1.0 is z: skip a (B, V) pass
     cdf = probs.cumsum(-1)
     u = uniforms.to(cdf.dtype)[:, None] * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True).squeeze(-1).clamp(max=logits.shape[-1] - 1)
