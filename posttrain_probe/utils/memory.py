@@ -21,7 +21,8 @@ _applied = False
 
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to serve every block from the heap (no per-block `mmap`) and never trim it, so that freed
-    memory is reused without page faults. Process-wide and idempotent; True when in effect, False where the C
+    memory stays mapped for later blocks (a block that fits a freed chunk takes no page faults; one that does not
+    grows the heap once). Process-wide and idempotent; True when in effect, False where the C
     library is not glibc (macOS, Windows, musl), which is then left as it is."""
     global _applied
     if _applied:
