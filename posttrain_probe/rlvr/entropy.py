@@ -265,6 +265,86 @@ def cache_argument(module: torch.nn.Module) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in params), None)
 
 
+# Model types whose decoders are checked (tests/integration/test_rlvr_entropy.py) to give packed rows, under a
+# custom 4D mask and explicit positions, the same values and gradients as plain scoring.
+PACKABLE_MODEL_TYPES = frozenset({"gpt2", "llama", "qwen2", "gemma", "gemma2", "gemma3_text"})
+# Most columns a packed row may hold beyond one row's own (prefix + one continuation): (K − 1) · C for K
+# continuations of width C. Attention over the packed row computes the masked-out blocks between continuations too,
+# which grow with the square of that excess; up to this many columns they cost a few percent of the row's matrix
+# products at d ≥ 768. Larger groups use the KV-cache path.
+PACK_MAX_EXTRA = 512
+
+
+def packable(model: torch.nn.Module, packed_len: int, seq_len: int) -> bool:
+    """Whether `score_tokens_shared_prefix` may pack rows of `seq_len` columns into rows of `packed_len`: a checked
+    model type, an attention implementation that takes a dense 4D mask (sdpa: boolean, eager: additive), at most
+    PACK_MAX_EXTRA columns beyond one row's own, and no sliding window that a row could reach (the custom mask
+    replaces the sliding layers' own masks)."""
+    cfg = model.config
+    window = getattr(cfg, "sliding_window", None)
+    return (
+        cfg.model_type in PACKABLE_MODEL_TYPES
+        and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
+        and packed_len - seq_len <= PACK_MAX_EXTRA
+        and (window is None or window > seq_len)
+    )
+
+
+@dataclass(frozen=True)
+class PackedLayout:
+    """Rows that share a prefix laid out as one packed row per distinct prefix: [prefix | cont_0 | cont_1 | ...].
+
+    Each continuation block attends to its prefix's attended columns and causally to itself; position ids are the
+    original rows'. Empty slots (a prefix with fewer rows than the most shared one) hold a filler token that only
+    attends to itself. `source[b, j]` is the packed column whose hidden state predicts row b's column P + j."""
+
+    ids: torch.Tensor  # (U, L)
+    positions: torch.Tensor  # (U, L)
+    allowed: torch.Tensor  # (U, 1, L, L) bool: query may attend to key
+    row: torch.Tensor  # (B,) the packed row of each original row
+    source: torch.Tensor  # (B, S - P) packed column whose output predicts each continuation column
+
+
+def pack_shared_prefix(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prefix_width: int,
+    distinct: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> PackedLayout:
+    """The packed layout of (B, S) rows whose first `prefix_width` columns are shared prompts (see PackedLayout).
+    `distinct`: `distinct_rows` of the prefix columns, when already computed."""
+    B, S = input_ids.shape
+    P, C = prefix_width, S - prefix_width
+    dev = input_ids.device
+    positions = position_ids_from_mask(attention_mask)
+    first, inverse = distinct or distinct_rows(input_ids[:, :P], attention_mask[:, :P])
+    U = len(first)
+    counts = torch.bincount(inverse, minlength=U)
+    order = torch.argsort(inverse, stable=True)
+    slot = torch.empty(B, dtype=torch.long, device=dev)
+    slot[order] = torch.arange(B, device=dev) - (torch.cumsum(counts, 0) - counts)[inverse[order]]
+    L = P + int(counts.max()) * C
+    ids = torch.full((U, L), int(input_ids[0, 0]), dtype=input_ids.dtype, device=dev)
+    attended = torch.zeros((U, L), dtype=torch.bool, device=dev)
+    pos = torch.zeros((U, L), dtype=torch.long, device=dev)
+    block = torch.full((U, L), -1, dtype=torch.long, device=dev)  # -1: prefix, k: continuation slot k
+    ids[:, :P] = input_ids[first, :P]
+    attended[:, :P] = attention_mask[first, :P].bool()
+    pos[:, :P] = positions[first, :P]
+    cols = P + slot[:, None] * C + torch.arange(C, device=dev)  # (B, C)
+    packed_row = inverse[:, None].expand(B, C)
+    ids[packed_row, cols] = input_ids[:, P:]
+    attended[packed_row, cols] = attention_mask[:, P:].bool()
+    pos[packed_row, cols] = positions[:, P:]
+    block[packed_row, cols] = slot[:, None].expand(B, C)
+    col = torch.arange(L, device=dev)
+    causal = col[:, None] >= col[None, :]  # (L, L)
+    same_block = (block[:, :, None] == block[:, None, :]) | (block[:, None, :] == -1)  # (U, L, L)
+    allowed = (causal & same_block & attended[:, None, :]) | torch.eye(L, dtype=torch.bool, device=dev)
+    source = torch.cat([torch.full((B, 1), P - 1, dtype=torch.long, device=dev), cols[:, :-1]], dim=1)
+    return PackedLayout(ids, pos, allowed[:, None], inverse, source)
+
+
 def score_tokens_shared_prefix(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -278,24 +358,31 @@ def score_tokens_shared_prefix(
     """`score_tokens` for rows whose targets all lie after the first `prefix_width` columns, with each distinct
     prefix (ids and mask of those columns: a GRPO group's prompt) run once.
 
-    The decoder runs the U distinct prefixes with a KV cache, the cache's rows are copied to the B rows (an indexing
-    op, so gradients flow back to the shared prefix), and the B continuations run on it: the prefix tokens of a group
-    of G completions cost one forward instead of G. Same values as `score_tokens` up to float rounding (the matrix
-    products see other shapes). A decoder that takes no KV cache is scored by `score_tokens`. `rows`: as in
-    `score_tokens`.
+    Packed (`packable`): one decoder call on one row per distinct prefix holding the prefix and all its
+    continuations under a block mask (`pack_shared_prefix`), so each weight's gradient is one product. Otherwise the
+    decoder runs the U distinct prefixes with a KV cache, the cache's rows are copied to the B rows (an indexing
+    op, so gradients flow back to the shared prefix), and the B continuations run on it. Either way the prefix
+    tokens of a group of G completions cost one forward instead of G. Same values as `score_tokens` up to float
+    rounding (the matrix products see other shapes). A decoder that takes no KV cache and cannot be packed is
+    scored by `score_tokens`. `rows`: as in `score_tokens`.
     """
     if not 0 < prefix_width < input_ids.shape[1]:
         raise ValueError(f"prefix_width={prefix_width} must be between 1 and the sequence length - 1")
     if target_mask[:, :prefix_width].any():
         raise ValueError("target_mask is True inside the shared prefix; score these rows with score_tokens")
     decoder = model.get_decoder()
+    first, inverse = distinct_rows(input_ids[:, :prefix_width], attention_mask[:, :prefix_width])
+    width = input_ids.shape[1]
+    if packable(model, prefix_width + int(torch.bincount(inverse).max()) * (width - prefix_width), width):
+        layout = pack_shared_prefix(input_ids, attention_mask, prefix_width, (first, inverse))
+        return _score_packed(model, decoder, layout, input_ids, target_mask, prefix_width, chunk_size, temperature,
+                             rows)  # fmt: skip
     cache_name = cache_argument(decoder)
     if cache_name is None:
         return score_tokens(model, input_ids, attention_mask, target_mask, chunk_size, temperature, rows)
     from transformers import DynamicCache
 
     positions = position_ids_from_mask(attention_mask)
-    first, inverse = distinct_rows(input_ids[:, :prefix_width], attention_mask[:, :prefix_width])
     cache = DynamicCache(config=model.config)
     prefix = decoder(
         **_token_inputs(input_ids[first, :prefix_width], rows),
@@ -314,6 +401,40 @@ def score_tokens_shared_prefix(
     ).last_hidden_state  # (B, S - P, D)
     # position j - 1 predicts token j: the prefix's last position predicts the first continuation token
     hidden = torch.cat([prefix[inverse, -1:], rest[:, :-1]], dim=1)  # (B, S - P, D)
+    return _scatter_scores(model, hidden, input_ids, target_mask, prefix_width, chunk_size, temperature)
+
+
+def _score_packed(
+    model: torch.nn.Module,
+    decoder: torch.nn.Module,
+    layout: PackedLayout,
+    input_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    prefix_width: int,
+    chunk_size: int,
+    temperature: float,
+    rows: EmbeddingRows | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = layout.allowed
+    if model.config._attn_implementation == "eager":  # eager attention adds its mask to the scores
+        dtype = torch.float32
+        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    inputs = _token_inputs(layout.ids, rows)
+    out = decoder(**inputs, attention_mask=mask, position_ids=layout.positions, use_cache=False)
+    hidden = out.last_hidden_state[layout.row[:, None], layout.source]  # (U, L, D) → (B, S - P, D)
+    return _scatter_scores(model, hidden, input_ids, target_mask, prefix_width, chunk_size, temperature)
+
+
+def _scatter_scores(
+    model: torch.nn.Module,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    prefix_width: int,
+    chunk_size: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π and H (B, S) from `hidden` (B, S - P, D): the states that predict columns P.. of each row."""
     predict = target_mask[:, prefix_width:]
     targets = input_ids[:, prefix_width:][predict]  # (N,)
     logp_flat, ent_flat = chunked_logp_entropy(hidden[predict], targets, output_head(model), chunk_size, temperature)

@@ -1,5 +1,6 @@
 """Token scoring on tiny models of three architectures equals the HF forward with left padding; the shared-prefix
-scorer equals the plain one (values and gradients) on every family, sliding-window attention included."""
+scorer equals the plain one (values and gradients) on every family and on both of its paths (packed rows, KV cache),
+sliding-window attention included."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import pytest
 import torch
 
 from posttrain_probe.rlvr.entropy import (
+    _score_packed,
     check_head_matches_forward,
     embedding_rows,
+    pack_shared_prefix,
     score_tokens,
     score_tokens_shared_prefix,
 )
@@ -73,29 +76,87 @@ def _scores_and_grads(model, fn, *args):
     return logp.detach(), ent.detach(), grads
 
 
-@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
-def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, tmp_path):
+def _uneven_rows(ids, attn, target):
+    """Rows as a shuffled rows-split micro-batch holds them: prompts with 1, 3 and 2 of their completions."""
+    pick = torch.tensor([5, 0, 9, 6, 3, 10, 1])
+    return ids[pick], attn[pick], target[pick]
+
+
+def _family_model(family: str, window: int | None, attn_impl: str | None = None):
     from transformers import AutoModelForCausalLM
 
-    from posttrain_probe.testing import make_tiny_checkpoint, tiny_config, tiny_tokenizer
+    from posttrain_probe.testing import tiny_config, tiny_tokenizer
 
-    if family in ("gemma2", "gemma3"):  # a window shorter than the sequences, so the sliding layers truncate
-        cfg = tiny_config(family, len(tiny_tokenizer()))
-        cfg.sliding_window = 4
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(cfg)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(make_tiny_checkpoint(family, tmp_path / family))
-    model.eval()
+    cfg = tiny_config(family, len(tiny_tokenizer()))
+    if window is not None:
+        cfg.sliding_window = window
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation=attn_impl).eval()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
+@pytest.mark.parametrize("path", ["packed", "cache", "packed-eager"])
+@pytest.mark.parametrize("uneven", [False, True])
+def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, path, uneven, monkeypatch):
+    """Both shared-prefix paths (one packed row per prompt under a block mask; the prompt's KV cache copied to its
+    rows) against plain scoring, values and every gradient, with left-padded prompts, right-padded completions and
+    groups of unequal size. Gemma-2/3 on the cache path get a window shorter than the rows, so the sliding layers
+    truncate; on the packed path a window longer than the rows (a shorter one is never packed)."""
+    from posttrain_probe.rlvr import entropy
+
+    sliding = family in ("gemma2", "gemma3")
+    window = (4 if path == "cache" else 64) if sliding else None
+    model = _family_model(family, window, "eager" if path == "packed-eager" else None)  # None: the family's own
     ids, attn, target = _grouped_batch(model.config.vocab_size, prompt_len=6, response_len=5)
+    if uneven:
+        ids, attn, target = _uneven_rows(ids, attn, target)
+    if path == "cache":
+        monkeypatch.setattr(entropy, "PACK_MAX_EXTRA", -1)
+    calls = []
+    monkeypatch.setattr(entropy, "_score_packed", lambda *a: calls.append(1) or _score_packed(*a))
     lp0, en0, g0 = _scores_and_grads(model, score_tokens, ids, attn, target, 3)
     lp1, en1, g1 = _scores_and_grads(model, score_tokens_shared_prefix, ids, attn, target, 6, 3)
+    assert bool(calls) == path.startswith("packed")
     assert (lp1[~target] == 0).all() and (en1[~target] == 0).all()
     assert torch.allclose(lp1, lp0, atol=1e-5) and torch.allclose(en1, en0, atol=1e-5)
     assert g0.keys() == g1.keys() and g0
     for name in g0:
         scale = g0[name].abs().max().clamp(min=1e-6)
         assert (g1[name] - g0[name]).abs().max() / scale < 1e-4, name
+
+
+def test_packed_layout_places_each_completion_after_its_prompt_and_masks_the_others():
+    ids, attn, target = _uneven_rows(*_grouped_batch(50, prompt_len=6, response_len=5))
+    lay = pack_shared_prefix(ids, attn, 6)
+    assert lay.ids.shape == (3, 6 + 3 * 5) and lay.allowed.shape == (3, 1, 21, 21)
+    allowed = lay.allowed[:, 0]
+    for b in range(len(ids)):
+        u, cols = lay.row[b], torch.cat([lay.source[b, 1:], lay.source[b, -1:] + 1])  # row b's completion columns
+        assert torch.equal(lay.ids[u, :6], ids[b, :6]) and torch.equal(lay.ids[u, cols], ids[b, 6:])
+        assert torch.equal(lay.positions[u, cols], attn[b].cumsum(0)[6:] - 1)
+        assert lay.source[b, 0] == 5  # the prompt's last column predicts the first completion token
+        keys = torch.cat([torch.arange(6), cols])
+        for j, q in enumerate(cols.tolist()):  # the completion's queries see exactly its own causal row
+            want = torch.zeros(21, dtype=torch.bool)
+            want[keys[: 7 + j]] = torch.cat([attn[b, :6], attn[b, 6 : 7 + j]]).bool()
+            want[q] = True
+            assert torch.equal(allowed[u, q], want), (b, q)
+    assert (allowed.sum(-1) >= 1).all()  # no query without a key (filler and padding see themselves)
+
+
+def test_packing_is_used_only_where_it_is_checked_and_short():
+    from posttrain_probe.rlvr.entropy import PACK_MAX_EXTRA, packable
+
+    llama = _family_model("llama", None, "sdpa")
+    assert packable(llama, 40 + PACK_MAX_EXTRA, 40) and not packable(llama, 41 + PACK_MAX_EXTRA, 40)
+    assert packable(llama, 4000, 4000)  # one continuation per prompt: a plain forward, however long
+    assert not packable(_family_model("gemma3", 32), 100, 40)  # a window the rows reach
+    assert packable(_family_model("gemma3", 64), 100, 40)
+    llama.config._attn_implementation = "flex_attention"
+    assert not packable(llama, 100, 40)
+    llama.config._attn_implementation = "sdpa"
+    llama.config.model_type = "mystery"
+    assert not packable(llama, 100, 40)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
