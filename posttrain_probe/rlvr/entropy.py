@@ -268,81 +268,152 @@ def cache_argument(module: torch.nn.Module) -> str | None:
 # Model types whose decoders are checked (tests/integration/test_rlvr_entropy.py) to give packed rows, under a
 # custom 4D mask and explicit positions, the same values and gradients as plain scoring.
 PACKABLE_MODEL_TYPES = frozenset({"gpt2", "llama", "qwen2", "gemma", "gemma2", "gemma3_text"})
-# Most columns a packed row may hold beyond one row's own (prefix + one continuation): (K − 1) · C for K
-# continuations of width C. Attention over the packed row computes the masked-out blocks between continuations too,
-# which grow with the square of that excess; up to this many columns they cost a few percent of the row's matrix
-# products at d ≥ 768. Larger groups use the KV-cache path.
-PACK_MAX_EXTRA = 512
 
 
-def packable(model: torch.nn.Module, packed_len: int, seq_len: int) -> bool:
-    """Whether `score_tokens_shared_prefix` may pack rows of `seq_len` columns into rows of `packed_len`: a checked
-    model type, an attention implementation that takes a dense 4D mask (sdpa: boolean, eager: additive), at most
-    PACK_MAX_EXTRA columns beyond one row's own, and no sliding window that a row could reach (the custom mask
-    replaces the sliding layers' own masks)."""
+def packable(model: torch.nn.Module, seq_len: int) -> bool:
+    """Whether `score_tokens_shared_prefix` may pack rows of `seq_len` columns: a checked model type, an attention
+    implementation that takes a dense 4D mask (sdpa: boolean, eager: additive), and no sliding window that a row
+    could reach (the custom mask replaces the sliding layers' own masks)."""
     cfg = model.config
     window = getattr(cfg, "sliding_window", None)
     return (
         cfg.model_type in PACKABLE_MODEL_TYPES
         and getattr(cfg, "_attn_implementation", None) in ("sdpa", "eager")
-        and packed_len - seq_len <= PACK_MAX_EXTRA
         and (window is None or window > seq_len)
     )
 
 
+def layer_shape(model: torch.nn.Module) -> tuple[int, int]:
+    """(weights of one decoder layer's matrices, d_model): what the cost of a packed forward depends on."""
+    n_layers = model.config.num_hidden_layers
+    blocks = next(m for m in model.get_decoder().modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers)
+    return sum(w.numel() for w in blocks[0].parameters() if w.dim() >= 2), model.config.hidden_size
+
+
+def packed_cost(rows: int, width: int, layer_weights: int, d_model: int) -> int:
+    """FLOPs per layer of a forward over `rows` packed rows of `width` columns: the matrix products (2 per weight
+    and column) and dense attention over every column pair, masked or not (4·d per pair: scores and values)."""
+    return rows * width * (2 * layer_weights + 4 * d_model * width)
+
+
 @dataclass(frozen=True)
 class PackedLayout:
-    """Rows that share a prefix laid out as one packed row per distinct prefix: [prefix | cont_0 | cont_1 | ...].
+    """Rows that share prefixes, packed without padding into R rows of W columns. A packed row holds segments: a
+    prefix's attended tokens followed by the attended tokens of some of its rows' continuations (a prefix with
+    more continuations than fit in W gets several segments, each with its own copy of the prefix). A continuation
+    attends to its segment's prefix and causally to itself; position ids are the original rows'; the columns after
+    a packed row's last segment hold a filler token that attends only to itself. Row b's column P + j is predicted
+    by the packed state at (source_row[b, j], source_col[b, j]) (0 where column P + j is padding)."""
 
-    Each continuation block attends to its prefix's attended columns and causally to itself; position ids are the
-    original rows'. Empty slots (a prefix with fewer rows than the most shared one) hold a filler token that only
-    attends to itself. `source[b, j]` is the packed column whose hidden state predicts row b's column P + j."""
-
-    ids: torch.Tensor  # (U, L)
-    positions: torch.Tensor  # (U, L)
-    allowed: torch.Tensor  # (U, 1, L, L) bool: query may attend to key
-    row: torch.Tensor  # (B,) the packed row of each original row
-    source: torch.Tensor  # (B, S - P) packed column whose output predicts each continuation column
+    ids: torch.Tensor  # (R, W)
+    positions: torch.Tensor  # (R, W)
+    allowed: torch.Tensor  # (R, 1, W, W) bool: query may attend to key
+    source_row: torch.Tensor  # (B, S - P)
+    source_col: torch.Tensor  # (B, S - P)
 
 
 def pack_shared_prefix(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     prefix_width: int,
+    shape: tuple[int, int],
     distinct: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> PackedLayout:
-    """The packed layout of (B, S) rows whose first `prefix_width` columns are shared prompts (see PackedLayout).
-    `distinct`: `distinct_rows` of the prefix columns, when already computed."""
+    width: int | None = None,
+) -> PackedLayout | None:
+    """The packed layout (see PackedLayout) of (B, S) rows whose first `prefix_width` columns are shared prompts,
+    left-padded, and whose continuations are right-padded; None when a row's attended columns are not one
+    contiguous run. Segments fill rows first-fit, largest first, up to a row width chosen to minimise
+    `packed_cost` for the model's `shape` (`layer_shape`): wide rows repeat no prompt but pay attention over every
+    column pair, narrow ones the reverse, and every row is padded to the widest. `width` fixes the row width
+    instead (at least one prompt and one continuation). `distinct`: `distinct_rows` of the prefix columns, when
+    already computed."""
     B, S = input_ids.shape
     P, C = prefix_width, S - prefix_width
     dev = input_ids.device
-    positions = position_ids_from_mask(attention_mask)
-    first, inverse = distinct or distinct_rows(input_ids[:, :P], attention_mask[:, :P])
-    U = len(first)
-    counts = torch.bincount(inverse, minlength=U)
-    order = torch.argsort(inverse, stable=True)
-    slot = torch.empty(B, dtype=torch.long, device=dev)
-    slot[order] = torch.arange(B, device=dev) - (torch.cumsum(counts, 0) - counts)[inverse[order]]
-    L = P + int(counts.max()) * C
-    ids = torch.full((U, L), int(input_ids[0, 0]), dtype=input_ids.dtype, device=dev)
-    attended = torch.zeros((U, L), dtype=torch.bool, device=dev)
-    pos = torch.zeros((U, L), dtype=torch.long, device=dev)
-    block = torch.full((U, L), -1, dtype=torch.long, device=dev)  # -1: prefix, k: continuation slot k
-    ids[:, :P] = input_ids[first, :P]
-    attended[:, :P] = attention_mask[first, :P].bool()
-    pos[:, :P] = positions[first, :P]
-    cols = P + slot[:, None] * C + torch.arange(C, device=dev)  # (B, C)
-    packed_row = inverse[:, None].expand(B, C)
-    ids[packed_row, cols] = input_ids[:, P:]
-    attended[packed_row, cols] = attention_mask[:, P:].bool()
-    pos[packed_row, cols] = positions[:, P:]
-    block[packed_row, cols] = slot[:, None].expand(B, C)
-    col = torch.arange(L, device=dev)
-    causal = col[:, None] >= col[None, :]  # (L, L)
-    same_block = (block[:, :, None] == block[:, None, :]) | (block[:, None, :] == -1)  # (U, L, L)
-    allowed = (causal & same_block & attended[:, None, :]) | torch.eye(L, dtype=torch.bool, device=dev)
-    source = torch.cat([torch.full((B, 1), P - 1, dtype=torch.long, device=dev), cols[:, :-1]], dim=1)
-    return PackedLayout(ids, pos, allowed[:, None], inverse, source)
+    attn = attention_mask.bool()
+    first, inverse = distinct if distinct is not None else distinct_rows(input_ids[:, :P], attention_mask[:, :P])
+    n_prefix = attn[first, :P].sum(1).tolist()  # (U,) attended prefix tokens: the last n of the P columns
+    n_cont = attn[:, P:].sum(1)  # (B,) attended continuation tokens: the first n of the C columns
+    col = torch.arange(S, device=dev)
+    runs = torch.cat([col[None, :P] >= P - attn[:, :P].sum(1, keepdim=True), col[None, :C] < n_cont[:, None]], dim=1)
+    if not torch.equal(runs, attn) or min(n_prefix) == 0:
+        return None
+    n_cont = n_cont.tolist()
+    groups = _group_rows(inverse, len(first))
+    if width is None:
+        narrowest = max(n_prefix[u] + n_cont[b] for u, rows_u in enumerate(groups) for b in rows_u)
+        widest = sum(n_prefix[u] + sum(n_cont[b] for b in rows_u) for u, rows_u in enumerate(groups))
+        candidates = sorted({narrowest, widest, *range(narrowest, widest, max(1, narrowest // 2))})
+        plans = [_plan(groups, n_prefix, n_cont, w) for w in candidates]
+        segments, placed, R, W = min(plans, key=lambda plan: packed_cost(plan[2], plan[3], *shape))
+    else:
+        segments, placed, R, W = _plan(groups, n_prefix, n_cont, width)
+    ids = torch.full((R, W), int(input_ids[first[0], P - 1]), dtype=input_ids.dtype, device=dev)
+    pos = torch.zeros((R, W), dtype=torch.long, device=dev)
+    seg_id = torch.full((R, W), -1, dtype=torch.long, device=dev)  # -1: filler
+    block = torch.full((R, W), -1, dtype=torch.long, device=dev)  # -1: prefix, b: row b's continuation
+    source_row = torch.zeros((B, C), dtype=torch.long, device=dev)
+    source_col = torch.zeros((B, C), dtype=torch.long, device=dev)
+    for i, ((u, seg), (r, o)) in enumerate(zip(segments, placed)):
+        n = n_prefix[u]
+        ids[r, o : o + n] = input_ids[first[u], P - n : P]
+        pos[r, o : o + n] = torch.arange(n, device=dev)
+        seg_id[r, o : o + n] = i
+        last, o = o + n - 1, o + n  # the prefix's last token predicts each continuation's first
+        for b in seg:
+            c = n_cont[b]
+            ids[r, o : o + c] = input_ids[b, P : P + c]
+            pos[r, o : o + c] = torch.arange(n, n + c, device=dev)
+            seg_id[r, o : o + c] = i
+            block[r, o : o + c] = b
+            source_row[b, :c] = r
+            source_col[b, 0] = last
+            source_col[b, 1:c] = torch.arange(o, o + c - 1, device=dev)
+            o += c
+    k = torch.arange(W, device=dev)
+    causal = k[:, None] >= k[None, :]  # (W, W)
+    same_segment = (seg_id[:, :, None] == seg_id[:, None, :]) & (seg_id[:, None, :] >= 0)  # (R, W, W)
+    own_block = (block[:, None, :] == -1) | (block[:, :, None] == block[:, None, :])
+    allowed = (causal & same_segment & own_block) | torch.eye(W, dtype=torch.bool, device=dev)
+    return PackedLayout(ids, pos, allowed[:, None], source_row, source_col)
+
+
+def _plan(
+    groups: list[list[int]], n_prefix: list[int], n_cont: list[int], width: int
+) -> tuple[list[tuple[int, list[int]]], list[tuple[int, int]], int, int]:
+    """Segments (distinct prefix, its rows in the segment) of at most `width` tokens (or one prefix and one
+    continuation, where that is wider), their places (packed row, first column) first-fit largest first, and the
+    packed rows' count and width."""
+    segments: list[tuple[int, list[int]]] = []
+    for u, rows_u in enumerate(groups):
+        seg: list[int] = []
+        size = n_prefix[u]
+        for b in rows_u:
+            if seg and size + n_cont[b] > width:
+                segments.append((u, seg))
+                seg, size = [], n_prefix[u]
+            seg.append(b)
+            size += n_cont[b]
+        segments.append((u, seg))
+    sizes = [n_prefix[u] + sum(n_cont[b] for b in seg) for u, seg in segments]
+    cap = max(width, max(sizes))
+    fill: list[int] = []
+    placed: list[tuple[int, int]] = [(0, 0)] * len(segments)
+    for i in sorted(range(len(segments)), key=lambda i: -sizes[i]):
+        r = next((r for r, f in enumerate(fill) if f + sizes[i] <= cap), len(fill))
+        if r == len(fill):
+            fill.append(0)
+        placed[i] = (r, fill[r])
+        fill[r] += sizes[i]
+    return segments, placed, len(fill), max(fill)
+
+
+def _group_rows(inverse: torch.Tensor, n: int) -> list[list[int]]:
+    """For each of `n` distinct values, the rows of `inverse` that hold it, in row order."""
+    groups: list[list[int]] = [[] for _ in range(n)]
+    for b, u in enumerate(inverse.tolist()):
+        groups[u].append(b)
+    return groups
 
 
 def score_tokens_shared_prefix(
@@ -358,8 +429,8 @@ def score_tokens_shared_prefix(
     """`score_tokens` for rows whose targets all lie after the first `prefix_width` columns, with each distinct
     prefix (ids and mask of those columns: a GRPO group's prompt) run once.
 
-    Packed (`packable`): one decoder call on one row per distinct prefix holding the prefix and all its
-    continuations under a block mask (`pack_shared_prefix`), so each weight's gradient is one product. Otherwise the
+    Packed (`packable`): one decoder call on rows that hold each prefix once and its continuations after it, without
+    padding, under a block mask (`pack_shared_prefix`), so each weight's gradient is one product. Otherwise the
     decoder runs the U distinct prefixes with a KV cache, the cache's rows are copied to the B rows (an indexing
     op, so gradients flow back to the shared prefix), and the B continuations run on it. Either way the prefix
     tokens of a group of G completions cost one forward instead of G. Same values as `score_tokens` up to float
@@ -372,11 +443,11 @@ def score_tokens_shared_prefix(
         raise ValueError("target_mask is True inside the shared prefix; score these rows with score_tokens")
     decoder = model.get_decoder()
     first, inverse = distinct_rows(input_ids[:, :prefix_width], attention_mask[:, :prefix_width])
-    width = input_ids.shape[1]
-    if packable(model, prefix_width + int(torch.bincount(inverse).max()) * (width - prefix_width), width):
-        layout = pack_shared_prefix(input_ids, attention_mask, prefix_width, (first, inverse))
-        return _score_packed(model, decoder, layout, input_ids, target_mask, prefix_width, chunk_size, temperature,
-                             rows)  # fmt: skip
+    if packable(model, input_ids.shape[1]):
+        layout = pack_shared_prefix(input_ids, attention_mask, prefix_width, layer_shape(model), (first, inverse))
+        if layout is not None:
+            return _score_packed(model, decoder, layout, input_ids, target_mask, prefix_width, chunk_size,
+                                 temperature, rows)  # fmt: skip
     cache_name = cache_argument(decoder)
     if cache_name is None:
         return score_tokens(model, input_ids, attention_mask, target_mask, chunk_size, temperature, rows)
@@ -421,7 +492,7 @@ def _score_packed(
         mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
     inputs = _token_inputs(layout.ids, rows)
     out = decoder(**inputs, attention_mask=mask, position_ids=layout.positions, use_cache=False)
-    hidden = out.last_hidden_state[layout.row[:, None], layout.source]  # (U, L, D) → (B, S - P, D)
+    hidden = out.last_hidden_state[layout.source_row, layout.source_col]  # (R, W, D) → (B, S - P, D)
     return _scatter_scores(model, hidden, input_ids, target_mask, prefix_width, chunk_size, temperature)
 
 

@@ -95,13 +95,15 @@ def _family_model(family: str, window: int | None, attn_impl: str | None = None)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
-@pytest.mark.parametrize("path", ["packed", "cache", "packed-eager"])
+@pytest.mark.parametrize("path", ["packed", "packed-narrow", "packed-eager", "cache"])
 @pytest.mark.parametrize("uneven", [False, True])
 def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, path, uneven, monkeypatch):
-    """Both shared-prefix paths (one packed row per prompt under a block mask; the prompt's KV cache copied to its
-    rows) against plain scoring, values and every gradient, with left-padded prompts, right-padded completions and
-    groups of unequal size. Gemma-2/3 on the cache path get a window shorter than the rows, so the sliding layers
-    truncate; on the packed path a window longer than the rows (a shorter one is never packed)."""
+    """Both shared-prefix paths (prompts and completions packed without padding under a block mask; the prompt's KV
+    cache copied to its rows) against plain scoring, values and every gradient, with left-padded prompts,
+    right-padded completions of several lengths and groups of unequal size. `packed-narrow`: rows of 12 columns, so
+    a prompt's completions are split over segments that each repeat the prompt, spread over several rows. Gemma-2/3
+    on the cache path get a window shorter than the rows, so the sliding layers truncate; on the packed path a window
+    longer than the rows (a shorter one is never packed)."""
     from posttrain_probe.rlvr import entropy
 
     sliding = family in ("gemma2", "gemma3")
@@ -111,12 +113,17 @@ def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, path,
     if uneven:
         ids, attn, target = _uneven_rows(ids, attn, target)
     if path == "cache":
-        monkeypatch.setattr(entropy, "PACK_MAX_EXTRA", -1)
-    calls = []
-    monkeypatch.setattr(entropy, "_score_packed", lambda *a: calls.append(1) or _score_packed(*a))
+        monkeypatch.setattr(entropy, "packable", lambda *a: False)
+    if path == "packed-narrow":
+        pack = entropy.pack_shared_prefix
+        monkeypatch.setattr(entropy, "pack_shared_prefix", lambda *a: pack(*a, width=12))
+    layouts = []
+    monkeypatch.setattr(entropy, "_score_packed", lambda *a: layouts.append(a[2]) or _score_packed(*a))
     lp0, en0, g0 = _scores_and_grads(model, score_tokens, ids, attn, target, 3)
     lp1, en1, g1 = _scores_and_grads(model, score_tokens_shared_prefix, ids, attn, target, 6, 3)
-    assert bool(calls) == path.startswith("packed")
+    assert bool(layouts) == path.startswith("packed")
+    if path == "packed-narrow":
+        assert len(layouts[0].ids) > 3 and layouts[0].ids.shape[1] == 12
     assert (lp1[~target] == 0).all() and (en1[~target] == 0).all()
     assert torch.allclose(lp1, lp0, atol=1e-5) and torch.allclose(en1, en0, atol=1e-5)
     assert g0.keys() == g1.keys() and g0
@@ -125,38 +132,64 @@ def test_shared_prefix_scoring_equals_plain_scoring_with_gradients(family, path,
         assert (g1[name] - g0[name]).abs().max() / scale < 1e-4, name
 
 
-def test_packed_layout_places_each_completion_after_its_prompt_and_masks_the_others():
-    ids, attn, target = _uneven_rows(*_grouped_batch(50, prompt_len=6, response_len=5))
-    lay = pack_shared_prefix(ids, attn, 6)
-    assert lay.ids.shape == (3, 6 + 3 * 5) and lay.allowed.shape == (3, 1, 21, 21)
+@pytest.mark.parametrize("width", [64, 12, 1])
+def test_packed_layout_holds_each_completion_once_after_its_prompt_and_masks_everything_else(width):
+    ids, attn, _ = _uneven_rows(*_grouped_batch(50, prompt_len=6, response_len=5))
+    lay = pack_shared_prefix(ids, attn, 6, (1000, 8), width=width)
     allowed = lay.allowed[:, 0]
+    used = torch.zeros(lay.ids.shape, dtype=torch.bool)
     for b in range(len(ids)):
-        u, cols = lay.row[b], torch.cat([lay.source[b, 1:], lay.source[b, -1:] + 1])  # row b's completion columns
-        assert torch.equal(lay.ids[u, :6], ids[b, :6]) and torch.equal(lay.ids[u, cols], ids[b, 6:])
-        assert torch.equal(lay.positions[u, cols], attn[b].cumsum(0)[6:] - 1)
-        assert lay.source[b, 0] == 5  # the prompt's last column predicts the first completion token
-        keys = torch.cat([torch.arange(6), cols])
-        for j, q in enumerate(cols.tolist()):  # the completion's queries see exactly its own causal row
-            want = torch.zeros(21, dtype=torch.bool)
-            want[keys[: 7 + j]] = torch.cat([attn[b, :6], attn[b, 6 : 7 + j]]).bool()
-            want[q] = True
-            assert torch.equal(allowed[u, q], want), (b, q)
-    assert (allowed.sum(-1) >= 1).all()  # no query without a key (filler and padding see themselves)
+        n, c = int(attn[b, :6].sum()), int(attn[b, 6:].sum())
+        r = int(lay.source_row[b, 0])
+        assert (lay.source_row[b, :c] == r).all()
+        cols = torch.cat([lay.source_col[b, 1:c], lay.source_col[b, c - 1 : c] + 1])  # row b's completion
+        last = int(lay.source_col[b, 0])  # the prompt's last token predicts the first completion token
+        prompt = torch.arange(last - n + 1, last + 1)
+        assert torch.equal(lay.ids[r, cols], ids[b, 6 : 6 + c]) and torch.equal(lay.ids[r, prompt], ids[b, 6 - n : 6])
+        assert torch.equal(lay.positions[r, prompt], torch.arange(n))
+        assert torch.equal(lay.positions[r, cols], torch.arange(n, n + c))
+        for j, q in enumerate(cols.tolist()):  # the completion's queries see exactly their own causal row
+            assert allowed[r, q].nonzero().flatten().tolist() == prompt.tolist() + cols[: j + 1].tolist(), (b, q)
+        assert not used[r, cols].any()  # no column holds two completions' tokens
+        used[r, cols] = True
+    assert (allowed.sum(-1) >= 1).all()  # no query without a key (filler sees itself)
+    if width >= 64:  # one segment per prompt in a single row: every prompt token once, no padding
+        assert lay.ids.shape == (1, sum(int(attn[b, :6].sum()) for b in (0, 1, 2)) + int(attn[:, 6:].sum()))
+    else:
+        assert lay.ids.shape[1] <= max(width, 6 + 5)
 
 
-def test_packing_is_used_only_where_it_is_checked_and_short():
-    from posttrain_probe.rlvr.entropy import PACK_MAX_EXTRA, packable
+def test_packing_is_used_only_where_it_is_checked():
+    from posttrain_probe.rlvr.entropy import packable
 
     llama = _family_model("llama", None, "sdpa")
-    assert packable(llama, 40 + PACK_MAX_EXTRA, 40) and not packable(llama, 41 + PACK_MAX_EXTRA, 40)
-    assert packable(llama, 4000, 4000)  # one continuation per prompt: a plain forward, however long
-    assert not packable(_family_model("gemma3", 32), 100, 40)  # a window the rows reach
-    assert packable(_family_model("gemma3", 64), 100, 40)
+    assert packable(llama, 40)
+    assert not packable(_family_model("gemma3", 32), 40)  # a window the rows reach
+    assert packable(_family_model("gemma3", 64), 40)
     llama.config._attn_implementation = "flex_attention"
-    assert not packable(llama, 100, 40)
+    assert not packable(llama, 40)
     llama.config._attn_implementation = "sdpa"
     llama.config.model_type = "mystery"
-    assert not packable(llama, 100, 40)
+    assert not packable(llama, 40)
+    ids, attn, _ = _grouped_batch(50, prompt_len=6, response_len=5)
+    attn[0, 7] = 0  # a hole inside a completion: not packed
+    assert pack_shared_prefix(ids, attn, 6, (1000, 8)) is None
+
+
+def test_packed_rows_are_as_wide_as_the_cost_model_prefers():
+    """Small matrices against wide attention: one segment per prompt, each prompt once; attention-heavy (d large
+    against the layer's weights): rows of one prompt and one completion, nothing wasted on masked pairs."""
+    from posttrain_probe.rlvr.entropy import layer_shape
+
+    ids, attn, _ = _uneven_rows(*_grouped_batch(50, prompt_len=6, response_len=5))
+    prompt_tokens = sum(int(attn[b, :6].sum()) for b in (0, 1, 2))
+    cheap_attention = pack_shared_prefix(ids, attn, 6, (10**9, 1))
+    assert cheap_attention.ids.numel() == prompt_tokens + int(attn[:, 6:].sum())
+    dear_attention = pack_shared_prefix(ids, attn, 6, (1, 10**6))
+    assert len(dear_attention.ids) == len(ids) and dear_attention.ids.shape[1] == int(attn.sum(1).max())
+    cfg = _family_model("llama", None).config
+    d, kv = cfg.hidden_size, cfg.num_key_value_heads * cfg.hidden_size // cfg.num_attention_heads
+    assert layer_shape(_family_model("llama", None)) == (2 * d * d + 2 * d * kv + 3 * d * cfg.intermediate_size, d)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "qwen2", "gemma", "gemma2", "gemma3"])
