@@ -110,12 +110,13 @@ def bench_ours(
     ahead: bool = False,
     micro: int | None = None,
     keep: bool = True,
+    pack: bool = True,
 ) -> dict:
     cfg = RLVRConfig(
         model=str(model), data=str(data), task="arithmetic", steps=steps, eval_every=0, checkpoint_every=0,
         prompts_per_step=setup.prompts, group_size=setup.group, max_new_tokens=setup.max_new,
         minibatches=setup.minibatches, n_eval=16, progress=False, prompt_format="raw", minibatch_split=split,
-        sample_ahead=ahead, micro_batch_size=micro, keep_freed_memory=keep,
+        sample_ahead=ahead, micro_batch_size=micro, keep_freed_memory=keep, pack_rows=pack,
     )  # fmt: skip
     cpu = [time.process_time()]
     threads = torch.get_num_threads()

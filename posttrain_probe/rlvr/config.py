@@ -86,6 +86,9 @@ class RLVRConfig:
     # keep freed memory in the C heap for reuse (glibc; utils/memory.py): no page faults on the gradient-sized
     # tensors every micro-batch allocates; the process then keeps its peak heap until it exits
     keep_freed_memory: bool = True
+    # score each prompt and its completions as packed rows under a block mask (one decoder call per micro-batch;
+    # rlvr/entropy.py) where the model type is checked for it; False: the prompt's KV cache copied to its rows
+    pack_rows: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:

@@ -425,6 +425,7 @@ def score_tokens_shared_prefix(
     chunk_size: int = 1024,
     temperature: float = 1.0,
     rows: EmbeddingRows | None = None,
+    pack: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`score_tokens` for rows whose targets all lie after the first `prefix_width` columns, with each distinct
     prefix (ids and mask of those columns: a GRPO group's prompt) run once.
@@ -435,7 +436,8 @@ def score_tokens_shared_prefix(
     op, so gradients flow back to the shared prefix), and the B continuations run on it. Either way the prefix
     tokens of a group of G completions cost one forward instead of G. Same values as `score_tokens` up to float
     rounding (the matrix products see other shapes). A decoder that takes no KV cache and cannot be packed is
-    scored by `score_tokens`. `rows`: as in `score_tokens`.
+    scored by `score_tokens`. `rows`: as in `score_tokens`. `pack`: False takes the KV-cache path even where packing
+    applies.
     """
     if not 0 < prefix_width < input_ids.shape[1]:
         raise ValueError(f"prefix_width={prefix_width} must be between 1 and the sequence length - 1")
@@ -443,7 +445,7 @@ def score_tokens_shared_prefix(
         raise ValueError("target_mask is True inside the shared prefix; score these rows with score_tokens")
     decoder = model.get_decoder()
     first, inverse = distinct_rows(input_ids[:, :prefix_width], attention_mask[:, :prefix_width])
-    if packable(model, input_ids.shape[1]):
+    if pack and packable(model, input_ids.shape[1]):
         layout = pack_shared_prefix(input_ids, attention_mask, prefix_width, layer_shape(model), (first, inverse))
         if layout is not None:
             return _score_packed(model, decoder, layout, input_ids, target_mask, prefix_width, chunk_size,

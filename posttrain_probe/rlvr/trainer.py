@@ -166,7 +166,7 @@ def _score_rows(
     with autocast_context(s.device, s.autocast):
         logp, ent = score_tokens_shared_prefix(
             model, ids[:, cols], attn[:, cols], target[:, cols], prefix, s.cfg.entropy_chunk, s.cfg.temperature,
-            rows,
+            rows, s.cfg.pack_rows,
         )  # fmt: skip
     full_logp = torch.zeros(ids.shape, dtype=logp.dtype, device=ids.device)
     full_ent = torch.zeros_like(full_logp)
@@ -781,7 +781,7 @@ def train(config: RLVRConfig | str | Path, out_dir: str | Path, callbacks: Seque
 
 
 # may change between a run and its resume
-_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "sample_ahead", "keep_freed_memory"})
+_RESUME_FREE_KEYS = frozenset({"progress", "threads", "device", "sample_ahead", "keep_freed_memory", "pack_rows"})
 
 
 def _check_same_run(path: Path, meta: dict[str, Any], cfg: RLVRConfig) -> None:

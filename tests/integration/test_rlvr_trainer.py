@@ -222,6 +222,35 @@ def test_embedding_gradient_through_the_used_rows_equals_the_dense_one(world, tm
         assert (wa[k] - wb[k]).abs().max() <= 1e-5 * wb[k].abs().max(), k
 
 
+@pytest.mark.parametrize("split", ["rows", "groups"])
+def test_packed_scoring_trains_as_the_kv_cache_path_does(world, tmp_path, monkeypatch, split):
+    """`pack_rows` (default): prompts and completions packed into rows under a block mask; off: each prompt's KV
+    cache copied to its rows. Same sampled tokens, rewards and counts; losses, entropies and weights to float
+    rounding (the matrix products see other shapes)."""
+    from posttrain_probe.rlvr import entropy
+
+    layouts = []
+    real = entropy._score_packed
+    monkeypatch.setattr(entropy, "_score_packed", lambda *a: layouts.append(a[2]) or real(*a))
+    cfg = _cfg(world, steps=3, eval_every=0, checkpoint_every=3, minibatch_split=split)
+    before = torch.get_num_threads()
+    try:
+        packed = train(cfg, tmp_path / "packed")
+        n_packed = len(layouts)
+        cached = train(dataclasses.replace(cfg, pack_rows=False), tmp_path / "cached")
+    finally:
+        torch.set_num_threads(before)
+    assert n_packed > 0 and len(layouts) == n_packed  # the packed path ran, and only where asked
+    a, b = _strip(read_jsonl(packed / METRICS_FILE)), _strip(read_jsonl(cached / METRICS_FILE))
+    for ra, rb in zip(a, b, strict=True):
+        assert ra["trained_seqs"] == rb["trained_seqs"] and ra["reward_mean"] == rb["reward_mean"]
+        for k in ("loss", "grad_norm", "entropy_mean", "dH_realized"):
+            assert ra[k] == pytest.approx(rb[k], rel=1e-3, abs=1e-6), k
+    wa, wb = _weights(packed, 3), _weights(cached, 3)
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max() <= 1e-4 * wb[k].abs().max(), k
+
+
 def test_on_policy_first_update_has_ratio_one_and_realized_dh_matches_dump(world, tmp_path, monkeypatch):
     # old log-probs from a forward (as under autocast): the first update's ratio is 1 bit for bit
     with monkeypatch.context() as m:
