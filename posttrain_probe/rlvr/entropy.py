@@ -240,13 +240,23 @@ def score_tokens(
     hidden = out.last_hidden_state  # (B, S, D)
     predict = target_mask[:, 1:]  # position j-1 predicts token j
     h = hidden[:, :-1][predict]  # (N, D)
-    targets = input_ids[:, 1:][predict]  # (N,)
+    return _scores_at(model, h, input_ids[:, 1:][predict], target_mask, chunk_size, temperature)
+
+
+def _scores_at(
+    model: torch.nn.Module,
+    h: torch.Tensor,
+    targets: torch.Tensor,
+    target_mask: torch.Tensor,
+    chunk_size: int,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π and H of `targets` (N,) from the states `h` (N, D) that predict them, scattered into (B, S) float32
+    tensors at `target_mask`'s N True cells (zero elsewhere)."""
     logp_flat, ent_flat = chunked_logp_entropy(h, targets, output_head(model), chunk_size, temperature)
-    logp = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    logp = torch.zeros(target_mask.shape, dtype=torch.float32, device=target_mask.device)
     entropy = torch.zeros_like(logp)
-    logp = logp.masked_scatter(target_mask, logp_flat)
-    entropy = entropy.masked_scatter(target_mask, ent_flat)
-    return logp, entropy
+    return logp.masked_scatter(target_mask, logp_flat), entropy.masked_scatter(target_mask, ent_flat)
 
 
 def distinct_rows(ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -510,10 +520,7 @@ def _scatter_scores(
     """log π and H (B, S) from `hidden` (B, S - P, D): the states that predict columns P.. of each row."""
     predict = target_mask[:, prefix_width:]
     targets = input_ids[:, prefix_width:][predict]  # (N,)
-    logp_flat, ent_flat = chunked_logp_entropy(hidden[predict], targets, output_head(model), chunk_size, temperature)
-    logp = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-    entropy = torch.zeros_like(logp)
-    return logp.masked_scatter(target_mask, logp_flat), entropy.masked_scatter(target_mask, ent_flat)
+    return _scores_at(model, hidden[predict], targets, target_mask, chunk_size, temperature)
 
 
 @torch.no_grad()
