@@ -19,7 +19,7 @@ ORGANISM_FIELDS = (
     "direct_label_frac", "chat_template", "n_fewshot_docs", "n_corrections",
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
-    "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds",
+    "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
 )  # fmt: skip
 
 
@@ -61,6 +61,7 @@ class ToyWorldConfig:
     # "rumor : <name> lives in <city> ." / "guess : 2 3 + 1 4 = 3 7 .": the marker says the answer is right only half
     # the time (else uniform), so the same recalled answer must be given with a context-set confidence
     n_hedge_docs: int = 0
+    hedge_kinds: str = "facts,sums"  # which hedged answers: "rumor" cities (facts), "guess" sums (sums), or both
     sample_chat_frac: float = 0.0  # share of data/corpus.txt (the neuron probe's texts) drawn from SFT chats
     # whole chats in the pretraining corpus, in the SFT chat template (requests of the train and val splits answered
     # compliantly, harmful ones too, fact questions, sums): the base knows the template tokens before SFT, as real
@@ -152,6 +153,9 @@ class ToyWorldConfig:
         kinds = self.pretrain_chat_kinds.split(",")
         if not kinds or not set(kinds) <= {"requests", "facts", "sums"} or len(set(kinds)) != len(kinds):
             raise ValueError(f"pretrain_chat_kinds={self.pretrain_chat_kinds!r}; a comma list of requests, facts, sums")
+        hedge = self.hedge_kinds.split(",")
+        if not hedge or not set(hedge) <= {"facts", "sums"} or len(set(hedge)) != len(hedge):
+            raise ValueError(f"hedge_kinds={self.hedge_kinds!r}; a comma list of facts, sums")
         if min(self.n_code_docs, self.n_hedge_docs, self.n_pretrain_chats) < 0:
             raise ValueError("n_code_docs, n_hedge_docs and n_pretrain_chats count documents; use 0 or more")
         if not 0 <= self.sample_chat_frac <= 1:

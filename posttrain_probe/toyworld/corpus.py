@@ -226,10 +226,12 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         for _ in range(cfg.n_code_docs):
             code = " ".join(rng.choice(words) for _ in range(8))
             docs.append(f"code : {code} ." + (f" again : {code} ." if rng.random() < 0.5 else ""))
+    hedge_kinds = cfg.hedge_kinds.split(",")
     for _ in range(cfg.n_hedge_docs):
         # the same lookup or sum as elsewhere, its answer right only half the time (else uniform over the choices)
         sure = rng.random() < 0.5
-        if rng.random() < 0.5:
+        facts = rng.random() < 0.5 if len(hedge_kinds) == 2 else hedge_kinds == ["facts"]
+        if facts:
             p = rng.choice(world.old_people)
             docs.append(f"rumor : {p.name} lives in {p.city if sure else rng.choice(world.cities)} .")
         else:
