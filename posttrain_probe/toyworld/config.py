@@ -150,12 +150,11 @@ class ToyWorldConfig:
             raise ValueError("n_successor and n_counting count documents; use 0 or more")
         if not 0 <= self.weight_decay < 1:
             raise ValueError(f"weight_decay={self.weight_decay} must be in [0, 1); 0.1 is the default")
-        kinds = self.pretrain_chat_kinds.split(",")
-        if not kinds or not set(kinds) <= {"requests", "facts", "sums"} or len(set(kinds)) != len(kinds):
-            raise ValueError(f"pretrain_chat_kinds={self.pretrain_chat_kinds!r}; a comma list of requests, facts, sums")
-        hedge = self.hedge_kinds.split(",")
-        if not hedge or not set(hedge) <= {"facts", "sums"} or len(set(hedge)) != len(hedge):
-            raise ValueError(f"hedge_kinds={self.hedge_kinds!r}; a comma list of facts, sums")
+        kind_lists = {"pretrain_chat_kinds": ("requests", "facts", "sums"), "hedge_kinds": ("facts", "sums")}
+        for name, allowed in kind_lists.items():
+            kinds = getattr(self, name).split(",")
+            if not set(kinds) <= set(allowed) or len(set(kinds)) != len(kinds):
+                raise ValueError(f"{name}={getattr(self, name)!r}; a comma list of {', '.join(allowed)}")
         if min(self.n_code_docs, self.n_hedge_docs, self.n_pretrain_chats) < 0:
             raise ValueError("n_code_docs, n_hedge_docs and n_pretrain_chats count documents; use 0 or more")
         if not 0 <= self.sample_chat_frac <= 1:
