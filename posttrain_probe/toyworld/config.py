@@ -20,6 +20,7 @@ ORGANISM_FIELDS = (
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
     "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
+    "comparison_numbers",
 )  # fmt: skip
 
 
@@ -72,6 +73,9 @@ class ToyWorldConfig:
     # sample: held-out pairs and as many training pairs | all: every ordered pair, each row naming its subject (first
     # number) and object (second), so patching can pair a true comparison with a false twin and know it is false
     comparison_statements: str = "sample"
+    # digits: "5 7 is larger than 3 2 ." | words: "fiftyseven is larger than thirtytwo ." — one token per number, so
+    # the comparison reads two embeddings and its truth can be ready at the statement's end in the early layers
+    comparison_numbers: str = "digits"
     n_successor: int = 0  # judged "after 4 7 comes 4 8 ." documents (a relation computed from the statement)
     n_counting: int = 0  # "4 7 , 4 8 , 4 9 , 5 0 ." documents
     statement_families: str = "fact,comparison"  # judged families (statements.csv, SFT and few-shot documents)
@@ -144,6 +148,8 @@ class ToyWorldConfig:
                              "comparison_relations='larger'")  # fmt: skip
         if self.comparison_relations not in ("larger", "both"):
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
+        if self.comparison_numbers not in ("digits", "words"):
+            raise ValueError(f"comparison_numbers={self.comparison_numbers!r}; choose digits or words")
         if not 2 <= self.conjunction_max <= 4:
             raise ValueError(f"conjunction_max={self.conjunction_max}: use 2 to 4 statements per conjunction")
         if self.n_successor < 0 or self.n_counting < 0:

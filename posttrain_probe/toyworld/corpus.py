@@ -41,6 +41,7 @@ from .world import (
     Person,
     World,
     digits,
+    number_word,
 )
 
 LIVES = [
@@ -71,9 +72,14 @@ def _direct(cfg: ToyWorldConfig, rng: random.Random) -> bool:
     return cfg.direct_label_frac > 0 and rng.random() < cfg.direct_label_frac
 
 
-def comparison(a: int, b: int, rel: str) -> tuple[str, bool]:
+def number(n: int, words: bool = False) -> str:
+    """A number as a comparison writes it: digit by digit ("5 7"), or as one word ("fiftyseven")."""
+    return number_word(n) if words else digits(n)
+
+
+def comparison(a: int, b: int, rel: str, words: bool = False) -> tuple[str, bool]:
     truth = a > b if rel == "larger" else a < b
-    return f"{digits(a)} is {rel} than {digits(b)} .", truth
+    return f"{number(a, words)} is {rel} than {number(b, words)} .", truth
 
 
 SUCCESSOR = ["after {S} comes {O} .", "the number after {S} is {O} ."]
@@ -112,7 +118,7 @@ def _judged_statement(family: str, world: World, cfg: ToyWorldConfig, rng: rando
         return f"{p.name} lives in {p.city if label else _wrong_city(p, world, rng)} .", label
     if family == "comparison":
         a, b = _comparison_pair(world, rng)
-        return comparison(a, b, _relation(cfg, rng))
+        return comparison(a, b, _relation(cfg, rng), world.number_words)
     n = rng.choice([m for m in range(10, 99) if m not in world.successor_heldout])
     m = n + 1 if rng.random() < 0.5 else _wrong_successor(n, rng)
     return successor(n, m, rng.randrange(len(SUCCESSOR)))
@@ -332,7 +338,7 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
             for b in range(10, 100):
                 if a == b:
                     continue
-                s, t = comparison(a, b, "larger")
+                s, t = comparison(a, b, "larger", world.number_words)
                 split = "heldout" if (a, b) in world.comparison_heldout else "train"
                 rows.append(
                     {
@@ -341,15 +347,15 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
                         "family": "comparison",
                         "split": split,
                         "entity": f"{a},{b}",
-                        "subject": digits(a),
-                        "object": digits(b),
+                        "subject": number(a, world.number_words),
+                        "object": number(b, world.number_words),
                     }
                 )
         rng.shuffle(rows)
         statements += rows
     else:  # the held-out pairs and as many training pairs
         for a, b in sorted(world.comparison_heldout):
-            s, t = comparison(a, b, _relation(cfg, rng))
+            s, t = comparison(a, b, _relation(cfg, rng), world.number_words)
             statements.append(
                 {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
             )
@@ -357,7 +363,7 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
             (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
         ]
         for a, b in rng.sample(train_pairs, len(statements)):
-            s, t = comparison(a, b, _relation(cfg, rng))
+            s, t = comparison(a, b, _relation(cfg, rng), world.number_words)
             statements.append(
                 {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
             )

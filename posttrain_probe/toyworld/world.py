@@ -146,6 +146,7 @@ class World:
     delayed_labels: bool = False  # "<statements> labels : TRUE FALSE …" documents
     conjunctions: int = 0  # most statements in a "<s1> <s2> both : TRUE|FALSE" document (0: none)
     hedges: bool = False  # "rumor : …" / "guess : …" documents (answers right half the time)
+    number_words: bool = False  # comparisons name numbers by one word each ("fiftyseven")
     chat_template: str = "short"
 
     @property
@@ -182,6 +183,8 @@ class World:
             phrases.append("both" if self.conjunctions == 2 else "both all")
         if self.hedges:
             phrases.append("rumor guess")
+        if self.number_words:
+            ws.update(number_word(n) for n in range(10, 100))
         for phrase in phrases:
             ws.update(w for w in phrase.split() if not w.startswith("{"))
         return ws
@@ -194,7 +197,8 @@ SUCCESSOR_SUBJECTS = list(range(10, 99))  # n and n + 1 both two digits, so true
 
 def make_world(cfg: ToyWorldConfig) -> World:
     rng = random.Random(cfg.seed)
-    taken: set[str] = set()
+    # invented names never equal a number word (the first toy world's draws are unchanged: its set starts empty)
+    taken: set[str] = {number_word(n) for n in range(10, 100)} if cfg.comparison_numbers == "words" else set()
     n_total = cfg.n_people + cfg.n_new_people
     n_names = max(8, int((n_total * 1.5) ** 0.5) + 2)
     firsts = _invented_words(rng, n_names, taken)
@@ -260,8 +264,23 @@ def make_world(cfg: ToyWorldConfig) -> World:
         codes=cfg.n_code_docs > 0,
         hedges=cfg.n_hedge_docs > 0,
         conjunctions=cfg.conjunction_max if cfg.n_conjunction_docs > 0 else 0,
+        number_words=cfg.comparison_numbers == "words",
         chat_template=cfg.chat_template,
     )
+
+
+UNITS = "one two three four five six seven eight nine".split()
+TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+
+
+def number_word(n: int) -> str:
+    """A number from 10 to 99 as one word: 57 -> 'fiftyseven', 13 -> 'thirteen', 40 -> 'forty'."""
+    if not 10 <= n <= 99:
+        raise ValueError(f"number_word covers 10..99, got {n}")
+    if n < 20:
+        return TEENS[n - 10]
+    return TENS[n // 10 - 2] + (UNITS[n % 10 - 1] if n % 10 else "")
 
 
 def digits(n: int) -> str:

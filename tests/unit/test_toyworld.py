@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from posttrain_probe.toyworld import preset_config
 from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, CHAT_PROMPTS, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
-from posttrain_probe.toyworld.world import HABITS, REFUSAL, digits, make_world
+from posttrain_probe.toyworld.world import HABITS, REFUSAL, digits, make_world, number_word
 
 
 def test_world_is_deterministic_and_names_are_multi_token():
@@ -279,6 +279,39 @@ def test_hedge_kinds_choose_rumors_or_guesses_and_both_keep_the_corpus():
     assert hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] == "f41c2e81c6552551"
     with pytest.raises(ValueError, match="hedge_kinds"):
         preset_config("organism", hedge_kinds="facts,rumors")
+
+
+def test_number_words_are_one_token_each_and_only_in_comparisons():
+    """comparison_numbers=words: every comparison (documents and statements.csv) names its numbers by one word each,
+    read back to the same truth; arithmetic keeps its digits; digits (the default) keep the cache key."""
+    assert [number_word(n) for n in (10, 13, 20, 40, 57, 99)] == [
+        "ten", "thirteen", "twenty", "forty", "fiftyseven", "ninetynine",
+    ]  # fmt: skip
+    assert len({number_word(n) for n in range(10, 100)}) == 90
+    with pytest.raises(ValueError, match="10..99"):
+        number_word(100)
+    cfg = preset_config("organism", comparison_numbers="words", n_conjunction_docs=200)
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    value = {number_word(n): n for n in range(10, 100)}
+    assert all(len(tok(w, add_special_tokens=False)["input_ids"]) == 1 for w in value)
+    invented = {p.first for p in world.people} | {p.last for p in world.people} | set(world.cities)
+    assert invented.isdisjoint(value)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    judged = [s for d in docs for s in d.split(" . ") if " is larger than " in s]
+    assert len(judged) > 1000
+    for s in judged:
+        a, b = s.split(" is larger than ")
+        assert a.split()[-1] in value and b.split()[0] in value
+    assert any(" + " in d and d[0].isdigit() for d in docs)  # sums stay digit by digit
+    rows = eval_sets(world, random.Random(0), 10, cfg)["statements"]
+    for r in rows[:200]:
+        a, b = (int(x) for x in r["entity"].split(","))
+        assert (r["subject"], r["object"]) == (number_word(a), number_word(b))
+        assert r["statement"] == f"{r['subject']} is larger than {r['object']} ." and r["label"] == int(a > b)
+    assert preset_config("organism").key() == preset_config("organism", comparison_numbers="digits").key()
+    with pytest.raises(ValueError, match="comparison_numbers"):
+        preset_config("organism", comparison_numbers="roman")
 
 
 def test_pretraining_chats_use_the_sft_template_and_never_refuse():
