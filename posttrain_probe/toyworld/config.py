@@ -20,7 +20,7 @@ ORGANISM_FIELDS = (
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
     "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
-    "comparison_numbers",
+    "comparison_numbers", "comparison_templates",
 )  # fmt: skip
 
 
@@ -76,6 +76,9 @@ class ToyWorldConfig:
     # digits: "5 7 is larger than 3 2 ." | words: "fiftyseven is larger than thirtytwo ." — one token per number, so
     # the comparison reads two embeddings and its truth can be ready at the statement's end in the early layers
     comparison_numbers: str = "digits"
+    # one: "5 7 is larger than 3 2 ." | varied: six phrasings("the number 5 7 is larger than 3 2 .", "… , it is said .")
+    # so a statement's numbers sit at varying distances from its end, while its end stays right before the question
+    comparison_templates: str = "one"
     n_successor: int = 0  # judged "after 4 7 comes 4 8 ." documents (a relation computed from the statement)
     n_counting: int = 0  # "4 7 , 4 8 , 4 9 , 5 0 ." documents
     statement_families: str = "fact,comparison"  # judged families (statements.csv, SFT and few-shot documents)
@@ -150,6 +153,8 @@ class ToyWorldConfig:
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
         if self.comparison_numbers not in ("digits", "words"):
             raise ValueError(f"comparison_numbers={self.comparison_numbers!r}; choose digits or words")
+        if self.comparison_templates not in ("one", "varied"):
+            raise ValueError(f"comparison_templates={self.comparison_templates!r}; choose one or varied")
         if not 2 <= self.conjunction_max <= 4:
             raise ValueError(f"conjunction_max={self.conjunction_max}: use 2 to 4 statements per conjunction")
         if self.n_successor < 0 or self.n_counting < 0:

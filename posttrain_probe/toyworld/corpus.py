@@ -77,9 +77,17 @@ def number(n: int, words: bool = False) -> str:
     return number_word(n) if words else digits(n)
 
 
-def comparison(a: int, b: int, rel: str, words: bool = False) -> tuple[str, bool]:
+def comparison(
+    a: int, b: int, rel: str, words: bool = False, phrasing: str = "{A} is {R} than {B} ."
+) -> tuple[str, bool]:
     truth = a > b if rel == "larger" else a < b
-    return f"{number(a, words)} is {rel} than {number(b, words)} .", truth
+    return phrasing.format(A=number(a, words), R=rel, B=number(b, words)), truth
+
+
+def _phrasing(world: World, rng: random.Random) -> str:
+    """A comparison's template: the only one (no draw, as the first toy world), or one of the world's at random."""
+    ps = world.comparison_phrasings
+    return ps[0] if len(ps) == 1 else ps[rng.randrange(len(ps))]
 
 
 SUCCESSOR = ["after {S} comes {O} .", "the number after {S} is {O} ."]
@@ -118,7 +126,7 @@ def _judged_statement(family: str, world: World, cfg: ToyWorldConfig, rng: rando
         return f"{p.name} lives in {p.city if label else _wrong_city(p, world, rng)} .", label
     if family == "comparison":
         a, b = _comparison_pair(world, rng)
-        return comparison(a, b, _relation(cfg, rng), world.number_words)
+        return comparison(a, b, _relation(cfg, rng), world.number_words, _phrasing(world, rng))
     n = rng.choice([m for m in range(10, 99) if m not in world.successor_heldout])
     m = n + 1 if rng.random() < 0.5 else _wrong_successor(n, rng)
     return successor(n, m, rng.randrange(len(SUCCESSOR)))
@@ -338,7 +346,7 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
             for b in range(10, 100):
                 if a == b:
                     continue
-                s, t = comparison(a, b, "larger", world.number_words)
+                s, t = comparison(a, b, "larger", world.number_words, _phrasing(world, rng))
                 split = "heldout" if (a, b) in world.comparison_heldout else "train"
                 rows.append(
                     {
@@ -355,7 +363,7 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
         statements += rows
     else:  # the held-out pairs and as many training pairs
         for a, b in sorted(world.comparison_heldout):
-            s, t = comparison(a, b, _relation(cfg, rng), world.number_words)
+            s, t = comparison(a, b, _relation(cfg, rng), world.number_words, _phrasing(world, rng))
             statements.append(
                 {"statement": s, "label": int(t), "family": "comparison", "split": "heldout", "entity": f"{a},{b}"}
             )
@@ -363,7 +371,7 @@ def eval_sets(world: World, rng: random.Random, n: int, cfg: ToyWorldConfig | No
             (a, b) for a in range(10, 100) for b in range(10, 100) if a != b and (a, b) not in world.comparison_heldout
         ]
         for a, b in rng.sample(train_pairs, len(statements)):
-            s, t = comparison(a, b, _relation(cfg, rng), world.number_words)
+            s, t = comparison(a, b, _relation(cfg, rng), world.number_words, _phrasing(world, rng))
             statements.append(
                 {"statement": s, "label": int(t), "family": "comparison", "split": "train", "entity": f"{a},{b}"}
             )

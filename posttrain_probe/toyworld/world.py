@@ -147,6 +147,7 @@ class World:
     conjunctions: int = 0  # most statements in a "<s1> <s2> both : TRUE|FALSE" document (0: none)
     hedges: bool = False  # "rumor : …" / "guess : …" documents (answers right half the time)
     number_words: bool = False  # comparisons name numbers by one word each ("fiftyseven")
+    comparison_phrasings: tuple[str, ...] = ("{A} is {R} than {B} .",)  # templates of a comparison statement
     chat_template: str = "short"
 
     @property
@@ -185,6 +186,7 @@ class World:
             phrases.append("rumor guess")
         if self.number_words:
             ws.update(number_word(n) for n in range(10, 100))
+        phrases += self.comparison_phrasings
         for phrase in phrases:
             ws.update(w for w in phrase.split() if not w.startswith("{"))
         return ws
@@ -265,10 +267,20 @@ def make_world(cfg: ToyWorldConfig) -> World:
         hedges=cfg.n_hedge_docs > 0,
         conjunctions=cfg.conjunction_max if cfg.n_conjunction_docs > 0 else 0,
         number_words=cfg.comparison_numbers == "words",
+        comparison_phrasings=COMPARISON_PHRASINGS if cfg.comparison_templates == "varied" else COMPARISON_PHRASINGS[:1],
         chat_template=cfg.chat_template,
     )
 
 
+# how a comparison is phrased ({A} subject, {R} larger|smaller, {B} object); the first toy world uses only the first
+COMPARISON_PHRASINGS = (
+    "{A} is {R} than {B} .",
+    "the number {A} is {R} than {B} .",
+    "{A} is a {R} number than {B} .",
+    "{A} is {R} than the number {B} .",
+    "{A} is {R} than {B} , it is said .",
+    "we know that {A} is {R} than {B} for sure .",
+)
 UNITS = "one two three four five six seven eight nine".split()
 TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()

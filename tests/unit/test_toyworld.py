@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 from transformers import AutoTokenizer
@@ -10,7 +11,7 @@ from transformers import AutoTokenizer
 from posttrain_probe.toyworld import preset_config
 from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, CHAT_PROMPTS, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
-from posttrain_probe.toyworld.world import HABITS, REFUSAL, digits, make_world, number_word
+from posttrain_probe.toyworld.world import COMPARISON_PHRASINGS, HABITS, REFUSAL, digits, make_world, number_word
 
 
 def test_world_is_deterministic_and_names_are_multi_token():
@@ -312,6 +313,38 @@ def test_number_words_are_one_token_each_and_only_in_comparisons():
     assert preset_config("organism").key() == preset_config("organism", comparison_numbers="digits").key()
     with pytest.raises(ValueError, match="comparison_numbers"):
         preset_config("organism", comparison_numbers="roman")
+
+
+def test_varied_comparison_phrasings_move_the_numbers_and_keep_the_statement_end():
+    """comparison_templates=varied: every phrasing occurs in documents and statements.csv, each statement ends with
+    " ." and names its subject and object, its truth is the subject's magnitude against the object's; `one` (the
+    default) keeps the cache key and draws nothing, so the corpus is the same."""
+    cfg = preset_config("organism", comparison_templates="varied")
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    assert all(tok.unk_token_id not in tok(d)["input_ids"] for d in docs)
+    text = "\n".join(docs)
+    counts = [
+        len(re.findall(r"(?:^|\n|\. )" + re.escape(p).replace(r"\{A\}", r"\d \d").replace(r"\{B\}", r"\d \d")
+                       .replace(r"\{R\}", "larger") + r"(?= |\n|$)", text))
+        for p in COMPARISON_PHRASINGS
+    ]  # fmt: skip
+    assert min(counts) > 0 and sum(counts) == text.count(" larger ")  # each statement has exactly one phrasing
+    rows = eval_sets(world, random.Random(0), 10, cfg)["statements"]
+    by_phrasing = {}
+    for r in rows:
+        a, b = (int(x) for x in r["entity"].split(","))
+        matches = [p for p in COMPARISON_PHRASINGS if p.format(A=digits(a), R="larger", B=digits(b)) == r["statement"]]
+        assert len(matches) == 1 and r["label"] == int(a > b) and r["statement"].endswith(" .")
+        assert (r["subject"], r["object"]) == (digits(a), digits(b))
+        by_phrasing[matches[0]] = by_phrasing.get(matches[0], 0) + 1
+    assert len(by_phrasing) == 6 and min(by_phrasing.values()) > len(rows) / 12
+    plain = preset_config("organism")
+    assert plain.key() == preset_config("organism", comparison_templates="one").key()
+    assert make_world(plain).comparison_phrasings == COMPARISON_PHRASINGS[:1]
+    with pytest.raises(ValueError, match="comparison_templates"):
+        preset_config("organism", comparison_templates="many")
 
 
 def test_pretraining_chats_use_the_sft_template_and_never_refuse():
