@@ -98,9 +98,9 @@ def _text_sample(docs: list[str], sft: list[tuple[str, str]], cfg: ToyWorldConfi
 
 
 def _new_model(cfg: ToyWorldConfig, tok):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-    mcfg = LlamaConfig(
+    sizes = dict(
         vocab_size=len(tok),
         hidden_size=cfg.d_model,
         intermediate_size=cfg.d_mlp,
@@ -115,7 +115,9 @@ def _new_model(cfg: ToyWorldConfig, tok):
         rms_norm_eps=1e-5,
     )
     torch.manual_seed(cfg.seed)
-    return LlamaForCausalLM(mcfg)
+    if cfg.attention_window:
+        return MistralForCausalLM(MistralConfig(**sizes, sliding_window=cfg.attention_window))
+    return LlamaForCausalLM(LlamaConfig(**sizes))
 
 
 def _cap_groups(rows: list[dict], cap: int, rng: random.Random) -> list[dict]:

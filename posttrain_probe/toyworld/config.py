@@ -20,7 +20,7 @@ ORGANISM_FIELDS = (
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
     "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
-    "comparison_numbers", "comparison_templates",
+    "comparison_numbers", "comparison_templates", "attention_window",
 )  # fmt: skip
 
 
@@ -95,6 +95,10 @@ class ToyWorldConfig:
     n_layers: int = 4
     n_heads: int = 4
     d_mlp: int = 512
+    # 0: full causal attention (a Llama) | W > 0: every position attends to itself and the W − 1 before it in every
+    # layer (a Mistral with sliding_window W), so what a later position needs from far back must pass through the
+    # positions between, as a statement's truth through its end
+    attention_window: int = 0
     max_len: int = 64
     # training
     pretrain_epochs: float = 7.0
@@ -118,6 +122,8 @@ class ToyWorldConfig:
             raise ValueError(f"n_people={self.n_people} is too small; use at least 20")
         if self.d_mlp < 4 * self.d_model:
             raise ValueError(f"d_mlp={self.d_mlp} must be ≥ 4·d_model={4 * self.d_model} (entropy neurons need it)")
+        if self.attention_window < 0 or self.attention_window == 1:
+            raise ValueError(f"attention_window={self.attention_window}: use 0 (full attention) or a window of >= 2")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}")
         if not 0 <= self.arithmetic_wrong_frac < 1:

@@ -430,3 +430,32 @@ def test_organism_preset_judges_comparisons_only_in_the_probes_format_too():
     assert any("\n" in d and d.count("This statement is :") >= 2 for d in judged_docs)
     rows = eval_sets(world, random.Random(2), 50, cfg)["statements"]
     assert {r["family"] for r in rows} == {"comparison"} and all(r["subject"] and r["object"] for r in rows)
+
+
+def test_attention_window_builds_a_sliding_window_model_and_zero_keeps_the_llama():
+    """attention_window=W: a Mistral in which each layer attends to the last W positions, so the last position's
+    logits move with exactly the last L·(W − 1) + 1 tokens (2 layers, W = 4: 7); 0 (the default) builds a Llama."""
+    import torch
+    from transformers import LlamaForCausalLM, MistralForCausalLM
+
+    from posttrain_probe.toyworld.builder import _new_model
+
+    cfg = preset_config("quick", attention_window=4)
+    tok = build_tokenizer(make_world(cfg))
+    model = _new_model(cfg, tok).eval()
+    assert isinstance(model, MistralForCausalLM) and model.config.sliding_window == 4
+    ids = torch.randint(10, len(tok), (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        last = model(ids).logits[0, -1]
+        moved = []
+        for j in range(12):
+            other = ids.clone()
+            other[0, j] = 10 + (other[0, j] - 9) % (len(tok) - 10)
+            moved.append(bool((model(other).logits[0, -1] - last).abs().max() > 1e-6))
+    assert cfg.n_layers == 2 and moved == [False] * 5 + [True] * 7
+    plain = preset_config("quick")
+    assert plain.key() == preset_config("quick", attention_window=0).key()
+    llama = _new_model(plain, tok)
+    assert isinstance(llama, LlamaForCausalLM) and not isinstance(llama, MistralForCausalLM)
+    with pytest.raises(ValueError, match="attention_window"):
+        preset_config("quick", attention_window=1)
