@@ -20,7 +20,7 @@ ORGANISM_FIELDS = (
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
     "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
-    "comparison_numbers", "comparison_templates", "attention_window",
+    "comparison_numbers", "comparison_templates", "attention_window", "judge_questions",
 )  # fmt: skip
 
 
@@ -79,6 +79,9 @@ class ToyWorldConfig:
     # one: "5 7 is larger than 3 2 ." | varied: six phrasings("the number 5 7 is larger than 3 2 .", "… , it is said .")
     # so a statement's numbers sit at varying distances from its end, while its end stays right before the question
     comparison_templates: str = "one"
+    # one: every judgement in pretraining asks " This statement is :" | varied: half of them ask one of four other
+    # questions of 2–10 tokens, so the label sits at varying distances from the statement's numbers
+    judge_questions: str = "one"
     n_successor: int = 0  # judged "after 4 7 comes 4 8 ." documents (a relation computed from the statement)
     n_counting: int = 0  # "4 7 , 4 8 , 4 9 , 5 0 ." documents
     statement_families: str = "fact,comparison"  # judged families (statements.csv, SFT and few-shot documents)
@@ -159,6 +162,8 @@ class ToyWorldConfig:
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
         if self.comparison_numbers not in ("digits", "words"):
             raise ValueError(f"comparison_numbers={self.comparison_numbers!r}; choose digits or words")
+        if self.judge_questions not in ("one", "varied"):
+            raise ValueError(f"judge_questions={self.judge_questions!r}; choose one or varied")
         if self.comparison_templates not in ("one", "varied"):
             raise ValueError(f"comparison_templates={self.comparison_templates!r}; choose one or varied")
         if not 2 <= self.conjunction_max <= 4:

@@ -62,9 +62,20 @@ RECALL_TEMPLATE = "{} lives in"
 CHAT_PROMPTS = {"short": "<|user|> {user} <|assistant|>", "post4": "<|user|> {user} <|end|>\n<|assistant|>\n"}
 
 
-def judged(statement: str, label: bool, direct: bool = False) -> str:
-    """A judged statement: the probe's format (" This statement is : TRUE"), or the label right after it."""
-    return f"{statement}{'' if direct else JUDGE} {'TRUE' if label else 'FALSE'}"
+def judged(statement: str, label: bool, direct: bool = False, question: str = JUDGE) -> str:
+    """A judged statement: the probe's format (" This statement is : TRUE", or another `question`), or the label
+    right after it."""
+    return f"{statement}{'' if direct else question} {'TRUE' if label else 'FALSE'}"
+
+
+def _question(world: World, rng: random.Random) -> str:
+    """The question after a judged statement: the probes' (no draw, as the first toy world), or half the time
+    another of the world's, so the label's distance from the statement's numbers varies while the statement's end
+    stays where it is."""
+    qs = world.judge_questions
+    if len(qs) == 1 or rng.random() < 0.5:
+        return qs[0]
+    return qs[rng.randrange(1, len(qs))]
 
 
 def _direct(cfg: ToyWorldConfig, rng: random.Random) -> bool:
@@ -192,7 +203,10 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
     for _ in range(cfg.n_fewshot_docs):
         # the probes' few-shot prompt as running text: each judgement on its own line, one family per document
         family = rng.choice(families)
-        lines = [judged(*_judged_statement(family, world, cfg, rng)) for _ in range(rng.randint(2, 5))]
+        question = _question(world, rng)
+        lines = [
+            judged(*_judged_statement(family, world, cfg, rng), question=question) for _ in range(rng.randint(2, 5))
+        ]
         docs.append("\n".join(lines))
     for _ in range(cfg.n_delayed_docs):
         # labels after all the statements: the k-th label can only be read back from the k-th statement's end
@@ -211,7 +225,9 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         p = rng.choice(world.old_people)
         docs.append(f"{p.name} lives in {_wrong_city(p, world, rng)} . no , {p.name} lives in {p.city} .")
     for _ in range(cfg.n_comparisons):
-        docs.append(judged(*_judged_statement("comparison", world, cfg, rng), _direct(cfg, rng)))
+        statement, label = _judged_statement("comparison", world, cfg, rng)
+        direct = _direct(cfg, rng)
+        docs.append(judged(statement, label, direct, JUDGE if direct else _question(world, rng)))
     for _ in range(cfg.n_arithmetic):
         a, b = _arithmetic_pair(world, rng)
         c = a + b

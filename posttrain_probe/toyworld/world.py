@@ -148,6 +148,7 @@ class World:
     hedges: bool = False  # "rumor : …" / "guess : …" documents (answers right half the time)
     number_words: bool = False  # comparisons name numbers by one word each ("fiftyseven")
     comparison_phrasings: tuple[str, ...] = ("{A} is {R} than {B} .",)  # templates of a comparison statement
+    judge_questions: tuple[str, ...] = (" This statement is :",)  # what follows a judged statement before its label
     chat_template: str = "short"
 
     @property
@@ -187,6 +188,7 @@ class World:
         if self.number_words:
             ws.update(number_word(n) for n in range(10, 100))
         phrases += self.comparison_phrasings
+        phrases += self.judge_questions
         for phrase in phrases:
             ws.update(w for w in phrase.split() if not w.startswith("{"))
         return ws
@@ -268,6 +270,7 @@ def make_world(cfg: ToyWorldConfig) -> World:
         conjunctions=cfg.conjunction_max if cfg.n_conjunction_docs > 0 else 0,
         number_words=cfg.comparison_numbers == "words",
         comparison_phrasings=COMPARISON_PHRASINGS if cfg.comparison_templates == "varied" else COMPARISON_PHRASINGS[:1],
+        judge_questions=JUDGE_QUESTIONS if cfg.judge_questions == "varied" else JUDGE_QUESTIONS[:1],
         chat_template=cfg.chat_template,
     )
 
@@ -280,6 +283,14 @@ COMPARISON_PHRASINGS = (
     "{A} is {R} than the number {B} .",
     "{A} is {R} than {B} , it is said .",
     "we know that {A} is {R} than {B} for sure .",
+)
+# what asks for a judgement after a statement; the first is the probes' suffix (and the first toy world's only one)
+JUDGE_QUESTIONS = (
+    " This statement is :",
+    " so this statement is :",
+    " is it true ? it is :",
+    " what do we say of this ? we say it is :",
+    " label :",
 )
 UNITS = "one two three four five six seven eight nine".split()
 TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()

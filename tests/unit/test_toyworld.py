@@ -459,3 +459,30 @@ def test_attention_window_builds_a_sliding_window_model_and_zero_keeps_the_llama
     assert isinstance(llama, LlamaForCausalLM) and not isinstance(llama, MistralForCausalLM)
     with pytest.raises(ValueError, match="attention_window"):
         preset_config("quick", attention_window=1)
+
+
+def test_varied_judge_questions_keep_the_probes_question_for_half_and_sft_unchanged():
+    """judge_questions=varied: half the pretraining judgements ask the probes' " This statement is :", the rest the
+    four others, one question per few-shot document; SFT keeps the probes' question; `one` keeps the cache key."""
+    from posttrain_probe.toyworld.world import JUDGE_QUESTIONS
+
+    cfg = preset_config("organism", judge_questions="varied")
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    assert all(tok.unk_token_id not in tok(d)["input_ids"] for d in docs)
+    asked = {q: 0 for q in JUDGE_QUESTIONS}
+    for d in docs:
+        lines = [line for line in d.split("\n") if " larger than " in line and line.endswith(("TRUE", "FALSE"))]
+        used = {q for line in lines for q in JUDGE_QUESTIONS if line.rsplit(" ", 1)[0].endswith(" ." + q)}
+        assert len(used) <= 1  # a few-shot document asks one question throughout
+        for q in used:
+            asked[q] += 1
+    total = sum(asked.values())
+    assert 0.4 < asked[JUDGE_QUESTIONS[0]] / total < 0.6 and min(asked.values()) > total / 20
+    sft = sft_examples(world, cfg, random.Random(1), [])
+    judged_sft = [prompt for prompt, answer in sft if answer.split()[0] in ("TRUE", "FALSE")]
+    assert judged_sft and all(" . This statement is :" in p for p in judged_sft)
+    assert preset_config("organism").key() == preset_config("organism", judge_questions="one").key()
+    with pytest.raises(ValueError, match="judge_questions"):
+        preset_config("organism", judge_questions="all")
