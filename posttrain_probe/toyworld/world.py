@@ -187,8 +187,9 @@ class World:
             phrases.append("rumor guess")
         if self.number_words:
             ws.update(number_word(n) for n in range(10, 100))
-        phrases += self.comparison_phrasings
-        phrases += self.judge_questions
+        for extra in (self.comparison_phrasings, self.judge_questions):
+            if len(extra) > 1:  # only the varied ones add words (the word pool of code documents stays as it was)
+                ws.update(w for p in extra for w in p.split() if w.isalpha())
         for phrase in phrases:
             ws.update(w for w in phrase.split() if not w.startswith("{"))
         return ws

@@ -282,6 +282,16 @@ def test_hedge_kinds_choose_rumors_or_guesses_and_both_keep_the_corpus():
         preset_config("organism", hedge_kinds="facts,rumors")
 
 
+def test_comparison_and_question_knobs_at_their_defaults_keep_code_hedge_and_conjunction_documents():
+    """The word pool of code documents and every other draw are those of the code before comparison_numbers,
+    comparison_templates, attention_window and judge_questions existed (digest computed at 7b01689)."""
+    import hashlib
+
+    cfg = preset_config("organism", n_code_docs=300, n_hedge_docs=300, n_conjunction_docs=100)
+    docs = pretraining_docs(make_world(cfg), cfg, random.Random(0))
+    assert hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] == "4daab35668f66dae"
+
+
 def test_number_words_are_one_token_each_and_only_in_comparisons():
     """comparison_numbers=words: every comparison (documents and statements.csv) names its numbers by one word each,
     read back to the same truth; arithmetic keeps its digits; digits (the default) keep the cache key."""
