@@ -76,8 +76,8 @@ class ToyWorldConfig:
     # digits: "5 7 is larger than 3 2 ." | words: "fiftyseven is larger than thirtytwo ." — one token per number, so
     # the comparison reads two embeddings and its truth can be ready at the statement's end in the early layers
     comparison_numbers: str = "digits"
-    # one: "5 7 is larger than 3 2 ." | varied: six phrasings("the number 5 7 is larger than 3 2 .", "… , it is said .")
-    # so a statement's numbers sit at varying distances from its end, while its end stays right before the question
+    # one: "5 7 is larger than 3 2 ." | varied: six phrasings ("the number 5 7 is larger than 3 2 .", "5 7 is larger
+    # than 3 2 , it is said .", …), so the numbers sit at varying distances from the statement's end
     comparison_templates: str = "one"
     # one: every judgement in pretraining asks " This statement is :" | varied: half of them ask one of four other
     # questions of 2–10 tokens, so the label sits at varying distances from the statement's numbers

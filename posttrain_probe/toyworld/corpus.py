@@ -30,10 +30,12 @@ from .world import (
     ANIMALS,
     ARITH_A,
     ARITH_B,
+    COMPARISON_PHRASINGS,
     HABITS,
     HARM_CONTEXTS,
     HARMFUL_OBJECTS,
     HARMLESS_OBJECTS,
+    JUDGE_QUESTIONS,
     PLACES,
     REFUSAL,
     STEPS,
@@ -53,7 +55,7 @@ LIVES = [
 ]
 WORKS = ["{P} works as a {J} .", "{P} is a {J} by trade .", "the job of {P} is {J} .", "{P} earns a living as a {J} ."]
 CITY_IN = ["{C} is a city in {K} .", "the city of {C} lies in {K} ."]
-JUDGE = " This statement is :"
+JUDGE = JUDGE_QUESTIONS[0]
 BASE_TEMPLATE = "User : {instruction}\nAssistant :"
 RECALL_TEMPLATE = "{} lives in"
 
@@ -89,7 +91,7 @@ def number(n: int, words: bool = False) -> str:
 
 
 def comparison(
-    a: int, b: int, rel: str, words: bool = False, phrasing: str = "{A} is {R} than {B} ."
+    a: int, b: int, rel: str, words: bool = False, phrasing: str = COMPARISON_PHRASINGS[0]
 ) -> tuple[str, bool]:
     truth = a > b if rel == "larger" else a < b
     return phrasing.format(A=number(a, words), R=rel, B=number(b, words)), truth
