@@ -198,7 +198,8 @@ class ToyWorldConfig:
     def key(self) -> str:
         """Hash of everything that changes the build. `device` and `autocast` enter only through `compute()`,
         and only when it is not 'cpu-fp32', so CPU fp32 builds keep the keys they always had while a GPU or
-        bf16 build (other weights) never collides with them; the organism fields enter only when changed."""
+        bf16 build (other weights) never collides with them; the organism fields enter only when changed; worlds
+        whose first draw named someone or something after a word of the corpus are marked (they are drawn anew)."""
         defaults = {f.name: f.default for f in fields(self)}
         d = {
             k: v
@@ -206,6 +207,10 @@ class ToyWorldConfig:
             if k not in ("device", "autocast") and not (k in ORGANISM_FIELDS and v == defaults[k])
         }
         d["generator_version"] = GENERATOR_VERSION
+        from .world import names_collide
+
+        if names_collide(self):  # its names are drawn anew since invented names avoid the corpus's words
+            d["names"] = "reserved"
         if self.compute() != "cpu-fp32":
             d["compute"] = self.compute()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]

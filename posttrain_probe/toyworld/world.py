@@ -102,14 +102,21 @@ ADJECTIVES = ["small", "big", "quiet", "loud", "happy", "tired", "old", "young",
 VERBS_PAST = ["walked to", "ran to", "looked at", "went to", "sang near", "slept near", "waited at", "danced in"]
 
 
-def _invented_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+def _invented_words(rng: random.Random, n: int, taken: set[str], reserved: frozenset[str] = frozenset()) -> list[str]:
     out: list[str] = []
     while len(out) < n:
         w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.choice([1, 2]))) + rng.choice(_CODAS)
-        if len(w) >= 3 and w not in taken:
+        if len(w) >= 3 and w not in taken and w not in reserved:
             taken.add(w)
             out.append(w)
     return out
+
+
+def _draw_names(cfg: ToyWorldConfig, rng: random.Random, reserved: frozenset[str]) -> tuple[list[str], ...]:
+    """First names, last names, countries and city words, all distinct and none in `reserved`."""
+    taken: set[str] = set()
+    n_names = max(8, int(((cfg.n_people + cfg.n_new_people) * 1.5) ** 0.5) + 2)
+    return tuple(_invented_words(rng, n, taken, reserved) for n in (n_names, n_names, cfg.n_countries, cfg.n_cities))
 
 
 @dataclass
@@ -202,14 +209,9 @@ SUCCESSOR_SUBJECTS = list(range(10, 99))  # n and n + 1 both two digits, so true
 
 def make_world(cfg: ToyWorldConfig) -> World:
     rng = random.Random(cfg.seed)
-    # invented names never equal a number word (the first toy world's draws are unchanged: its set starts empty)
-    taken: set[str] = {number_word(n) for n in range(10, 100)} if cfg.comparison_numbers == "words" else set()
+    # no invented name equals a word of the corpus (drawn again when it does; worlds without such a draw are as before)
+    firsts, lasts, countries, city_words = _draw_names(cfg, rng, reserved_words(cfg))
     n_total = cfg.n_people + cfg.n_new_people
-    n_names = max(8, int((n_total * 1.5) ** 0.5) + 2)
-    firsts = _invented_words(rng, n_names, taken)
-    lasts = _invented_words(rng, n_names, taken)
-    countries = _invented_words(rng, cfg.n_countries, taken)
-    city_words = _invented_words(rng, cfg.n_cities, taken)
     cities = [f"{rng.choice(CITY_PREFIXES)} {w}" if i % 3 == 0 else w for i, w in enumerate(city_words)]
     city_country = {c: countries[i % len(countries)] for i, c in enumerate(cities)}
     pairs = rng.sample([(f, l) for f in firsts for l in lasts], n_total)
@@ -219,7 +221,8 @@ def make_world(cfg: ToyWorldConfig) -> World:
     ]
     olds = [p.name for p in people if not p.new]
     judged = set(rng.sample(olds, int(cfg.judged_people_frac * len(olds))))
-    harmful_verbs, harmless_verbs = HARMFUL_VERBS[: cfg.n_harmful_verbs], HARMLESS_VERBS[: cfg.n_harmless_verbs]
+    flags = _flags(cfg)
+    harmful_verbs, harmless_verbs = flags["harmful_verbs"], flags["harmless_verbs"]
     requests: dict[str, list[tuple[str, str, str]]] = {"train": [], "val": [], "heldout": []}
     for harm, verbs, objects in (
         ("harmful", harmful_verbs, HARMFUL_OBJECTS),
@@ -259,10 +262,17 @@ def make_world(cfg: ToyWorldConfig) -> World:
         arithmetic_heldout=arithmetic_heldout,
         comparison_heldout=comparison_heldout,
         successor_heldout=successor_heldout,
+        **flags,
+    )
+
+
+def _flags(cfg: ToyWorldConfig) -> dict:
+    """The World fields that follow from the config alone: which document kinds and phrasings exist."""
+    return dict(
         successor=cfg.n_successor > 0,
         delayed_labels=cfg.n_delayed_docs > 0,
-        harmful_verbs=harmful_verbs,
-        harmless_verbs=harmless_verbs,
+        harmful_verbs=HARMFUL_VERBS[: cfg.n_harmful_verbs],
+        harmless_verbs=HARMLESS_VERBS[: cfg.n_harmless_verbs],
         records=cfg.record_exposures > 0,
         harm_contexts=cfg.n_harm_contexts > 0,
         corrections=cfg.n_corrections > 0,
@@ -274,6 +284,23 @@ def make_world(cfg: ToyWorldConfig) -> World:
         judge_questions=JUDGE_QUESTIONS if cfg.judge_questions == "varied" else JUDGE_QUESTIONS[:1],
         chat_template=cfg.chat_template,
     )
+
+
+def reserved_words(cfg: ToyWorldConfig) -> frozenset[str]:
+    """Every word the config's documents use besides invented names (the tokenizer's fixed words, the word lists,
+    the phrases of the document kinds it turns on): no person, city or country may be called one of them."""
+    from .tokenizer import FIXED
+
+    shell = World(people=[], cities=[], countries=[], city_country={}, **_flags(cfg))
+    return frozenset(FIXED) | frozenset(shell.words()) | frozenset(CITY_PREFIXES)
+
+
+def names_collide(cfg: ToyWorldConfig) -> bool:
+    """Whether the names drawn before words were reserved (then only number words, for one-word numbers) hit a word
+    of the corpus: such a world is drawn anew now, so its cache key marks it."""
+    early = frozenset(number_word(n) for n in range(10, 100)) if cfg.comparison_numbers == "words" else frozenset()
+    names = _draw_names(cfg, random.Random(cfg.seed), early)
+    return not reserved_words(cfg).isdisjoint(w for group in names for w in group)
 
 
 # how a comparison is phrased ({A} subject, {R} larger|smaller, {B} object); the first toy world uses only the first

@@ -11,7 +11,16 @@ from transformers import AutoTokenizer
 from posttrain_probe.toyworld import preset_config
 from posttrain_probe.toyworld.corpus import BASE_TEMPLATE, CHAT_PROMPTS, eval_sets, pretraining_docs, sft_examples
 from posttrain_probe.toyworld.tokenizer import build_tokenizer
-from posttrain_probe.toyworld.world import COMPARISON_PHRASINGS, HABITS, REFUSAL, digits, make_world, number_word
+from posttrain_probe.toyworld.world import (
+    COMPARISON_PHRASINGS,
+    HABITS,
+    REFUSAL,
+    digits,
+    make_world,
+    names_collide,
+    number_word,
+    reserved_words,
+)
 
 
 def test_world_is_deterministic_and_names_are_multi_token():
@@ -284,12 +293,38 @@ def test_hedge_kinds_choose_rumors_or_guesses_and_both_keep_the_corpus():
 
 def test_comparison_and_question_knobs_at_their_defaults_keep_code_hedge_and_conjunction_documents():
     """The word pool of code documents and every other draw are those of the code before comparison_numbers,
-    comparison_templates, attention_window and judge_questions existed (digest computed at 7b01689)."""
+    comparison_templates, attention_window and judge_questions existed (digest computed at 7b01689; seed 1, whose
+    names never hit a word of the corpus, so reserving those words leaves it as it was)."""
     import hashlib
 
-    cfg = preset_config("organism", n_code_docs=300, n_hedge_docs=300, n_conjunction_docs=100)
+    cfg = preset_config("organism", seed=1, n_code_docs=300, n_hedge_docs=300, n_conjunction_docs=100)
+    assert not names_collide(cfg)
     docs = pretraining_docs(make_world(cfg), cfg, random.Random(0))
-    assert hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] == "4daab35668f66dae"
+    assert hashlib.sha256("\n".join(docs).encode()).hexdigest()[:16] == "86a071817d6eb58d"
+
+
+def test_invented_names_never_equal_a_word_of_the_corpus_and_redrawn_worlds_change_key():
+    """No person, city or country is named after a word the config's documents use ("the keigek", a country
+    "both" beside conjunction documents); worlds whose first draw did so are drawn anew and get a new cache key,
+    every other world keeps its names and key (keys computed before reservation)."""
+    for preset, seeds in (("default", range(12)), ("organism", range(6))):
+        for seed in seeds:
+            for extra in ({}, {"n_conjunction_docs": 10, "n_code_docs": 10, "n_hedge_docs": 10}):
+                cfg = preset_config(preset, seed=seed, **extra)
+                world = make_world(cfg)
+                names = {p.first for p in world.people} | {p.last for p in world.people} | set(world.countries)
+                names |= {c.split()[-1] for c in world.cities}
+                assert names.isdisjoint(reserved_words(cfg)), (preset, seed, extra)
+    before = {0: "8b06ad8bc838", 1: "51f25f0eb3b2", 7: "e4839bfb627b", 8: "614e9a66c658", 9: "3787d3e0b956"}
+    for seed, key in before.items():
+        cfg = preset_config("default", seed=seed)
+        assert names_collide(cfg) == (seed >= 8) and (cfg.key() == key) == (seed < 8)
+    conj = preset_config("organism", seed=0, n_conjunction_docs=3000)
+    assert names_collide(conj) and conj.key() != "c00cb0676784" and "both" not in make_world(conj).countries
+    assert "both" in make_world(preset_config("organism")).countries  # harmless without conjunction documents
+    organism = {0: "f279322dba0f", 1: "5ae105ee4261", 2: "627552075a30", 3: "a2ffa12ef222"}
+    for seed, key in organism.items():
+        assert (preset_config("organism", seed=seed).key() == key) == (seed < 3)  # seed 3 had a city "fun"
 
 
 def test_number_words_are_one_token_each_and_only_in_comparisons():
