@@ -160,12 +160,11 @@ class ToyWorldConfig:
                              "comparison_relations='larger'")  # fmt: skip
         if self.comparison_relations not in ("larger", "both"):
             raise ValueError(f"comparison_relations={self.comparison_relations!r}; choose larger or both")
-        if self.comparison_numbers not in ("digits", "words"):
-            raise ValueError(f"comparison_numbers={self.comparison_numbers!r}; choose digits or words")
-        if self.judge_questions not in ("one", "varied"):
-            raise ValueError(f"judge_questions={self.judge_questions!r}; choose one or varied")
-        if self.comparison_templates not in ("one", "varied"):
-            raise ValueError(f"comparison_templates={self.comparison_templates!r}; choose one or varied")
+        choices = {"comparison_numbers": ("digits", "words"), "comparison_templates": ("one", "varied"),
+                   "judge_questions": ("one", "varied")}  # fmt: skip
+        for name, (a, b) in choices.items():
+            if getattr(self, name) not in (a, b):
+                raise ValueError(f"{name}={getattr(self, name)!r}; choose {a} or {b}")
         if not 2 <= self.conjunction_max <= 4:
             raise ValueError(f"conjunction_max={self.conjunction_max}: use 2 to 4 statements per conjunction")
         if self.n_successor < 0 or self.n_counting < 0:

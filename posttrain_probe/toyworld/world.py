@@ -102,6 +102,25 @@ ADJECTIVES = ["small", "big", "quiet", "loud", "happy", "tired", "old", "young",
 VERBS_PAST = ["walked to", "ran to", "looked at", "went to", "sang near", "slept near", "waited at", "danced in"]
 
 
+# how a comparison is phrased ({A} subject, {R} larger|smaller, {B} object); the first toy world uses only the first
+COMPARISON_PHRASINGS = (
+    "{A} is {R} than {B} .",
+    "the number {A} is {R} than {B} .",
+    "{A} is a {R} number than {B} .",
+    "{A} is {R} than the number {B} .",
+    "{A} is {R} than {B} , it is said .",
+    "we know that {A} is {R} than {B} for sure .",
+)
+# what asks for a judgement after a statement; the first is the probes' suffix (and the first toy world's only one)
+JUDGE_QUESTIONS = (
+    " This statement is :",
+    " so this statement is :",
+    " is it true ? it is :",
+    " what do we say of this ? we say it is :",
+    " label :",
+)
+
+
 def _invented_words(rng: random.Random, n: int, taken: set[str], reserved: frozenset[str] = frozenset()) -> list[str]:
     out: list[str] = []
     while len(out) < n:
@@ -154,8 +173,8 @@ class World:
     conjunctions: int = 0  # most statements in a "<s1> <s2> both : TRUE|FALSE" document (0: none)
     hedges: bool = False  # "rumor : …" / "guess : …" documents (answers right half the time)
     number_words: bool = False  # comparisons name numbers by one word each ("fiftyseven")
-    comparison_phrasings: tuple[str, ...] = ("{A} is {R} than {B} .",)  # templates of a comparison statement
-    judge_questions: tuple[str, ...] = (" This statement is :",)  # what follows a judged statement before its label
+    comparison_phrasings: tuple[str, ...] = COMPARISON_PHRASINGS[:1]  # templates of a comparison statement
+    judge_questions: tuple[str, ...] = JUDGE_QUESTIONS[:1]  # what follows a judged statement before its label
     chat_template: str = "short"
 
     @property
@@ -303,23 +322,6 @@ def names_collide(cfg: ToyWorldConfig) -> bool:
     return not reserved_words(cfg).isdisjoint(w for group in names for w in group)
 
 
-# how a comparison is phrased ({A} subject, {R} larger|smaller, {B} object); the first toy world uses only the first
-COMPARISON_PHRASINGS = (
-    "{A} is {R} than {B} .",
-    "the number {A} is {R} than {B} .",
-    "{A} is a {R} number than {B} .",
-    "{A} is {R} than the number {B} .",
-    "{A} is {R} than {B} , it is said .",
-    "we know that {A} is {R} than {B} for sure .",
-)
-# what asks for a judgement after a statement; the first is the probes' suffix (and the first toy world's only one)
-JUDGE_QUESTIONS = (
-    " This statement is :",
-    " so this statement is :",
-    " is it true ? it is :",
-    " what do we say of this ? we say it is :",
-    " label :",
-)
 UNITS = "one two three four five six seven eight nine".split()
 TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
 TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
