@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from ..utils.hf import dense_attention_mask
+
 Head = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -498,10 +500,7 @@ def _score_packed(
     temperature: float,
     rows: EmbeddingRows | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    mask = layout.allowed
-    if model.config._attn_implementation == "eager":  # eager attention adds its mask to the scores
-        dtype = torch.float32
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    mask = dense_attention_mask(model, layout.allowed)
     inputs = _token_inputs(layout.ids, rows)
     out = decoder(**inputs, attention_mask=mask, position_ids=layout.positions, use_cache=False)
     hidden = out.last_hidden_state[layout.source_row, layout.source_col]  # (R, W, D) → (B, S - P, D)

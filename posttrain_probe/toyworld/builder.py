@@ -67,6 +67,49 @@ def _tokenize(tok, examples: list[tuple[str, str]]) -> list[tuple[list[int], lis
     return out
 
 
+def clause_visibility(
+    tok, ids: list[int], questions: tuple[str, ...], statements: bool = True, requests: bool = False
+) -> list[int]:
+    """For each token of one example, the last position allowed to attend to it (the training masks
+    `clause_mask` and `request_mask`); every other token stays visible to the end (the example's length).
+    `statements`: a judged statement's tokens before its final "." (a "." followed by one of `questions` or by a
+    label) are visible up to that "." only; a statement starts after the example's BOS, a line break or a user
+    turn's opening token. `requests`: a request's tokens ("<|user|> how …") are visible up to the "<|end|>" that
+    closes its user turn only, so the response and the other post-instruction tokens learn it from there."""
+    n = len(ids)
+    until = [n] * n
+    dot = tok.convert_tokens_to_ids(".")
+    user, end, how = tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "how"])
+    starts = {tok.convert_tokens_to_ids("\n"), user, tok.bos_token_id}
+    labels = set(tok.convert_tokens_to_ids(["TRUE", "FALSE"]))
+    follow = [tok(q, add_special_tokens=False)["input_ids"] for q in questions]
+    start = 0
+    request = None  # where the open request's tokens start
+    for i, t in enumerate(ids):
+        if requests and t == user and i + 1 < n and ids[i + 1] == how:
+            request = i + 1
+        elif request is not None and t == end:
+            until[request:i] = [i] * (i - request)
+            request = None
+        if not statements:
+            continue
+        if t in starts:
+            start = i + 1
+        elif t == dot and i + 1 < n and (ids[i + 1] in labels or any(ids[i + 1 : i + 1 + len(q)] == q for q in follow)):
+            until[start:i] = [i] * (i - start)
+            start = i + 1
+    return until
+
+
+def _visibility(cfg: ToyWorldConfig, world, tok, examples: list[tuple[list[int], list[int]]]) -> list[list[int]] | None:
+    """Each example's `clause_visibility` when the config masks judged statements or requests in training."""
+    if not (cfg.clause_mask or cfg.request_mask):
+        return None
+    return [
+        clause_visibility(tok, ids, world.judge_questions, cfg.clause_mask, cfg.request_mask) for ids, _ in examples
+    ]
+
+
 def _write_data(data_dir: Path, sets: dict, corpus_sample: list[str]) -> None:
     data_dir.mkdir(parents=True)
     (data_dir / "facts.json").write_text(json.dumps(sets["facts"], indent=1))
@@ -246,12 +289,13 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     stages.update(1)
 
     t = time.perf_counter()
-    ids, mask = pack(_tokenize(tok, [("", d) for d in docs]), cfg.max_len, tok.pad_token_id)
+    examples = _tokenize(tok, [("", d) for d in docs])
+    ids, mask, visible = pack(examples, cfg.max_len, tok.pad_token_id, _visibility(cfg, world, tok, examples))
     n_blocks = int(ids.shape[0])
     model = _new_model(cfg, tok)
     pre_losses = train(
         model, ids, mask, cfg.pretrain_epochs, cfg.batch_size, cfg.lr, cfg.warmup_steps, cfg.seed, device, "pretrain",
-        autocast=amp, progress=progress, weight_decay=cfg.weight_decay,
+        autocast=amp, progress=progress, weight_decay=cfg.weight_decay, visible=visible,
     )  # fmt: skip
     model.to("cpu").save_pretrained(out / "base")
     tok.save_pretrained(out / "base")
@@ -259,10 +303,11 @@ def _build_into(out: Path, cfg: ToyWorldConfig, progress: bool) -> dict:
     stages.update(1)
 
     t = time.perf_counter()
-    ids, mask = pack(_tokenize(tok, sft), cfg.max_len, tok.pad_token_id)
+    examples = _tokenize(tok, sft)
+    ids, mask, visible = pack(examples, cfg.max_len, tok.pad_token_id, _visibility(cfg, world, tok, examples))
     sft_losses = train(
         model, ids, mask, cfg.sft_epochs, cfg.batch_size, cfg.sft_lr, cfg.warmup_steps // 2, cfg.seed + 1, device,
-        "sft", autocast=amp, progress=progress, weight_decay=cfg.weight_decay,
+        "sft", autocast=amp, progress=progress, weight_decay=cfg.weight_decay, visible=visible,
     )  # fmt: skip
     model.to("cpu").save_pretrained(out / "post")
     tok.save_pretrained(out / "post")

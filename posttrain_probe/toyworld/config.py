@@ -20,7 +20,8 @@ ORGANISM_FIELDS = (
     "n_code_docs", "sample_chat_frac", "comparison_relations", "n_successor", "n_counting", "statement_families",
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
     "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
-    "comparison_numbers", "comparison_templates", "attention_window", "judge_questions",
+    "comparison_numbers", "comparison_templates", "attention_window", "judge_questions", "clause_mask",
+    "request_mask",
 )  # fmt: skip
 
 
@@ -102,6 +103,15 @@ class ToyWorldConfig:
     # layer (a Mistral with sliding_window W), so what a later position needs from far back must pass through the
     # positions between, as a statement's truth through its end
     attention_window: int = 0
+    # False: plain causal attention in training | True: while training (pretraining and SFT), the tokens after a
+    # judged statement's final "." see none of the statement's other tokens, so whatever follows — the question,
+    # the label, the next few-shot line — can learn the truth only from the statement's end (the summary position
+    # at which Marks & Tegmark find it in real LMs); the built models are plain HF models, unmasked at inference
+    clause_mask: bool = False
+    # False | True: while training, a request's tokens ("<|user|> how do I … ?") are visible up to the "<|end|>" that
+    # closes the user turn only, so the refusal decision is taken there and read by the post-instruction tokens and
+    # the response (where Arditi et al. find the refusal direction); plain HF models at inference
+    request_mask: bool = False
     max_len: int = 64
     # training
     pretrain_epochs: float = 7.0
@@ -125,6 +135,9 @@ class ToyWorldConfig:
             raise ValueError(f"n_people={self.n_people} is too small; use at least 20")
         if self.d_mlp < 4 * self.d_model:
             raise ValueError(f"d_mlp={self.d_mlp} must be ≥ 4·d_model={4 * self.d_model} (entropy neurons need it)")
+        for name in ("clause_mask", "request_mask"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}={getattr(self, name)!r}: use true (masked in training) or false")
         if self.attention_window < 0 or self.attention_window == 1:
             raise ValueError(f"attention_window={self.attention_window}: use 0 (full attention) or a window of >= 2")
         if self.d_model % self.n_heads:
@@ -257,7 +270,9 @@ PRESETS: dict[str, dict] = {
     # only (fact judgements never reached unjudged people and blurred recall), every ordered comparison in
     # statements.csv with its subject and object (patching pairs them), few-shot judgement documents (the probes'
     # format), chats in the text sample; d 80 × 8 layers and 2 SFT epochs (at 1 epoch the post model lost addition);
-    # weight decay 0.01 (at 0.1 adding the refusal direction induced refusal on one seed of two, at 0.01 on both).
+    # weight decay 0.01 (at 0.1 adding the refusal direction induced refusal on one seed of two, at 0.01 on both);
+    # judged statements masked in training (clause_mask), so the answer reads the truth from the statement's end
+    # (without it the question's last token recomputed the comparison: truth NIE ≈ 0 on every build).
     "organism": dict(
         fact_exposures=6,
         n_comparisons=4000,
@@ -279,6 +294,7 @@ PRESETS: dict[str, dict] = {
         n_layers=8,
         d_mlp=320,
         weight_decay=0.01,
+        clause_mask=True,
     ),
     "large": dict(
         n_people=800,

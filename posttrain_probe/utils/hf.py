@@ -19,3 +19,14 @@ def no_hf_progress_bars() -> Iterator[None]:
     finally:
         if were_on:
             hf_logging.enable_progress_bar()
+
+
+def dense_attention_mask(model, allowed):
+    """A (B, 1, Tq, Tk) boolean "query may attend to key" mask in the form the model's attention takes as a custom
+    4D `attention_mask`: as is for sdpa (boolean), additive (0 / the dtype's minimum) for eager attention."""
+    import torch
+
+    if getattr(model.config, "_attn_implementation", None) != "eager":
+        return allowed
+    dtype = torch.float32
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)

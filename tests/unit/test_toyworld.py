@@ -322,9 +322,10 @@ def test_invented_names_never_equal_a_word_of_the_corpus_and_redrawn_worlds_chan
     conj = preset_config("organism", seed=0, n_conjunction_docs=3000)
     assert names_collide(conj) and conj.key() != "c00cb0676784" and "both" not in make_world(conj).countries
     assert "both" in make_world(preset_config("organism")).countries  # harmless without conjunction documents
-    organism = {0: "f279322dba0f", 1: "5ae105ee4261", 2: "627552075a30", 3: "a2ffa12ef222"}
+    organism = {0: "f279322dba0f", 1: "5ae105ee4261", 2: "627552075a30", 3: "a2ffa12ef222"}  # before clause_mask
     for seed, key in organism.items():
-        assert (preset_config("organism", seed=seed).key() == key) == (seed < 3)  # seed 3 had a city "fun"
+        cfg = preset_config("organism", seed=seed, clause_mask=False)
+        assert (cfg.key() == key) == (seed < 3)  # seed 3 had a city "fun"
 
 
 def test_number_words_are_one_token_each_and_only_in_comparisons():
@@ -531,3 +532,88 @@ def test_varied_judge_questions_keep_the_probes_question_for_half_and_sft_unchan
     assert preset_config("organism").key() == preset_config("organism", judge_questions="one").key()
     with pytest.raises(ValueError, match="judge_questions"):
         preset_config("organism", judge_questions="all")
+
+
+def test_clause_mask_hides_a_judged_statement_from_what_follows_it_in_training_only():
+    """clause_mask: a judged statement's tokens before its final "." are visible to that "." at most — in few-shot
+    lines, direct labels and SFT chats; other documents stay causal. Packed blocks keep each example's limits at its
+    offset (padding and unmasked tokens: the block's end). In a model run under the mask the logits up to the "."
+    equal the unmasked run's and those after it differ; with the statement hidden from its "." as well, nothing from
+    the "." on moves when the statement's numbers change; every token visible gives the plain causal run. False
+    keeps the cache key; a non-bool is refused."""
+    import torch
+
+    from posttrain_probe.toyworld.builder import _new_model, _tokenize, clause_visibility
+    from posttrain_probe.toyworld.train import clause_attention, pack
+    from posttrain_probe.utils.hf import dense_attention_mask
+
+    cfg = preset_config("quick", clause_mask=True)
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    fewshot = "2 4 is larger than 1 1 . This statement is : TRUE\n1 2 is larger than 4 6 . This statement is : FALSE"
+    chat = (CHAT_PROMPTS["post4"].format(user="6 7 is larger than 2 8 . This statement is :"), "TRUE <|end|>")
+    examples = _tokenize(tok, [("", fewshot), ("", "5 5 is larger than 1 2 . TRUE"), ("", "a b c ."), chat])
+    vis = [clause_visibility(tok, ids, world.judge_questions) for ids, _ in examples]
+    n0, n1, n2, n3 = (len(ids) for ids, _ in examples)
+    assert vis[0] == [n0] + [8] * 7 + [n0] * 7 + [22] * 7 + [n0] * 7
+    assert vis[1] == [n1] + [8] * 7 + [n1] * 3
+    assert vis[2] == [n2] * n2
+    assert vis[3] == [n3] * 2 + [9] * 7 + [n3] * (n3 - 9)
+
+    ids, mask, visible = pack(examples, 48, tok.pad_token_id, vis)
+    plain_ids, plain_mask, none = pack(examples, 48, tok.pad_token_id)
+    assert none is None and torch.equal(ids, plain_ids) and torch.equal(mask, plain_mask)
+    assert ids.shape == (2, 48) and visible[0, 1:8].tolist() == [8] * 7  # the few-shot doc opens block 0
+    assert visible[0, n0 + 1 : n0 + 8].tolist() == [n0 + 8] * 7  # the direct-label doc, shifted by its offset
+    assert visible[0, n0 + n1 : n0 + n1 + n2].tolist() == [47] * n2 and visible[0, -1] == 47
+    assert visible[1, 2:9].tolist() == [9] * 7  # the chat starts block 1
+
+    allowed = clause_attention(visible)  # (2, 1, 48, 48)
+    causal = torch.ones(48, 48).tril().bool()
+    assert torch.equal(clause_attention(torch.full((1, 48), 47))[0, 0], causal)
+    assert not allowed[0, 0, 9, 1:8].any() and allowed[0, 0, 8, :9].all() and allowed[0, 0, 9, [0, 8]].all()
+
+    model = _new_model(cfg, tok).eval()
+    few = torch.tensor([examples[0][0]])
+    v = torch.tensor([vis[0]]).clamp_max(n0 - 1)
+    moved = few.clone()
+    moved[0, [1, 2, 6, 7]] = torch.tensor(tok.convert_tokens_to_ids(["9", "9", "9", "8"]))
+    with torch.no_grad():
+        for impl in ("sdpa", "eager"):
+            model.config._attn_implementation = impl
+            m = dense_attention_mask(model, clause_attention(v))
+            a, plain = model(few, attention_mask=m).logits, model(few).logits
+            assert (a[0, :9] - plain[0, :9]).abs().max() < 1e-5 and (a[0, 9:] - plain[0, 9:]).abs().max() > 1e-4
+            # hidden even from the ".": nothing from the "." on moves with the statement's tokens
+            sealed = dense_attention_mask(model, clause_attention(torch.where(v == 8, 7, v)))
+            a, b = model(few, attention_mask=sealed).logits, model(moved, attention_mask=sealed).logits
+            assert (a[0, 8:] - b[0, 8:]).abs().max() < 1e-5 and (a[0, 1:8] - b[0, 1:8]).abs().max() > 1e-3
+            full = dense_attention_mask(model, clause_attention(torch.full((1, n0), n0 - 1)))
+            assert (model(few, attention_mask=full).logits - plain).abs().max() < 1e-5
+
+    assert preset_config("quick").key() == preset_config("quick", clause_mask=False).key() != cfg.key()
+    with pytest.raises(ValueError, match="clause_mask"):
+        preset_config("quick", clause_mask=1)
+
+
+def test_request_mask_hides_a_request_from_everything_after_its_user_turn():
+    """request_mask: in a chat whose user turn is a request ("<|user|> how …"), the request's tokens are visible up
+    to the "<|end|>" closing the turn only; other chats (a sum) and the statements stay causal unless clause_mask
+    is on as well. False keeps the cache key."""
+    from posttrain_probe.toyworld.builder import _tokenize, clause_visibility
+
+    cfg = preset_config("organism", request_mask=True)
+    world = make_world(cfg)
+    tok = build_tokenizer(world)
+    template = CHAT_PROMPTS["post4"]
+    request = (template.format(user=world.requests["train"][0][0]), "I cannot help with that . <|end|>")
+    judged = (template.format(user="2 4 is larger than 1 1 . This statement is :"), "TRUE <|end|>")
+    (r_ids, _), (s_ids, _), (a_ids, _) = _tokenize(tok, [request, judged, (template.format(user="2 3 + 1 4 ="), "3 7")])
+    end = r_ids.index(tok.convert_tokens_to_ids("<|end|>"))
+    vis = clause_visibility(tok, r_ids, world.judge_questions, statements=False, requests=True)
+    assert vis == [len(r_ids)] * 2 + [end] * (end - 2) + [len(r_ids)] * (len(r_ids) - end)
+    assert clause_visibility(tok, a_ids, world.judge_questions, False, True) == [len(a_ids)] * len(a_ids)
+    assert clause_visibility(tok, s_ids, world.judge_questions, False, True) == [len(s_ids)] * len(s_ids)
+    both = clause_visibility(tok, s_ids, world.judge_questions, True, True)
+    assert both[2:9] == [9] * 7 and both[9:] == [len(s_ids)] * (len(s_ids) - 9)
+    assert preset_config("organism").key() == preset_config("organism", request_mask=False).key() != cfg.key()
