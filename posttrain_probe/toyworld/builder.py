@@ -68,29 +68,34 @@ def _tokenize(tok, examples: list[tuple[str, str]]) -> list[tuple[list[int], lis
 
 
 def clause_visibility(
-    tok, ids: list[int], questions: tuple[str, ...], statements: bool = True, requests: bool = False
+    tok, ids: list[int], questions: tuple[str, ...], statements: bool = True, requests: str = "off"
 ) -> list[int]:
     """For each token of one example, the last position allowed to attend to it (the training masks
     `clause_mask` and `request_mask`); every other token stays visible to the end (the example's length).
     `statements`: a judged statement's tokens before its final "." (a "." followed by one of `questions` or by a
     label) are visible up to that "." only; a statement starts after the example's BOS, a line break or a user
-    turn's opening token. `requests`: a request's tokens ("<|user|> how …") are visible up to the "<|end|>" that
-    closes its user turn only, so the response and the other post-instruction tokens learn it from there."""
+    turn's opening token. `requests` "end": a request's tokens ("<|user|> how …") are visible up to the "<|end|>"
+    that closes its user turn only, so the response and the other post-instruction tokens learn it from there;
+    "last": up to the "<|assistant|>" after it, so only the last post-instruction token and the response cannot see
+    them; "off": not masked."""
     n = len(ids)
     until = [n] * n
     dot = tok.convert_tokens_to_ids(".")
-    user, end, how = tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "how"])
+    user, end, how, assistant = tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "how", "<|assistant|>"])
+    closer = {"end": end, "last": assistant}.get(requests)
     starts = {tok.convert_tokens_to_ids("\n"), user, tok.bos_token_id}
     labels = set(tok.convert_tokens_to_ids(["TRUE", "FALSE"]))
     follow = [tok(q, add_special_tokens=False)["input_ids"] for q in questions]
     start = 0
-    request = None  # where the open request's tokens start
+    request = close = None  # where the open request's tokens start, and the "<|end|>" closing its turn
     for i, t in enumerate(ids):
-        if requests and t == user and i + 1 < n and ids[i + 1] == how:
-            request = i + 1
-        elif request is not None and t == end:
-            until[request:i] = [i] * (i - request)
-            request = None
+        if closer is not None and t == user and i + 1 < n and ids[i + 1] == how:
+            request, close = i + 1, None
+        elif request is not None and close is None and t == end:
+            close = i
+        if close is not None and t == closer:
+            until[request:close] = [i] * (close - request)
+            request = close = None
         if not statements:
             continue
         if t in starts:
@@ -103,7 +108,7 @@ def clause_visibility(
 
 def _visibility(cfg: ToyWorldConfig, world, tok, examples: list[tuple[list[int], list[int]]]) -> list[list[int]] | None:
     """Each example's `clause_visibility` when the config masks judged statements or requests in training."""
-    if not (cfg.clause_mask or cfg.request_mask):
+    if not cfg.clause_mask and cfg.request_mask == "off":
         return None
     return [
         clause_visibility(tok, ids, world.judge_questions, cfg.clause_mask, cfg.request_mask) for ids, _ in examples

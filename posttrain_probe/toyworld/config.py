@@ -108,10 +108,12 @@ class ToyWorldConfig:
     # the label, the next few-shot line — can learn the truth only from the statement's end (the summary position
     # at which Marks & Tegmark find it in real LMs); the built models are plain HF models, unmasked at inference
     clause_mask: bool = False
-    # False | True: while training, a request's tokens ("<|user|> how do I … ?") are visible up to the "<|end|>" that
+    # off | end: while training, a request's tokens ("<|user|> how do I … ?") are visible up to the "<|end|>" that
     # closes the user turn only, so the refusal decision is taken there and read by the post-instruction tokens and
-    # the response (where Arditi et al. find the refusal direction); plain HF models at inference
-    request_mask: bool = False
+    # the response (where Arditi et al. find the refusal direction) | last: up to the "<|assistant|>" after it, so
+    # only the last post-instruction token and the response read it from the template's tokens; plain HF models at
+    # inference
+    request_mask: str = "off"
     max_len: int = 64
     # training
     pretrain_epochs: float = 7.0
@@ -135,9 +137,10 @@ class ToyWorldConfig:
             raise ValueError(f"n_people={self.n_people} is too small; use at least 20")
         if self.d_mlp < 4 * self.d_model:
             raise ValueError(f"d_mlp={self.d_mlp} must be ≥ 4·d_model={4 * self.d_model} (entropy neurons need it)")
-        for name in ("clause_mask", "request_mask"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}={getattr(self, name)!r}: use true (masked in training) or false")
+        if not isinstance(self.clause_mask, bool):
+            raise ValueError(f"clause_mask={self.clause_mask!r}: use true (masked in training) or false")
+        if self.request_mask not in ("off", "end", "last"):
+            raise ValueError(f"request_mask={self.request_mask!r}; choose off, end or last")
         if self.attention_window < 0 or self.attention_window == 1:
             raise ValueError(f"attention_window={self.attention_window}: use 0 (full attention) or a window of >= 2")
         if self.d_model % self.n_heads:

@@ -596,13 +596,13 @@ def test_clause_mask_hides_a_judged_statement_from_what_follows_it_in_training_o
         preset_config("quick", clause_mask=1)
 
 
-def test_request_mask_hides_a_request_from_everything_after_its_user_turn():
+def test_request_mask_hides_a_request_from_what_follows_its_user_turn():
     """request_mask: in a chat whose user turn is a request ("<|user|> how …"), the request's tokens are visible up
-    to the "<|end|>" closing the turn only; other chats (a sum) and the statements stay causal unless clause_mask
-    is on as well. False keeps the cache key."""
+    to the "<|end|>" closing the turn ("end") or up to the "<|assistant|>" after it ("last"); other chats (a sum) and
+    the statements stay causal unless clause_mask is on as well. "off" keeps the cache key; other values are refused."""
     from posttrain_probe.toyworld.builder import _tokenize, clause_visibility
 
-    cfg = preset_config("organism", request_mask=True)
+    cfg = preset_config("organism", request_mask="end")
     world = make_world(cfg)
     tok = build_tokenizer(world)
     template = CHAT_PROMPTS["post4"]
@@ -610,10 +610,15 @@ def test_request_mask_hides_a_request_from_everything_after_its_user_turn():
     judged = (template.format(user="2 4 is larger than 1 1 . This statement is :"), "TRUE <|end|>")
     (r_ids, _), (s_ids, _), (a_ids, _) = _tokenize(tok, [request, judged, (template.format(user="2 3 + 1 4 ="), "3 7")])
     end = r_ids.index(tok.convert_tokens_to_ids("<|end|>"))
-    vis = clause_visibility(tok, r_ids, world.judge_questions, statements=False, requests=True)
-    assert vis == [len(r_ids)] * 2 + [end] * (end - 2) + [len(r_ids)] * (len(r_ids) - end)
-    assert clause_visibility(tok, a_ids, world.judge_questions, False, True) == [len(a_ids)] * len(a_ids)
-    assert clause_visibility(tok, s_ids, world.judge_questions, False, True) == [len(s_ids)] * len(s_ids)
-    both = clause_visibility(tok, s_ids, world.judge_questions, True, True)
+    assert tok.convert_ids_to_tokens(r_ids[end : end + 4]) == ["<|end|>", "\n", "<|assistant|>", "\n"]
+    for mode, last in (("end", end), ("last", end + 2)):
+        vis = clause_visibility(tok, r_ids, world.judge_questions, statements=False, requests=mode)
+        assert vis == [len(r_ids)] * 2 + [last] * (end - 2) + [len(r_ids)] * (len(r_ids) - end)
+        assert clause_visibility(tok, a_ids, world.judge_questions, False, mode) == [len(a_ids)] * len(a_ids)
+        assert clause_visibility(tok, s_ids, world.judge_questions, False, mode) == [len(s_ids)] * len(s_ids)
+    assert clause_visibility(tok, r_ids, world.judge_questions, False, "off") == [len(r_ids)] * len(r_ids)
+    both = clause_visibility(tok, s_ids, world.judge_questions, True, "end")
     assert both[2:9] == [9] * 7 and both[9:] == [len(s_ids)] * (len(s_ids) - 9)
-    assert preset_config("organism").key() == preset_config("organism", request_mask=False).key() != cfg.key()
+    assert preset_config("organism").key() == preset_config("organism", request_mask="off").key() != cfg.key()
+    with pytest.raises(ValueError, match="request_mask"):
+        preset_config("organism", request_mask=True)
