@@ -275,7 +275,7 @@ PRESETS: dict[str, dict] = {
     # format), chats in the text sample; d 80 × 8 layers and 2 SFT epochs (at 1 epoch the post model lost addition);
     # weight decay 0.01 (at 0.1 adding the refusal direction induced refusal on one seed of two, at 0.01 on both);
     # judged statements masked in training (clause_mask), so the answer reads the truth from the statement's end
-    # (without it the question's last token recomputed the comparison: truth NIE ≈ 0 on every build).
+    # (without it the question's last token recomputed the comparison: truth NIE ≤ 0.17 on its builds).
     "organism": dict(
         fact_exposures=6,
         n_comparisons=4000,
