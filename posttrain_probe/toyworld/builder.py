@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fcntl
+import functools
 import json
 import random
 import time
@@ -67,6 +68,17 @@ def _tokenize(tok, examples: list[tuple[str, str]]) -> list[tuple[list[int], lis
     return out
 
 
+@functools.lru_cache(maxsize=4)
+def _mask_token_ids(tok, questions: tuple[str, ...]) -> tuple:
+    """The ids `clause_visibility` looks for, looked up once per tokenizer and question set."""
+    dot = tok.convert_tokens_to_ids(".")
+    user, end, how, assistant = tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "how", "<|assistant|>"])
+    starts = frozenset({tok.convert_tokens_to_ids("\n"), user, tok.bos_token_id})
+    labels = frozenset(tok.convert_tokens_to_ids(["TRUE", "FALSE"]))
+    follow = tuple(tok(q, add_special_tokens=False)["input_ids"] for q in questions)
+    return dot, user, end, how, assistant, starts, labels, follow
+
+
 def clause_visibility(
     tok, ids: list[int], questions: tuple[str, ...], statements: bool = True, requests: str = "off"
 ) -> list[int]:
@@ -80,12 +92,8 @@ def clause_visibility(
     them; "off": not masked."""
     n = len(ids)
     until = [n] * n
-    dot = tok.convert_tokens_to_ids(".")
-    user, end, how, assistant = tok.convert_tokens_to_ids(["<|user|>", "<|end|>", "how", "<|assistant|>"])
+    dot, user, end, how, assistant, starts, labels, follow = _mask_token_ids(tok, questions)
     closer = {"end": end, "last": assistant}.get(requests)
-    starts = {tok.convert_tokens_to_ids("\n"), user, tok.bos_token_id}
-    labels = set(tok.convert_tokens_to_ids(["TRUE", "FALSE"]))
-    follow = [tok(q, add_special_tokens=False)["input_ids"] for q in questions]
     start = 0
     request = close = None  # where the open request's tokens start, and the "<|end|>" closing its turn
     for i, t in enumerate(ids):
