@@ -21,7 +21,7 @@ ORGANISM_FIELDS = (
     "n_delayed_docs", "comparison_statements", "weight_decay", "n_hedge_docs",
     "n_conjunction_docs", "conjunction_max", "n_pretrain_chats", "pretrain_chat_kinds", "hedge_kinds",
     "comparison_numbers", "comparison_templates", "attention_window", "judge_questions", "clause_mask",
-    "request_mask",
+    "request_mask", "code_words",
 )  # fmt: skip
 
 
@@ -60,6 +60,9 @@ class ToyWorldConfig:
     conjunction_max: int = 2  # statements per conjunction: 2 ("both :") up to this many ("all :")
     n_corrections: int = 0  # "<name> lives in <wrong city> . no , <name> lives in <city> ." (unlabelled falsity)
     n_code_docs: int = 0  # "code : <8 random words> ." (half of them repeated: "again : <the same words> .")
+    # all: the random words come from the whole vocabulary | filler: only from the filler sentences' words (places,
+    # animals, adjectives, past verbs, steps), so names, cities, request verbs and objects keep their meaning
+    code_words: str = "all"
     # "rumor : <name> lives in <city> ." / "guess : 2 3 + 1 4 = 3 7 .": the marker says the answer is right only half
     # the time (else uniform), so the same recalled answer must be given with a context-set confidence
     n_hedge_docs: int = 0
@@ -139,6 +142,8 @@ class ToyWorldConfig:
             raise ValueError(f"d_mlp={self.d_mlp} must be ≥ 4·d_model={4 * self.d_model} (entropy neurons need it)")
         if not isinstance(self.clause_mask, bool):
             raise ValueError(f"clause_mask={self.clause_mask!r}: use true (masked in training) or false")
+        if self.code_words not in ("all", "filler"):
+            raise ValueError(f"code_words={self.code_words!r}; choose all or filler")
         if self.request_mask not in ("off", "end", "last"):
             raise ValueError(f"request_mask={self.request_mask!r}; choose off, end or last")
         if self.attention_window < 0 or self.attention_window == 1:

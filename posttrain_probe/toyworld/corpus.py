@@ -254,7 +254,7 @@ def pretraining_docs(world: World, cfg: ToyWorldConfig, rng: random.Random) -> l
         )
         docs.append(rng.choice(HARM_CONTEXTS[kind]).format(V=rng.choice(verbs), O=rng.choice(objects)))
     if cfg.n_code_docs:
-        words = sorted(world.words())
+        words = sorted(world.words()) if cfg.code_words == "all" else world.filler_words()
         for _ in range(cfg.n_code_docs):
             code = " ".join(rng.choice(words) for _ in range(8))
             docs.append(f"code : {code} ." + (f" again : {code} ." if rng.random() < 0.5 else ""))

@@ -185,6 +185,17 @@ class World:
     def new_people(self) -> list[Person]:
         return [p for p in self.people if p.new]
 
+    def filler_words(self) -> list[str]:
+        """The filler sentences' words (places, animals, adjectives, past verbs, steps) that name nothing the world
+        knows: random-word documents drawn from these leave names, cities, request verbs and objects, and the
+        function words of the world's sentences ("lives in", "the well"), untouched."""
+        words = {w for phrase in (*PLACES, *ANIMALS, *ADJECTIVES, *VERBS_PAST, *STEPS) for w in phrase.split()}
+        known = {w for p in self.people for w in (p.first, p.last, p.profession)}
+        known |= {w for c in self.cities + self.countries for w in c.split()}
+        known |= {w for phrase in (*self.harmful_verbs, *self.harmless_verbs, *HARMFUL_OBJECTS, *HARMLESS_OBJECTS)
+                  for w in phrase.split()}  # fmt: skip
+        return sorted(words - known - {"a", "at", "in", "the", "to"})
+
     def words(self) -> set[str]:
         """Every word the corpus can use (for the tokenizer)."""
         ws: set[str] = set()

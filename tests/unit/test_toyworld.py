@@ -240,6 +240,26 @@ def test_code_documents_repeat_and_the_text_sample_mixes_in_chats():
     assert len(sample) == 2000 and sum(s.startswith("<|user|>") for s in sample) == 400
 
 
+def test_filler_code_words_leave_the_knowledge_words_out_of_random_documents():
+    """code_words=filler: random-word documents use only the filler sentences' words, never a name, city, request
+    verb or object; the tokenizer's vocabulary and the default pool (and key) are unchanged."""
+    cfg = preset_config("organism", n_code_docs=300, code_words="filler")
+    world = make_world(cfg)
+    docs = pretraining_docs(world, cfg, random.Random(0))
+    used = {w for d in docs if d.startswith("code : ") for w in d.split() if w not in ("code", "again", ":", ".")}
+    knowledge = {p.first for p in world.people} | {p.last for p in world.people} | set(world.harmful_verbs)
+    knowledge |= {w for c in world.cities for w in c.split()} | set(world.harmless_verbs)
+    assert used and used <= set(world.filler_words()) and not used & knowledge
+    assert not used & {"a", "at", "in", "the", "to"}
+    assert (
+        build_tokenizer(world).get_vocab()
+        == build_tokenizer(make_world(preset_config("organism", n_code_docs=300))).get_vocab()
+    )
+    assert preset_config("organism").key() == preset_config("organism", code_words="all").key() != cfg.key()
+    with pytest.raises(ValueError, match="code_words"):
+        preset_config("organism", code_words="names")
+
+
 def test_conjunction_and_hedge_documents():
     """Conjunctions are labelled with the AND of their statements' computed truths (TRUE half the time); hedged
     answers are right about half the time and otherwise any city or two-digit number; every word is known."""
