@@ -280,7 +280,8 @@ PRESETS: dict[str, dict] = {
     # format), chats in the text sample; d 80 × 8 layers and 2 SFT epochs (at 1 epoch the post model lost addition);
     # weight decay 0.01 (at 0.1 adding the refusal direction induced refusal on one seed of two, at 0.01 on both);
     # judged statements masked in training (clause_mask), so the answer reads the truth from the statement's end
-    # (without it the question's last token recomputed the comparison: truth NIE ≤ 0.17 on its builds).
+    # (without it the question's last token recomputed the comparison: truth NIE ≤ 0.17 on its builds); 8000 SFT sums
+    # (at 5000 the post model's held-out arithmetic at T = 1 fell below 0.15 on 3 of 4 seeds on an Intel box).
     "organism": dict(
         fact_exposures=6,
         n_comparisons=4000,
@@ -296,7 +297,7 @@ PRESETS: dict[str, dict] = {
         comparison_statements="all",
         n_fewshot_docs=400,
         sample_chat_frac=0.3,
-        sft_arithmetic=5000,
+        sft_arithmetic=8000,
         sft_epochs=2.0,
         d_model=80,
         n_layers=8,

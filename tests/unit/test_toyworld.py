@@ -344,8 +344,11 @@ def test_invented_names_never_equal_a_word_of_the_corpus_and_redrawn_worlds_chan
     assert "both" in make_world(preset_config("organism")).countries  # harmless without conjunction documents
     organism = {0: "f279322dba0f", 1: "5ae105ee4261", 2: "627552075a30", 3: "a2ffa12ef222"}  # before clause_mask
     for seed, key in organism.items():
-        cfg = preset_config("organism", seed=seed, clause_mask=False)
+        cfg = preset_config("organism", seed=seed, clause_mask=False, sft_arithmetic=5000)
         assert (cfg.key() == key) == (seed < 3)  # seed 3 had a city "fun"
+    masked = {0: "e483f5e2ce48", 1: "4f50333e6eee", 2: "0b88c57fcfc0", 3: "69aed3cd8fd9"}  # before sft_arithmetic=8000
+    for seed, key in masked.items():
+        assert preset_config("organism", seed=seed, sft_arithmetic=5000).key() == key
 
 
 def test_number_words_are_one_token_each_and_only_in_comparisons():
