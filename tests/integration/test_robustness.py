@@ -366,3 +366,27 @@ def test_ctrl_c_during_a_trace_exits_130_with_one_line_and_no_run_dir(tiny, tmp_
     calls["n"] = 0
     with pytest.raises(KeyboardInterrupt):  # the Python API lets it propagate
         run_tracing(load_pair(tiny, tiny), load_facts(tmp_path / "facts.json"), TracingConfig(progress=False))
+
+
+def test_sigterm_during_a_toy_build_unwinds_like_ctrl_c_and_keeps_no_partial_build(tmp_path):
+    """`kill` (SIGTERM, as a scheduler's time limit sends it) mid-build: exit 143 with one line, and neither the
+    build nor its temporary folder is left in the cache (the same unwinding as Ctrl-C)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "posttrain_probe.cli", "toyworld", "build", "--preset", "quick"]
+    cmd += ["--cache-root", str(tmp_path), "--device", "cpu"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".quick-seed0-") and ".tmp-" in p.name for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, "the build ended before it could be stopped"
+        time.sleep(0.05)
+    time.sleep(1.0)  # into the build itself
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert err.count("interrupted; no partial output was kept") == 1 and "Traceback" not in err  # beside tqdm bars
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
