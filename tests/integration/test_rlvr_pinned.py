@@ -9,11 +9,12 @@ the sampler's own log-probs as the old ones, re-scoring in prompt-major chunks; 
 alters any logged number, bit for bit, fails here and must say which number changed and why.
 On torch 2.13.0 on the CPU, 2 threads, on the CPU the pins were written on (their "_host": model and torch's kernel
 capability) the comparison is exact; elsewhere (another CPU, torch build or a GPU) floating-point kernels round
-differently, so numbers are compared to rel 1e-4 (1e-2 for the two ΔH correlations, `LOOSE`) and the exact tensor
-hashes are skipped. (The pins of the morning of 2026-12-07 were written on
-another machine; on the AMD EPYC box that afternoon the same code and torch gave metrics up to 1.5e-3 relative away
-from them (the ΔH correlations; every other metric within 1e-4 and every count equal), so
-exactness is per machine, as for toy-world builds; they were rewritten there.)
+differently, so numbers are compared to rel 1e-4 (1e-2 for the two ΔH correlations, `LOOSE`), the exact tensor
+hashes are skipped, and a run is compared only up to the step at which its covariance selection first differs from
+the pins (a near-tie in the ranking that another CPU breaks the other way; never at the first step; `PARTING`).
+(The pins of the morning of 2026-12-07 were written on another machine; on the AMD EPYC box that afternoon the same
+code and torch gave metrics up to 1.5e-3 relative away from them (the ΔH correlations; every other metric within
+1e-4 and every count equal), so exactness is per machine, as for toy-world builds; they were rewritten there.)
 
     POSTTRAIN_PROBE_REPIN=1 python -m pytest tests/test_rlvr_pinned.py   # rewrite the pins (say why in the commit)
 """
@@ -128,13 +129,34 @@ def _close(a: Any, b: Any, exact: bool, key: str = "") -> bool:
     return a == b
 
 
+# counts of Clip-Cov / KL-Cov's covariance-ranked token selection: on another CPU a near-tie in the ranking can flip
+# (seen on an Intel Xeon box against the AMD pins: KL-Cov touched 4 tokens at step 2 where the pins touch 3), after
+# which the two trajectories legitimately part
+PARTING = ("cov_selected_tokens", "cov_touched_tokens")
+
+
+def _parting_step(got: dict[str, Any], want: dict[str, Any]) -> float:
+    """The first step at which a covariance selection count differs from the pins (inf if none)."""
+    for g, w in zip(got["metrics"], want["metrics"]):
+        if any(k in w and g.get(k) != w[k] for k in PARTING):
+            return w["step"]
+    return math.inf
+
+
 def _diff(got: dict[str, Any], want: dict[str, Any], exact: bool) -> list[str]:
+    """Differences from the pins: every number exactly on the pins' host; elsewhere to `_close`'s tolerance, up to
+    the step (never the first) at which a near-tie in the covariance selection parts the trajectories."""
     out = []
+    part = math.inf if exact else _parting_step(got, want)
+    if part <= want["metrics"][0]["step"]:
+        out.append(f"the covariance selection differs from the pins at the first step ({part})")
     for kind in ("metrics", "eval"):
         if len(got[kind]) != len(want[kind]):
             out.append(f"{kind}: {len(got[kind])} rows, pinned {len(want[kind])}")
             continue
         for g, w in zip(got[kind], want[kind]):
+            if w.get("step", 0) >= part:
+                break
             for k in sorted(w):  # every pinned key; metrics added later (mechanism logging) are new keys
                 if k not in g or not _close(g[k], w[k], exact, k):
                     out.append(f"{kind} step {w.get('step')} {k}: {g.get(k)!r} != pinned {w.get(k)!r}")

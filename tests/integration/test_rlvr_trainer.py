@@ -247,8 +247,8 @@ def test_packed_scoring_trains_as_the_kv_cache_path_does(world, tmp_path, monkey
         for k in ("loss", "grad_norm", "entropy_mean", "dH_realized"):
             assert ra[k] == pytest.approx(rb[k], rel=1e-3, abs=1e-6), k
     wa, wb = _weights(packed, 3), _weights(cached, 3)
-    for k in wa:
-        assert (wa[k] - wb[k]).abs().max() <= 1e-4 * wb[k].abs().max(), k
+    for k in wa:  # Adam divides by √v: rounding in a near-zero gradient moves that weight by a fraction of lr
+        assert (wa[k] - wb[k]).abs().max() <= max(1e-4 * wb[k].abs().max(), 1e-2 * cfg.lr), k
 
 
 def test_on_policy_first_update_has_ratio_one_and_realized_dh_matches_dump(world, tmp_path, monkeypatch):
